@@ -1,0 +1,1 @@
+"""TFX component code, one folder per pipeline stage."""

@@ -1,0 +1,31 @@
+"""Feature names shared by ingest, transform, trainer, evaluator and serving: defined once."""
+
+# Raw tf.Example features written by ingest.
+IMAGE_KEY = "image"            # encoded bytes exactly as stored on disk
+LABEL_KEY = "label"            # int64 id: index of the class name in sorted order
+LABEL_NAME_KEY = "label_name"
+PATH_KEY = "relative_path"
+HEIGHT_KEY = "height"
+WIDTH_KEY = "width"
+CHANNELS_KEY = "channels"
+FORMAT_KEY = "format"
+SHA256_KEY = "sha256"
+
+# Transformed features written by transform.
+PIXELS_KEY = "pixels_u8"       # serialized uint8 [S, S, 3] tensor at the storage size
+CHANNEL_MEAN_KEY = "channel_mean"  # per-channel mean from the TFT full pass (train split)
+CHANNEL_STD_KEY = "channel_std"
+
+# Transform asset holding the class names; sorted, it is the id -> name table.
+LABEL_VOCABULARY = "label_names"
+
+# Splits.
+TRAIN_SPLIT = "train"
+EVAL_SPLIT = "eval"
+
+# Model outputs and signatures.
+PROBABILITIES_KEY = "probabilities"
+CLASS_ID_KEY = "class_id"
+CLASS_NAME_KEY = "class_name"
+SERVING_SIGNATURE = "serving_default"     # raw image bytes in
+EXAMPLES_SIGNATURE = "serving_examples"   # serialized tf.Example in (TFMA)

@@ -1,0 +1,1 @@
+"""The tlpipe DAG (`create_pipeline`), its configuration, runners and CLI."""

@@ -1,0 +1,94 @@
+"""`tlpipe`: the one command line. Subcommands arrive with their issues (serve, predict,
+compare, runs, schedule); `run` is the pipeline itself."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from typing import Optional
+
+from pipeline.config import ConfigError, PipelineConfig, load_config, validate
+from pipeline.nodes import NODE_ORDER as NODES
+
+
+
+def _fail(message: str, code: int = 2) -> int:
+    print(f"tlpipe: error: {message}", file=sys.stderr)
+    return code
+
+
+def resolve_data_root(config: PipelineConfig, mirror: Optional[str]) -> str:
+    """The user's image root, or the flowers demo (mirror, cache, or download)."""
+    if config.data.root:
+        return os.path.abspath(config.data.root)
+    from data.flowers import FlowersUnavailable, ensure_flowers
+
+    try:
+        return ensure_flowers(os.path.join(os.path.abspath(config.work_dir), "datasets"),
+                              mirror=mirror or config.data.flowers_mirror,
+                              progress=lambda m: print(f"tlpipe: {m}", flush=True))
+    except FlowersUnavailable as err:
+        raise ConfigError(str(err)) from None
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    try:
+        config = load_config(args.config, args.set, work_dir=args.work_dir,
+                             data__root=args.data)
+        validate(config)
+        data_root = resolve_data_root(config, args.mirror)
+        validate(config, data_root)
+    except ConfigError as err:
+        return _fail(str(err))
+    if args.to and args.to not in NODES:
+        return _fail(f"--to: unknown node '{args.to}' (nodes: {', '.join(NODES)})")
+    print(f"tlpipe: data {data_root}; base {config.base.name}; work dir "
+          f"{os.path.abspath(config.work_dir)}", flush=True)
+    from pipeline.local_runner import run_pipeline
+    from pipeline.summary import latest_run_summary
+
+    started = time.time()
+    try:
+        run_pipeline(config, data_root, args.to)
+    except KeyboardInterrupt:
+        return _fail("interrupted", 130)
+    except Exception as err:  # the node and log path were printed by the runner
+        return _fail(f"run failed: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}", 1)
+    summary = latest_run_summary(config)
+    print(f"tlpipe: run completed in {time.time() - started:.0f}s", flush=True)
+    if summary:
+        print("\n".join(summary.lines()), flush=True)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tlpipe",
+        description="Folder of labelled images -> fine-tuned, evaluated, versioned classifier "
+                    "served in TF Serving's layout (TFX on LocalDagRunner).")
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run the pipeline (all of it, or --to a node)",
+                         description="Run the TFX DAG locally. Everything is written under "
+                                     "--work-dir: pipeline root, ML Metadata, serving base.")
+    run.add_argument("--config", help="YAML config file (see README: configuration)")
+    run.add_argument("--data", help="image root laid out <root>/<class>/*.jpg "
+                                    "(default: the flowers demo)")
+    run.add_argument("--work-dir", help="where everything is written (default ./tlpipe-work)")
+    run.add_argument("--to", metavar="NODE", help=f"run up to and including NODE: {', '.join(NODES)}")
+    run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                     help="override a setting, e.g. --set trainer.phase1_epochs=3 (repeatable)")
+    run.add_argument("--mirror", help="offline mirror of the flowers demo, a folder of "
+                                      "<class>/*.jpg (or TLPIPE_FLOWERS_MIRROR)")
+    run.set_defaults(func=cmd_run)
+    return parser
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TF's C++ start-up chatter
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

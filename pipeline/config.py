@@ -1,0 +1,267 @@
+"""The one typed configuration object: every default of tlpipe lives here.
+
+Loaded from an optional YAML file, then `--set section.key=value` overrides, then validated
+before any component runs, so a bad setting fails in a second with one line instead of an hour
+into a run.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+
+IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "gif", "bmp", "webp")
+
+
+class ConfigError(ValueError):
+    """A configuration problem, reported as one line before anything runs."""
+
+
+@dataclass
+class DataConfig:
+    # Folder-per-class image root; None means the flowers demo (downloaded or mirrored).
+    root: Optional[str] = None
+    # Offline mirror of the flowers demo (also TLPIPE_FLOWERS_MIRROR).
+    flowers_mirror: Optional[str] = None
+    # Glob under root, relative; '{SPAN}' selects spans. Default: root/<class>/<file>.
+    pattern: str = "*/*"
+    extensions: list[str] = field(default_factory=lambda: list(IMAGE_EXTENSIONS))
+    # Deterministic split by hash of the relative path, stratified per class.
+    train_ratio: float = 0.8
+    min_images_per_class: int = 2
+
+
+@dataclass
+class TransformConfig:
+    # imagenet: the base's own input convention; dataset: per-channel mean from a TFT full pass.
+    mean_source: str = "imagenet"
+
+
+@dataclass
+class BaseModelConfig:
+    # Key in components/trainer/backbones.py.
+    name: str = "mobilenet_v2"
+    # "imagenet" (Keras cache / download), a path to a weights file, or "none" (random init).
+    weights: str = "imagenet"
+
+
+@dataclass
+class TunerConfig:
+    input_sizes: list[int] = field(default_factory=lambda: [160, 192, 224])
+    learning_rate_min: float = 1e-4
+    learning_rate_max: float = 1e-2
+    max_trials: int = 3
+    epochs_per_trial: int = 2
+    seed: int = 42
+
+
+@dataclass
+class TrainerConfig:
+    batch_size: int = 32
+    phase1_epochs: int = 6
+    phase2_epochs: int = 4
+    phase1_learning_rate: float = 1e-3
+    phase2_learning_rate: float = 1e-4
+    dropout: float = 0.2
+    augment: bool = True
+    seed: int = 42
+
+
+@dataclass
+class EvaluatorConfig:
+    # Gate: overall accuracy at least this (value threshold)...
+    min_accuracy: float = 0.7
+    # ...and not more than this below the last blessed model (change threshold).
+    max_accuracy_drop: float = 0.0
+
+
+@dataclass
+class BeamConfig:
+    direct_running_mode: str = "in_memory"
+    direct_num_workers: int = 1
+    # Extra Beam pipeline args, e.g. ["--runner=DataflowRunner", "--project=..."].
+    extra_args: list[str] = field(default_factory=list)
+
+
+@dataclass
+class PipelineConfig:
+    model_name: str = "flowers"
+    pipeline_name: str = "tlpipe"
+    work_dir: str = "tlpipe-work"
+    data: DataConfig = field(default_factory=DataConfig)
+    transform: TransformConfig = field(default_factory=TransformConfig)
+    base: BaseModelConfig = field(default_factory=BaseModelConfig)
+    tuner: TunerConfig = field(default_factory=TunerConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    evaluator: EvaluatorConfig = field(default_factory=EvaluatorConfig)
+    beam: BeamConfig = field(default_factory=BeamConfig)
+
+    # Derived locations: one place decides the work-dir layout.
+    @property
+    def pipeline_root(self) -> str:
+        return str(Path(self.work_dir).resolve() / "pipeline")
+
+    @property
+    def metadata_path(self) -> str:
+        return str(Path(self.work_dir).resolve() / "metadata.sqlite")
+
+    @property
+    def serving_base(self) -> str:
+        return str(Path(self.work_dir).resolve() / "serving")
+
+    @property
+    def serving_model_dir(self) -> str:
+        return str(Path(self.serving_base) / self.model_name)
+
+    @property
+    def storage_size(self) -> int:
+        """Transform stores images at the largest tuned size so every candidate can be served."""
+        return max(self.tuner.input_sizes)
+
+    def beam_pipeline_args(self) -> list[str]:
+        return [
+            f"--direct_running_mode={self.beam.direct_running_mode}",
+            f"--direct_num_workers={self.beam.direct_num_workers}",
+            *self.beam.extra_args,
+        ]
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> "PipelineConfig":
+        return _build(cls, raw, "")
+
+    @classmethod
+    def from_json(cls, text: str) -> "PipelineConfig":
+        return cls.from_dict(json.loads(text))
+
+
+def _build(cls, raw: dict[str, Any], prefix: str):
+    if not isinstance(raw, dict):
+        raise ConfigError(f"'{prefix.rstrip('.') or 'config'}' must be a mapping, got {raw!r}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - names)
+    if unknown:
+        raise ConfigError(f"unknown setting '{prefix}{unknown[0]}' (valid: {', '.join(sorted(names))})")
+    kwargs = {}
+    for key, value in raw.items():
+        hint = hints[key]
+        if dataclasses.is_dataclass(hint):
+            kwargs[key] = _build(hint, value, f"{prefix}{key}.")
+        else:
+            kwargs[key] = _coerce(value, hint, f"{prefix}{key}")
+    return cls(**kwargs)
+
+
+def _coerce(value: Any, hint: Any, name: str) -> Any:
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin is typing.Union:  # Optional[X]
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null", "")):
+            return None
+        return _coerce(value, next(a for a in args if a is not type(None)), name)
+    if origin is list:
+        if isinstance(value, str):
+            value = [v for v in (s.strip() for s in value.strip("[]").split(",")) if v]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"'{name}' must be a list, got {value!r}")
+        return [_coerce(v, args[0], name) for v in value]
+    try:
+        if hint is bool:
+            if isinstance(value, str):
+                if value.lower() in ("true", "yes", "1", "on"):
+                    return True
+                if value.lower() in ("false", "no", "0", "off"):
+                    return False
+                raise ValueError(value)
+            return bool(value)
+        if hint is int and isinstance(value, float) and not value.is_integer():
+            raise ValueError(value)
+        return hint(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"'{name}' must be {hint.__name__}, got {value!r}") from None
+
+
+def load_config(path: Optional[str] = None, overrides: Optional[list[str]] = None,
+                **top_level: Any) -> PipelineConfig:
+    """File, then `KEY=VALUE` overrides (dotted keys), then explicit top-level values."""
+    raw: dict[str, Any] = {}
+    if path:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        try:
+            raw = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise ConfigError(f"config file {path} is not valid YAML: {err}".splitlines()[0]) from None
+    for item in overrides or []:
+        if "=" not in item:
+            raise ConfigError(f"--set expects KEY=VALUE, got {item!r}")
+        key, value = item.split("=", 1)
+        node = raw
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"--set {key}: '{part}' is not a section")
+        node[parts[-1]] = yaml.safe_load(value) if value.strip() else None
+    for key, value in top_level.items():
+        if value is None:
+            continue
+        section, _, leaf = key.partition("__")
+        if leaf:
+            raw.setdefault(section, {})[leaf] = value
+        else:
+            raw[key] = value
+    return PipelineConfig.from_dict(raw)
+
+
+def validate(config: PipelineConfig, data_root: Optional[str] = None) -> None:
+    """Checks that need no TFX: bad values fail here, before any component runs."""
+    from components.trainer.backbones import BACKBONES  # light: no TensorFlow import
+
+    if config.base.name not in BACKBONES:
+        raise ConfigError(f"unknown base '{config.base.name}' (known: {', '.join(sorted(BACKBONES))})")
+    backbone = BACKBONES[config.base.name]
+    too_small = [s for s in config.tuner.input_sizes if s < backbone.min_size]
+    if too_small:
+        raise ConfigError(f"tuner.input_sizes {too_small} below the minimum {backbone.min_size} of base '{backbone.name}'")
+    if not config.tuner.input_sizes:
+        raise ConfigError("tuner.input_sizes is empty")
+    weights = config.base.weights
+    if weights not in ("imagenet", "none") and not Path(weights).is_file():
+        raise ConfigError(f"base.weights: no such weights file {weights!r} (or use 'imagenet' / 'none')")
+    if config.transform.mean_source not in ("imagenet", "dataset"):
+        raise ConfigError(f"transform.mean_source must be 'imagenet' or 'dataset', got {config.transform.mean_source!r}")
+    if not 0.0 < config.data.train_ratio < 1.0:
+        raise ConfigError(f"data.train_ratio must be between 0 and 1, got {config.data.train_ratio}")
+    if not 0.0 <= config.evaluator.min_accuracy <= 1.0:
+        raise ConfigError(f"evaluator.min_accuracy must be in [0, 1], got {config.evaluator.min_accuracy}")
+    if config.evaluator.max_accuracy_drop < 0:
+        raise ConfigError("evaluator.max_accuracy_drop must be >= 0")
+    if config.trainer.phase1_epochs < 1:
+        raise ConfigError("trainer.phase1_epochs must be >= 1")
+    if config.tuner.max_trials < 1 or config.tuner.epochs_per_trial < 1:
+        raise ConfigError("tuner.max_trials and tuner.epochs_per_trial must be >= 1")
+    if not 0 < config.tuner.learning_rate_min <= config.tuner.learning_rate_max:
+        raise ConfigError("tuner.learning_rate_min must be > 0 and <= tuner.learning_rate_max")
+    if config.beam.direct_running_mode not in ("in_memory", "multi_threading", "multi_processing"):
+        raise ConfigError(f"beam.direct_running_mode must be in_memory, multi_threading or multi_processing")
+    if data_root is not None:
+        from components.ingest.listing import scan_image_tree, DatasetError
+        try:
+            scan_image_tree(data_root, config.data.pattern, config.data.extensions,
+                            min_per_class=config.data.min_images_per_class)
+        except DatasetError as err:
+            raise ConfigError(str(err)) from None

@@ -1,0 +1,4 @@
+"""Node ids of the DAG in run order; light to import (the CLI validates --to with it)."""
+
+NODE_ORDER = ["ingest", "statistics_gen", "schema_gen", "example_validator", "transform",
+              "tuner", "trainer", "latest_blessed_model", "evaluator", "pusher"]

@@ -1,0 +1,135 @@
+"""The DAG, as a pure function of the config: every path and parameter is injected.
+
+ingest -> statistics_gen -> schema_gen -> example_validator -> transform -> tuner -> trainer
+-> latest_blessed_model (Resolver) -> evaluator -> pusher
+"""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Optional
+
+from tfx import v1 as tfx
+
+from components import features
+from components.evaluator.eval_config import make_eval_config
+from components.ingest.component import make_ingest
+from components.pusher.component import ServingPusher
+from pipeline.config import PipelineConfig
+from pipeline.nodes import NODE_ORDER
+
+COMPONENTS_DIR = Path(__file__).resolve().parent.parent / "components"
+TRANSFORM_MODULE = COMPONENTS_DIR / "transform" / "preprocessing.py"
+TUNER_MODULE = COMPONENTS_DIR / "tuner" / "tuner_module.py"
+TRAINER_MODULE = COMPONENTS_DIR / "trainer" / "trainer_module.py"
+
+
+
+def code_fingerprint(*paths: Path) -> str:
+    """Hash of the project code a module imports from outside its own folder.
+
+    TFX puts only the module's own folder into the cache key; a change in shared code
+    (features.py, the backbone registry) must invalidate the cached result too.
+    """
+    digest = hashlib.sha256()
+    for path in paths:
+        for file in sorted(path.rglob("*.py")) if path.is_dir() else [path]:
+            digest.update(file.relative_to(COMPONENTS_DIR.parent).as_posix().encode())
+            digest.update(file.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def _settings(config: PipelineConfig, *sections: str) -> dict:
+    """Only the sections a component reads: editing other settings keeps it cached."""
+    full = config.to_dict()
+    return {name: full[name] for name in sections}
+
+
+def create_pipeline(config: PipelineConfig, data_root: str, to_node: Optional[str] = None,
+                    ) -> tfx.dsl.Pipeline:
+    shared_code = [COMPONENTS_DIR / "features.py", COMPONENTS_DIR / "trainer"]
+    model_settings = _settings(config, "base", "tuner", "trainer")
+
+    ingest = make_ingest(config, data_root)
+    statistics_gen = tfx.components.StatisticsGen(
+        examples=ingest.outputs["examples"]).with_id("statistics_gen")
+    schema_gen = tfx.components.SchemaGen(
+        statistics=statistics_gen.outputs["statistics"],
+        infer_feature_shape=True).with_id("schema_gen")
+    example_validator = tfx.components.ExampleValidator(
+        statistics=statistics_gen.outputs["statistics"],
+        schema=schema_gen.outputs["schema"]).with_id("example_validator")
+    transform = tfx.components.Transform(
+        examples=ingest.outputs["examples"],
+        schema=schema_gen.outputs["schema"],
+        module_file=str(TRANSFORM_MODULE),
+        custom_config={
+            "storage_size": config.storage_size,
+            "base": config.base.name,
+            "mean_source": config.transform.mean_source,
+            "std_scaling": False,
+            "code": code_fingerprint(*shared_code),
+        }).with_id("transform")
+    model_custom_config = {"settings": model_settings, "code": code_fingerprint(*shared_code)}
+    tuner = tfx.components.Tuner(
+        module_file=str(TUNER_MODULE),
+        examples=transform.outputs["transformed_examples"],
+        transform_graph=transform.outputs["transform_graph"],
+        schema=schema_gen.outputs["schema"],
+        train_args=tfx.proto.TrainArgs(splits=[features.TRAIN_SPLIT]),
+        eval_args=tfx.proto.EvalArgs(splits=[features.EVAL_SPLIT]),
+        custom_config=model_custom_config).with_id("tuner")
+    trainer = tfx.components.Trainer(
+        module_file=str(TRAINER_MODULE),
+        examples=transform.outputs["transformed_examples"],
+        transform_graph=transform.outputs["transform_graph"],
+        schema=schema_gen.outputs["schema"],
+        hyperparameters=tuner.outputs["best_hyperparameters"],
+        train_args=tfx.proto.TrainArgs(splits=[features.TRAIN_SPLIT]),
+        eval_args=tfx.proto.EvalArgs(splits=[features.EVAL_SPLIT]),
+        custom_config=model_custom_config).with_id("trainer")
+    latest_blessed_model = tfx.dsl.Resolver(
+        strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
+        model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
+        model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
+    ).with_id("latest_blessed_model")
+    evaluator = tfx.components.Evaluator(
+        examples=ingest.outputs["examples"],
+        model=trainer.outputs["model"],
+        baseline_model=latest_blessed_model.outputs["model"],
+        example_splits=[features.EVAL_SPLIT],
+        eval_config=make_eval_config(config)).with_id("evaluator")
+    pusher = ServingPusher(
+        model=trainer.outputs["model"],
+        model_blessing=evaluator.outputs["blessing"],
+        serving_model_dir=config.serving_model_dir).with_id("pusher")
+
+    nodes = [ingest, statistics_gen, schema_gen, example_validator, transform, tuner, trainer,
+             latest_blessed_model, evaluator, pusher]
+    assert [n.id for n in nodes] == NODE_ORDER
+    if to_node is not None:
+        nodes = _upstream_of(nodes, to_node)
+    return tfx.dsl.Pipeline(
+        pipeline_name=config.pipeline_name,
+        pipeline_root=config.pipeline_root,
+        components=nodes,
+        enable_cache=True,
+        metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(
+            config.metadata_path),
+        beam_pipeline_args=config.beam_pipeline_args(),
+    )
+
+
+def _upstream_of(nodes, target: str):
+    """The nodes `target` depends on, and itself: what `--to target` runs."""
+    by_id = {n.id: n for n in nodes}
+    if target not in by_id:
+        raise ValueError(f"unknown node '{target}' (nodes: {', '.join(NODE_ORDER)})")
+    keep, todo = set(), [by_id[target]]
+    while todo:
+        node = todo.pop()
+        if node.id in keep:
+            continue
+        keep.add(node.id)
+        todo.extend(by_id[u.id] for u in node.upstream_nodes if u.id in by_id)
+    return [n for n in nodes if n.id in keep]

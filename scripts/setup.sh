@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# Idempotent set-up: system C library (when too old for TFDV/MLMD wheels), then .venv from the lock file.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PY=${PYTHON:-python3}
+VENV=${VENV:-.venv}
+LOCK=requirements.lock
+STAMP="$VENV/.tlpipe-setup-stamp"
+NEED_GLIBC=2.39
+
+say() { printf '[setup] %s\n' "$*"; }
+
+glibc_version() { ldd --version 2>/dev/null | head -n1 | grep -oE '[0-9]+\.[0-9]+$' || echo 0; }
+version_lt() { [ "$(printf '%s\n%s\n' "$1" "$2" | sort -V | head -n1)" = "$1" ] && [ "$1" != "$2" ]; }
+
+ensure_glibc() {
+  local have; have=$(glibc_version)
+  if ! version_lt "$have" "$NEED_GLIBC"; then
+    say "glibc $have >= $NEED_GLIBC: system libraries are fine."
+    return
+  fi
+  say "glibc $have < $NEED_GLIBC: TFDV 1.21 and ML Metadata 1.21 ship only manylinux_2_39 wheels."
+  if ! grep -qs '^ID=debian' /etc/os-release; then
+    say "ERROR: automatic glibc upgrade is only supported on Debian 12 (found: $(. /etc/os-release; echo "$PRETTY_NAME"))."
+    say "Use a system with glibc >= $NEED_GLIBC (e.g. Ubuntu 24.04+, Debian 13) and run 'make setup' again."
+    exit 1
+  fi
+  local SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  say "Adding the Debian 13 (trixie) suite at apt pin priority 100 (nothing else is upgraded from it),"
+  say "then upgrading only libc6 and libstdc++6 from trixie."
+  $SUDO tee /etc/apt/sources.list.d/tlpipe-trixie.sources >/dev/null <<'SRC'
+Types: deb
+URIs: http://deb.debian.org/debian
+Suites: trixie
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+SRC
+  $SUDO tee /etc/apt/preferences.d/tlpipe-trixie >/dev/null <<'PIN'
+Package: *
+Pin: release n=trixie
+Pin-Priority: 100
+PIN
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q -t trixie \
+    -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold libc6 libstdc++6
+  say "glibc is now $(glibc_version)."
+}
+
+ensure_venv() {
+  if [ -f "$STAMP" ] && [ "$STAMP" -nt "$LOCK" ] && [ "$STAMP" -nt pyproject.toml ]; then
+    say "$VENV is up to date with $LOCK."
+    return
+  fi
+  [ -x "$VENV/bin/python" ] || { say "Creating $VENV with $($PY --version)"; $PY -m venv "$VENV"; }
+  say "Installing the pinned TFX 1.21 stack from $LOCK (first time: several minutes)."
+  "$VENV/bin/python" -m pip install -q --upgrade pip
+  "$VENV/bin/python" -m pip install -q -r "$LOCK"
+  "$VENV/bin/python" -m pip install -q --no-deps -e .
+  touch "$STAMP"
+}
+
+check_imports() {
+  "$VENV/bin/python" - <<'PY'
+import tensorflow_data_validation, ml_metadata, tensorflow_transform, keras_tuner
+from tfx import v1 as tfx
+from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+import tensorflow as tf, keras
+print(f"[setup] OK: TFX {tfx.__version__ if hasattr(tfx,'__version__') else ''} TF {tf.__version__} Keras {keras.__version__}".replace("TFX  ", "TFX "))
+PY
+}
+
+ensure_glibc
+ensure_venv
+check_imports

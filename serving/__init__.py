@@ -1,0 +1,1 @@
+"""Serving: the TF Serving directory layout, and (later) server and client."""

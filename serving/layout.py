@@ -1,0 +1,80 @@
+"""The serving directory's format, defined once: `<base>/<model_name>/<version>/`.
+
+TF Serving loads the highest integer version and ignores non-numeric names, so a push is
+written under a dot-prefixed temporary name and renamed into place (a half-copied version is
+never visible: tensorflow/serving#1086). The pusher writes through this module; the server,
+`compare` and retention read through it.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any, Optional
+
+from tfx.v1.dsl.io import fileio
+
+METADATA_FILE = "metadata.json"
+
+
+@dataclass(frozen=True)
+class Version:
+    number: int
+    path: str
+    metadata: dict[str, Any]
+
+
+def versions(model_dir: str) -> list[Version]:
+    """Complete versions, oldest first."""
+    if not fileio.exists(model_dir):
+        return []
+    found = []
+    for name in fileio.listdir(model_dir):
+        name = name.rstrip("/")
+        if not name.isdigit():
+            continue
+        path = os.path.join(model_dir, name)
+        found.append(Version(int(name), path, read_metadata(path)))
+    return sorted(found, key=lambda v: v.number)
+
+
+def read_metadata(version_path: str) -> dict[str, Any]:
+    meta = os.path.join(version_path, METADATA_FILE)
+    if not fileio.exists(meta):
+        return {}
+    with fileio.open(meta, "r") as fh:
+        return json.loads(fh.read())
+
+
+def find_pushed(model_dir: str, source_model_uri: str) -> Optional[Version]:
+    """The version already holding this trained model, so a re-run never pushes a duplicate."""
+    for version in versions(model_dir):
+        if version.metadata.get("source_model_uri") == source_model_uri:
+            return version
+    return None
+
+
+def _copy_tree(src: str, dst: str) -> None:
+    for root, _, files in fileio.walk(src):
+        rel = os.path.relpath(root, src)
+        target = os.path.join(dst, rel) if rel != "." else dst
+        fileio.makedirs(target)
+        for name in files:
+            fileio.copy(os.path.join(root, name), os.path.join(target, name), overwrite=True)
+
+
+def push(saved_model_dir: str, model_dir: str, metadata: dict[str, Any]) -> Version:
+    """Copies a SavedModel in as the next integer version, atomically (temp dir, then rename)."""
+    fileio.makedirs(model_dir)
+    existing = versions(model_dir)
+    number = (existing[-1].number + 1) if existing else 1
+    staging = os.path.join(model_dir, f".tmp-{number}-{uuid.uuid4().hex[:8]}")
+    _copy_tree(saved_model_dir, staging)
+    record = {**metadata, "version": number, "pushed_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    with fileio.open(os.path.join(staging, METADATA_FILE), "w") as fh:
+        fh.write(json.dumps(record, indent=2, sort_keys=True))
+    final = os.path.join(model_dir, str(number))
+    fileio.rename(staging, final)
+    return Version(number, final, record)
