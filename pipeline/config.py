@@ -41,6 +41,8 @@ class DataConfig:
 class TransformConfig:
     # imagenet: the base's own input convention; dataset: per-channel mean from a TFT full pass.
     mean_source: str = "imagenet"
+    # With mean_source=dataset: divide by the dataset's per-channel std instead of the base's scale.
+    std_scaling: bool = False
 
 
 @dataclass

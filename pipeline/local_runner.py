@@ -107,5 +107,6 @@ def run_pipeline(config: PipelineConfig, data_root: str, to_node: Optional[str] 
             root.removeHandler(handler)
         for handler in removed:
             root.addHandler(handler)
+        absl_logging.set_verbosity(absl_logging.WARNING)
         file_handler.close()
     return progress

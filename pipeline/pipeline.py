@@ -67,7 +67,7 @@ def create_pipeline(config: PipelineConfig, data_root: str, to_node: Optional[st
             "storage_size": config.storage_size,
             "base": config.base.name,
             "mean_source": config.transform.mean_source,
-            "std_scaling": False,
+            "std_scaling": config.transform.std_scaling,
             "code": code_fingerprint(*shared_code),
         }).with_id("transform")
     model_custom_config = {"settings": model_settings, "code": code_fingerprint(*shared_code)}

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import socket
-import sys
 import tarfile
 import threading
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
@@ -12,11 +11,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # let the file run even where pytest is not configured with pythonpath
-    sys.path.insert(0, str(ROOT))
-
-from data.flowers import (  # noqa: E402
+from data.flowers import (
     FLOWERS_CLASSES,
     MARKER,
     MIRROR_ENV,
@@ -24,7 +19,7 @@ from data.flowers import (  # noqa: E402
     ensure_flowers,
     main,
 )
-from data.synthetic import make_flowers_tarball, make_image_folder  # noqa: E402
+from data.synthetic import make_flowers_tarball, make_image_folder
 
 SHARED_FLOWERS = Path(__file__).resolve().parents[2] / "shared/datasets/tf_flowers"
 

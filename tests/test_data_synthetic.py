@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import sys
 import tarfile
 from itertools import combinations
 from pathlib import Path
@@ -12,12 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # let the file run even where pytest is not configured with pythonpath
-    sys.path.insert(0, str(ROOT))
-
-from data.flowers import FLOWERS_CLASSES  # noqa: E402
-from data.synthetic import class_names, make_flowers_tarball, make_image_folder  # noqa: E402
+from data.flowers import FLOWERS_CLASSES
+from data.synthetic import class_names, make_flowers_tarball, make_image_folder
 
 
 def _files(root: Path) -> list[Path]:

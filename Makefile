@@ -1,0 +1,34 @@
+# tlpipe: `make setup`, then `make run`; `make test` is what CI runs.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+WORK_DIR ?= tlpipe-work
+SHARED := $(abspath ../shared)
+# The team's offline copies (flower photos, Keras cache with ImageNet weights), when present.
+FLOWERS_MIRROR := $(if $(wildcard $(SHARED)/datasets/tf_flowers),$(SHARED)/datasets/tf_flowers,)
+SHARED_KERAS_HOME := $(if $(wildcard $(SHARED)/keras_home/models),$(SHARED)/keras_home,)
+RUN_ENV := $(if $(FLOWERS_MIRROR),TLPIPE_FLOWERS_MIRROR=$(FLOWERS_MIRROR)) \
+           $(if $(SHARED_KERAS_HOME),KERAS_HOME=$${KERAS_HOME:-$(SHARED_KERAS_HOME)})
+ARGS ?=
+
+.PHONY: setup run test test-fast clean help
+
+help:
+	@echo "make setup   create .venv with the pinned TFX 1.21 stack (upgrades glibc on Debian 12 if needed)"
+	@echo "make run     run the whole pipeline on the flowers demo into $(WORK_DIR)/ (ARGS='--set k=v')"
+	@echo "make test    the test suite, including the end-to-end DAG test"
+
+setup:
+	@bash scripts/setup.sh
+
+run: setup
+	$(RUN_ENV) $(VENV)/bin/tlpipe run --work-dir $(WORK_DIR) $(ARGS)
+
+test: setup
+	$(RUN_ENV) $(PY) -m pytest -q $(ARGS)
+
+test-fast: setup
+	$(RUN_ENV) $(PY) -m pytest -q -m "not e2e" $(ARGS)
+
+clean:
+	rm -rf $(WORK_DIR) .pytest_cache

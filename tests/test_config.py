@@ -1,0 +1,68 @@
+from pathlib import Path
+
+import pytest
+
+from pipeline.config import ConfigError, PipelineConfig, load_config, validate
+
+
+def test_defaults_round_trip_through_json():
+    config = PipelineConfig()
+    assert PipelineConfig.from_json(config.to_json()) == config
+    assert config.storage_size == max(config.tuner.input_sizes)
+
+
+def test_file_then_overrides_then_explicit(tmp_path: Path):
+    path = tmp_path / "c.yaml"
+    path.write_text("model_name: cats\ntrainer:\n  phase1_epochs: 3\n  augment: false\n")
+    config = load_config(str(path), ["trainer.phase1_epochs=5", "tuner.input_sizes=[96, 128]",
+                                     "trainer.phase2_learning_rate=3e-5"], work_dir="/w")
+    assert config.model_name == "cats"
+    assert config.trainer.phase1_epochs == 5
+    assert config.trainer.augment is False
+    assert config.tuner.input_sizes == [96, 128]
+    assert config.trainer.phase2_learning_rate == pytest.approx(3e-5)
+    assert config.work_dir == "/w"
+    assert config.serving_model_dir == "/w/serving/cats"
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["trainer.epochs=3"], "unknown setting 'trainer.epochs'"),
+    (["trainer.phase1_epochs=abc"], "'trainer.phase1_epochs' must be int"),
+    (["trainer.augment=maybe"], "'trainer.augment' must be bool"),
+    (["nosuch=1"], "unknown setting 'nosuch'"),
+    (["trainer"], "--set expects KEY=VALUE"),
+])
+def test_bad_overrides_are_one_line_errors(overrides, message):
+    with pytest.raises(ConfigError) as err:
+        load_config(None, overrides)
+    assert message in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["base.name=alexnet"], "unknown base 'alexnet'"),
+    (["tuner.input_sizes=[16]"], "below the minimum"),
+    (["data.train_ratio=1.5"], "train_ratio"),
+    (["base.weights=/nope.h5"], "no such weights file"),
+    (["transform.mean_source=median"], "mean_source"),
+])
+def test_validation_rejects_bad_values(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        validate(load_config(None, overrides))
+
+
+def test_validation_checks_the_data_tree(tmp_path: Path, tiny_images: Path):
+    config = load_config(None, [])
+    validate(config, str(tiny_images))
+    with pytest.raises(ConfigError, match="data directory not found"):
+        validate(config, str(tmp_path / "missing"))
+    one = tmp_path / "one"
+    (one / "cats").mkdir(parents=True)
+    (one / "cats" / "a.jpg").write_bytes((tiny_images / "class_a" / "000.jpg").read_bytes())
+    with pytest.raises(ConfigError, match="needs at least 2"):
+        validate(config, str(one))
+
+
+def test_missing_config_file():
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config("/no/such.yaml")
