@@ -8,10 +8,15 @@ VENV=${VENV:-.venv}
 LOCK=requirements.lock
 STAMP="$VENV/.tlpipe-setup-stamp"
 NEED_GLIBC=2.39
+APT_ETC=${TLPIPE_APT_ETC:-/etc/apt}          # overridable so tests can run this safely
+OS_RELEASE=${TLPIPE_OS_RELEASE:-/etc/os-release}
 
 say() { printf '[setup] %s\n' "$*"; }
 
-glibc_version() { ldd --version 2>/dev/null | head -n1 | grep -oE '[0-9]+\.[0-9]+$' || echo 0; }
+glibc_version() {
+  local first; first=$(ldd --version 2>/dev/null | sed -n 1p || true)
+  [[ "$first" =~ ([0-9]+\.[0-9]+)$ ]] && echo "${BASH_REMATCH[1]}" || echo 0
+}
 version_lt() { [ "$(printf '%s\n%s\n' "$1" "$2" | sort -V | head -n1)" = "$1" ] && [ "$1" != "$2" ]; }
 
 ensure_glibc() {
@@ -21,22 +26,22 @@ ensure_glibc() {
     return
   fi
   say "glibc $have < $NEED_GLIBC: TFDV 1.21 and ML Metadata 1.21 ship only manylinux_2_39 wheels."
-  if ! grep -qs '^ID=debian' /etc/os-release; then
-    say "ERROR: automatic glibc upgrade is only supported on Debian 12 (found: $(. /etc/os-release; echo "$PRETTY_NAME"))."
+  if ! grep -qs '^ID=debian' "$OS_RELEASE"; then
+    say "ERROR: automatic glibc upgrade is only supported on Debian 12 (found: $(. "$OS_RELEASE" 2>/dev/null; echo "${PRETTY_NAME:-unknown}"))."
     say "Use a system with glibc >= $NEED_GLIBC (e.g. Ubuntu 24.04+, Debian 13) and run 'make setup' again."
     exit 1
   fi
   local SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   say "Adding the Debian 13 (trixie) suite at apt pin priority 100 (nothing else is upgraded from it),"
   say "then upgrading only libc6 and libstdc++6 from trixie."
-  $SUDO tee /etc/apt/sources.list.d/tlpipe-trixie.sources >/dev/null <<'SRC'
+  $SUDO tee "$APT_ETC/sources.list.d/tlpipe-trixie.sources" >/dev/null <<'SRC'
 Types: deb
 URIs: http://deb.debian.org/debian
 Suites: trixie
 Components: main
 Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
 SRC
-  $SUDO tee /etc/apt/preferences.d/tlpipe-trixie >/dev/null <<'PIN'
+  $SUDO tee "$APT_ETC/preferences.d/tlpipe-trixie" >/dev/null <<'PIN'
 Package: *
 Pin: release n=trixie
 Pin-Priority: 100
@@ -54,22 +59,36 @@ ensure_venv() {
   fi
   [ -x "$VENV/bin/python" ] || { say "Creating $VENV with $($PY --version)"; $PY -m venv "$VENV"; }
   say "Installing the pinned TFX 1.21 stack from $LOCK (first time: several minutes)."
-  "$VENV/bin/python" -m pip install -q --upgrade pip
+  quietly "$VENV/bin/python" -m pip install -q --upgrade pip
   "$VENV/bin/python" -m pip install -q -r "$LOCK"
-  "$VENV/bin/python" -m pip install -q --no-deps -e .
+  quietly "$VENV/bin/python" -m pip install -q --no-deps -e .
+  check_imports
   touch "$STAMP"
 }
 
+# Runs a noisy command, showing its output only when it fails.
+quietly() {
+  local log; log=$(mktemp)
+  if ! "$@" >"$log" 2>&1; then cat "$log"; rm -f "$log"; return 1; fi
+  rm -f "$log"
+}
+
 check_imports() {
-  "$VENV/bin/python" - <<'PY'
+  local log; log=$(mktemp)
+  if ! TF_CPP_MIN_LOG_LEVEL=3 "$VENV/bin/python" - >"$log" 2>&1 <<'PY'
 import tensorflow_data_validation, ml_metadata, tensorflow_transform, keras_tuner
 from tfx import v1 as tfx
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 import tensorflow as tf, keras
-print(f"[setup] OK: TFX {tfx.__version__ if hasattr(tfx,'__version__') else ''} TF {tf.__version__} Keras {keras.__version__}".replace("TFX  ", "TFX "))
+import tfx as tfx_package
+print(f"[setup] imports OK: TFX {tfx_package.__version__}, TF {tf.__version__}, Keras {keras.__version__}")
 PY
+  then
+    cat "$log"; rm -f "$log"
+    say "ERROR: the installed stack does not import (see above)."; exit 1
+  fi
+  grep '^\[setup\]' "$log"; rm -f "$log"
 }
 
 ensure_glibc
-ensure_venv
-check_imports
+[ "${TLPIPE_SETUP_ONLY:-}" = glibc ] || ensure_venv

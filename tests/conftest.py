@@ -3,6 +3,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -42,3 +45,53 @@ def tlpipe_env(keras_home: Path | None) -> dict[str, str]:
     if keras_home is not None:
         env["KERAS_HOME"] = str(keras_home)
     return env
+
+
+def tlpipe(*args, env=None, timeout=120) -> subprocess.CompletedProcess:
+    """Runs the real `tlpipe` command line in a child process."""
+    return subprocess.run([sys.executable, "-m", "pipeline.cli", *args], capture_output=True,
+                          text=True, cwd=REPO, env=env, timeout=timeout)
+
+
+# Small and quick, yet a real pretrained base when the shared Keras cache is there.
+E2E_SETTINGS = [
+    f"base.name={TEST_BASE}", "tuner.input_sizes=[64,96]", "tuner.max_trials=2",
+    "tuner.epochs_per_trial=1", "tuner.learning_rate_min=0.001", "tuner.learning_rate_max=0.01",
+    "trainer.phase1_epochs=4", "trainer.phase2_epochs=1", "trainer.batch_size=8",
+    "evaluator.min_accuracy=0.6",
+]
+
+
+@dataclass
+class PipelineRuns:
+    work_dir: Path
+    first: subprocess.CompletedProcess
+    second: subprocess.CompletedProcess
+
+    @property
+    def model_dir(self) -> Path:
+        """The pushed model's TF Serving base path (`<work>/serving/flowers`)."""
+        return self.work_dir / "serving" / "flowers"
+
+
+@pytest.fixture(scope="session")
+def pipeline_runs(tmp_path_factory, tiny_images, keras_home) -> PipelineRuns:
+    """The real DAG run twice on tiny images: once to push, once to show caching.
+
+    Session-scoped so every test needing a real pushed model (e2e, serving) shares one run.
+    """
+    work = tmp_path_factory.mktemp("work")
+    weights = [] if keras_home else ["--set", "base.weights=none"]
+    args = ["run", "--data", str(tiny_images), "--work-dir", str(work), *weights,
+            *[a for s in E2E_SETTINGS for a in ("--set", s)]]
+    env = tlpipe_env(keras_home)
+    first = tlpipe(*args, env=env, timeout=900)
+    second = tlpipe(*args, env=env, timeout=600)
+    return PipelineRuns(work, first, second)
+
+
+@pytest.fixture(scope="session")
+def pushed_model_dir(pipeline_runs) -> Path:
+    """A real model pushed by the pipeline: `<dir>/1/` is its SavedModel (labels class_a..c)."""
+    assert pipeline_runs.first.returncode == 0, pipeline_runs.first.stdout + pipeline_runs.first.stderr
+    return pipeline_runs.model_dir

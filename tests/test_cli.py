@@ -1,17 +1,10 @@
 """The `tlpipe` command's contract: bad input fails fast with one line, before any component."""
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from conftest import REPO
-
-
-def tlpipe(*args, cwd=None, env=None, timeout=120):
-    return subprocess.run([sys.executable, "-m", "pipeline.cli", *args], capture_output=True,
-                          text=True, cwd=cwd or REPO, env=env, timeout=timeout)
+from conftest import tlpipe
 
 
 @pytest.mark.parametrize("extra, message", [

@@ -8,33 +8,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import TEST_BASE, tlpipe_env
-from test_cli import tlpipe
+from conftest import tlpipe, tlpipe_env
 
 pytestmark = pytest.mark.e2e
 
-SETTINGS = [
-    f"base.name={TEST_BASE}", "tuner.input_sizes=[64,96]", "tuner.max_trials=2",
-    "tuner.epochs_per_trial=1", "tuner.learning_rate_min=0.001", "tuner.learning_rate_max=0.01",
-    "trainer.phase1_epochs=4", "trainer.phase2_epochs=1", "trainer.batch_size=8",
-    "evaluator.min_accuracy=0.6",
-]
-
-
-@pytest.fixture(scope="module")
-def pipeline_runs(tmp_path_factory, tiny_images, keras_home):
-    work = tmp_path_factory.mktemp("work")
-    weights = [] if keras_home else ["--set", "base.weights=none"]
-    args = ["run", "--data", str(tiny_images), "--work-dir", str(work), *weights,
-            *[a for s in SETTINGS for a in ("--set", s)]]
-    env = tlpipe_env(keras_home)
-    first = tlpipe(*args, env=env, timeout=900)
-    second = tlpipe(*args, env=env, timeout=600)
-    return work, first, second
-
 
 def test_first_run_trains_gates_and_pushes(pipeline_runs):
-    work, first, _ = pipeline_runs
+    work, first = pipeline_runs.work_dir, pipeline_runs.first
     assert first.returncode == 0, first.stdout + first.stderr
     for node in ("ingest", "transform", "tuner", "trainer", "evaluator", "pusher"):
         assert re.search(rf"^\s+{node}\s+COMPLETE", first.stdout, re.M), first.stdout
@@ -46,7 +26,7 @@ def test_first_run_trains_gates_and_pushes(pipeline_runs):
 
 
 def test_second_run_is_cached_and_pushes_no_duplicate(pipeline_runs):
-    work, _, second = pipeline_runs
+    work, second = pipeline_runs.work_dir, pipeline_runs.second
     assert second.returncode == 0, second.stdout + second.stderr
     for node in ("ingest", "statistics_gen", "transform", "tuner", "trainer"):
         assert re.search(rf"^\s+{node}\s+CACHED", second.stdout, re.M), second.stdout
@@ -54,12 +34,10 @@ def test_second_run_is_cached_and_pushes_no_duplicate(pipeline_runs):
     assert sorted(os.listdir(work / "serving" / "flowers")) == ["1"]
 
 
-def test_pushed_model_classifies_raw_jpeg_bytes(pipeline_runs, tiny_images):
+def test_pushed_model_classifies_raw_jpeg_bytes(pushed_model_dir, tiny_images):
     import tensorflow as tf
 
-    work, first, _ = pipeline_runs
-    assert first.returncode == 0
-    model = tf.saved_model.load(str(work / "serving" / "flowers" / "1"))
+    model = tf.saved_model.load(str(pushed_model_dir / "1"))
     serve = model.signatures["serving_default"]
     images, labels = [], []
     for label, name in enumerate(["class_a", "class_b", "class_c"]):
