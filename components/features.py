@@ -10,6 +10,7 @@ WIDTH_KEY = "width"
 CHANNELS_KEY = "channels"
 FORMAT_KEY = "format"
 SHA256_KEY = "sha256"
+EXIF_ORIENTATION_KEY = "exif_orientation"  # 1-8 as stored, 0 when absent: recorded, not applied
 
 # Transformed features written by transform.
 PIXELS_KEY = "pixels_u8"       # serialized uint8 [S, S, 3] tensor at the storage size
@@ -22,10 +23,18 @@ LABEL_VOCABULARY = "label_names"
 # Splits.
 TRAIN_SPLIT = "train"
 EVAL_SPLIT = "eval"
+TEST_SPLIT = "test"             # optional (data.test_ratio > 0): held out from tuning and training
 
 # Model outputs and signatures.
 PROBABILITIES_KEY = "probabilities"
 CLASS_ID_KEY = "class_id"
 CLASS_NAME_KEY = "class_name"
 SERVING_SIGNATURE = "serving_default"     # raw image bytes in
+SERVING_INPUT = "image_bytes"
 EXAMPLES_SIGNATURE = "serving_examples"   # serialized tf.Example in (TFMA)
+
+# What the trainer records inside the SavedModel (class names, base, hyperparameters), so the
+# pusher, the server and `compare` can describe a model without ML Metadata.
+MODEL_INFO_FILE = "assets.extra/model_info.json"
+# TF Serving replays these PredictionLog records before a version takes traffic.
+WARMUP_FILE = "assets.extra/tf_serving_warmup_requests"

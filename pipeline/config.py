@@ -81,6 +81,18 @@ class EvaluatorConfig:
     min_accuracy: float = 0.7
     # ...and not more than this below the last blessed model (change threshold).
     max_accuracy_drop: float = 0.0
+    # Optional gate: every class's recall (accuracy on its true-label slice) at least this.
+    min_class_recall: float = 0.0
+    # k of the reported top-k accuracy.
+    top_k: int = 2
+
+
+@dataclass
+class PusherConfig:
+    # Keep the newest N versions (0 keeps all); a version a label points at is never deleted.
+    keep_versions: int = 5
+    # Eval images replayed as TF Serving warmup requests before a version takes traffic.
+    warmup_requests: int = 4
 
 
 @dataclass
@@ -102,6 +114,7 @@ class PipelineConfig:
     tuner: TunerConfig = field(default_factory=TunerConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     evaluator: EvaluatorConfig = field(default_factory=EvaluatorConfig)
+    pusher: PusherConfig = field(default_factory=PusherConfig)
     beam: BeamConfig = field(default_factory=BeamConfig)
 
     # Derived locations: one place decides the work-dir layout.
@@ -250,8 +263,14 @@ def validate(config: PipelineConfig, data_root: Optional[str] = None) -> None:
         raise ConfigError(f"data.train_ratio must be between 0 and 1, got {config.data.train_ratio}")
     if not 0.0 <= config.evaluator.min_accuracy <= 1.0:
         raise ConfigError(f"evaluator.min_accuracy must be in [0, 1], got {config.evaluator.min_accuracy}")
+    if not 0.0 <= config.evaluator.min_class_recall <= 1.0:
+        raise ConfigError("evaluator.min_class_recall must be in [0, 1]")
+    if config.evaluator.top_k < 1:
+        raise ConfigError("evaluator.top_k must be >= 1")
     if config.evaluator.max_accuracy_drop < 0:
         raise ConfigError("evaluator.max_accuracy_drop must be >= 0")
+    if config.pusher.keep_versions < 0 or config.pusher.warmup_requests < 0:
+        raise ConfigError("pusher.keep_versions and pusher.warmup_requests must be >= 0")
     if config.trainer.phase1_epochs < 1:
         raise ConfigError("trainer.phase1_epochs must be >= 1")
     if config.tuner.max_trials < 1 or config.tuner.epochs_per_trial < 1:

@@ -102,7 +102,12 @@ def create_pipeline(config: PipelineConfig, data_root: str, to_node: Optional[st
     pusher = ServingPusher(
         model=trainer.outputs["model"],
         model_blessing=evaluator.outputs["blessing"],
-        serving_model_dir=config.serving_model_dir).with_id("pusher")
+        evaluation=evaluator.outputs["evaluation"],
+        examples=ingest.outputs["examples"],
+        serving_model_dir=config.serving_model_dir,
+        model_name=config.model_name,
+        keep_versions=config.pusher.keep_versions,
+        warmup_requests=config.pusher.warmup_requests).with_id("pusher")
 
     nodes = [ingest, statistics_gen, schema_gen, example_validator, transform, tuner, trainer,
              latest_blessed_model, evaluator, pusher]

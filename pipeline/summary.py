@@ -32,12 +32,14 @@ class RunSummary:
     pushed_path: Optional[str] = None
     pushed_version: Optional[int] = None
     hyperparameters: dict[str, Any] = field(default_factory=dict)
+    verdict: Optional[dict[str, Any]] = None
+    verdict_html: Optional[str] = None
 
     def lines(self) -> list[str]:
         out = [f"run {self.run_id}"]
         if self.accuracy is not None:
             base = (f" (baseline {self.baseline_accuracy:.4f})"
-                    if self.baseline_accuracy is not None else " (no baseline: first blessed model)")
+                    if self.baseline_accuracy is not None else "")
             out.append(f"  eval accuracy : {self.accuracy:.4f}{base}")
         if self.hyperparameters:
             out.append("  hyperparameters: " + ", ".join(
@@ -45,6 +47,11 @@ class RunSummary:
                 for k, v in sorted(self.hyperparameters.items())))
         if self.blessed is not None:
             out.append(f"  blessed       : {'yes' if self.blessed else 'NO'}")
+        if self.verdict is not None:
+            from components.evaluator.verdict import verdict_lines
+
+            out.extend(verdict_lines(self.verdict))
+            out.append(f"  verdict page  : {self.verdict_html}")
         if self.pushed:
             how = "pushed" if self.newly_pushed else "already serving, not pushed again"
             out.append(f"  {how}: version {self.pushed_version} at {self.pushed_path}")
@@ -97,20 +104,23 @@ def _prop(artifact, name):
 
 
 def _fill_evaluation(summary: RunSummary, artifacts) -> None:
-    from pipeline.evaluation import overall_metrics  # TFMA import only when there is one
-
     for artifact in artifacts:
         blessed = _prop(artifact, "blessed")
         if blessed is not None:
             summary.blessed = bool(blessed)
-        elif os.path.isdir(artifact.uri):
-            candidate, baseline = overall_metrics(artifact.uri)
-            summary.accuracy = candidate.get("accuracy")
-            summary.baseline_accuracy = baseline.get("accuracy") if baseline else None
 
 
 def _fill_push(summary: RunSummary, artifacts) -> None:
     for artifact in artifacts:
+        from components.evaluator.verdict import VERDICT_HTML, VERDICT_JSON
+
+        verdict_path = os.path.join(artifact.uri, VERDICT_JSON)
+        if os.path.exists(verdict_path):
+            with open(verdict_path) as fh:
+                summary.verdict = json.load(fh)
+            summary.verdict_html = os.path.join(artifact.uri, VERDICT_HTML)
+            summary.accuracy = summary.verdict["overall"].get("accuracy")
+            summary.baseline_accuracy = (summary.verdict["baseline_overall"] or {}).get("accuracy")
         summary.pushed = bool(_prop(artifact, "pushed"))
         summary.newly_pushed = bool(_prop(artifact, "newly_pushed"))
         summary.pushed_path = _prop(artifact, "pushed_destination")

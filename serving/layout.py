@@ -17,6 +17,9 @@ from typing import Any, Optional
 from tfx.v1.dsl.io import fileio
 
 METADATA_FILE = "metadata.json"
+# Version labels of a model (`{"stable": 3, "canary": 4}`), beside its versions; retention never
+# deletes a labelled version.
+LABELS_FILE = "labels.json"
 
 
 @dataclass(frozen=True)
@@ -65,16 +68,55 @@ def _copy_tree(src: str, dst: str) -> None:
             fileio.copy(os.path.join(root, name), os.path.join(target, name), overwrite=True)
 
 
-def push(saved_model_dir: str, model_dir: str, metadata: dict[str, Any]) -> Version:
-    """Copies a SavedModel in as the next integer version, atomically (temp dir, then rename)."""
+def push(saved_model_dir: str, model_dir: str, metadata: dict[str, Any],
+         extra_files: Optional[dict[str, bytes]] = None) -> Version:
+    """Copies a SavedModel in as the next integer version, atomically (temp dir, then rename).
+
+    `extra_files` (relative path -> bytes, e.g. warmup requests) are written before the rename,
+    so they are there when the version first becomes visible.
+    """
     fileio.makedirs(model_dir)
     existing = versions(model_dir)
     number = (existing[-1].number + 1) if existing else 1
     staging = os.path.join(model_dir, f".tmp-{number}-{uuid.uuid4().hex[:8]}")
     _copy_tree(saved_model_dir, staging)
+    for relative, payload in (extra_files or {}).items():
+        fileio.makedirs(os.path.dirname(os.path.join(staging, relative)))
+        with fileio.open(os.path.join(staging, relative), "wb") as fh:
+            fh.write(payload)
     record = {**metadata, "version": number, "pushed_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     with fileio.open(os.path.join(staging, METADATA_FILE), "w") as fh:
         fh.write(json.dumps(record, indent=2, sort_keys=True))
     final = os.path.join(model_dir, str(number))
     fileio.rename(staging, final)
     return Version(number, final, record)
+
+
+def read_labels(model_dir: str) -> dict[str, int]:
+    path = os.path.join(model_dir, LABELS_FILE)
+    if not fileio.exists(path):
+        return {}
+    with fileio.open(path, "r") as fh:
+        return {label: int(version) for label, version in json.loads(fh.read()).items()}
+
+
+def write_labels(model_dir: str, labels: dict[str, int]) -> None:
+    """Replaces the labels file atomically (write aside, then rename over)."""
+    staging = os.path.join(model_dir, f".{LABELS_FILE}.{uuid.uuid4().hex[:8]}")
+    with fileio.open(staging, "w") as fh:
+        fh.write(json.dumps(labels, indent=2, sort_keys=True))
+    fileio.rename(staging, os.path.join(model_dir, LABELS_FILE), overwrite=True)
+
+
+def retire_old_versions(model_dir: str, keep: int) -> list[int]:
+    """Deletes all but the newest `keep` versions, sparing labelled ones; returns the deleted."""
+    if keep <= 0:
+        return []
+    protected = set(read_labels(model_dir).values())
+    doomed = [v for v in versions(model_dir)[:-keep] if v.number not in protected]
+    for version in doomed:
+        # Rename out of the numeric namespace first, so a poller never sees a half-deleted version.
+        trash = os.path.join(model_dir, f".retired-{version.number}-{uuid.uuid4().hex[:8]}")
+        fileio.rename(version.path, trash)
+        fileio.rmtree(trash)
+    return [v.number for v in doomed]

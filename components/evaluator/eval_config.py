@@ -1,11 +1,15 @@
 """TFMA configuration of the quality gate.
 
-Thresholds are scoped to the overall slice on purpose: an unscoped TFMA threshold applies to
-every slice, so one weak class would block a model whose overall accuracy passes. With no
-baseline (the first run) TFX ignores the change threshold (rubber stamp) and the value
-threshold alone decides; TFX writes no blessing at all without any threshold (tfx#5148).
+Thresholds are scoped on purpose: an unscoped TFMA threshold applies to every slice, so one
+weak class would block a model whose overall accuracy passes. The overall slice carries the
+accuracy gate (value, and change against the last blessed model); the optional per-class
+recall floor is accuracy on each true-label slice, which is that class's recall. With no
+baseline (the first run) TFX ignores change thresholds (rubber stamp); TFX writes no blessing
+at all without any threshold (tfx#5148), and the value threshold is always there.
 """
 from __future__ import annotations
+
+import json
 
 from tensorflow_model_analysis.proto import config_pb2 as tfma
 
@@ -13,31 +17,44 @@ from components import features
 from pipeline.config import PipelineConfig
 
 ACCURACY_METRIC = "accuracy"
+TOP_K_METRIC = "top_k_accuracy"
+LOG_LOSS_METRIC = "log_loss"
+CONFUSION_MATRIX_PLOT = "multi_class_confusion_matrix_plot"
+OVERALL = tfma.SlicingSpec()
+PER_CLASS = tfma.SlicingSpec(feature_keys=[features.LABEL_NAME_KEY])
 
 
 def make_eval_config(config: PipelineConfig) -> tfma.EvalConfig:
-    overall = tfma.SlicingSpec()
-    gate = tfma.MetricThreshold(
-        value_threshold=tfma.GenericValueThreshold(
-            lower_bound={"value": config.evaluator.min_accuracy}),
+    gate = config.evaluator
+    accuracy_thresholds = [tfma.PerSliceMetricThreshold(slicing_specs=[OVERALL], threshold=tfma.MetricThreshold(
+        value_threshold=tfma.GenericValueThreshold(lower_bound={"value": gate.min_accuracy}),
         change_threshold=tfma.GenericChangeThreshold(
             direction=tfma.MetricDirection.HIGHER_IS_BETTER,
-            absolute={"value": -config.evaluator.max_accuracy_drop}))
+            absolute={"value": -gate.max_accuracy_drop})))]
+    if gate.min_class_recall > 0:
+        accuracy_thresholds.append(tfma.PerSliceMetricThreshold(
+            slicing_specs=[PER_CLASS], threshold=tfma.MetricThreshold(
+                value_threshold=tfma.GenericValueThreshold(
+                    lower_bound={"value": gate.min_class_recall}))))
+
+    def metric(class_name, name, thresholds=(), **extra):
+        return tfma.MetricConfig(class_name=class_name, config=json.dumps({"name": name, **extra}),
+                                 per_slice_thresholds=list(thresholds))
+
     return tfma.EvalConfig(
         model_specs=[tfma.ModelSpec(signature_name=features.EXAMPLES_SIGNATURE,
                                     label_key=features.LABEL_KEY,
                                     prediction_key=features.PROBABILITIES_KEY)],
-        slicing_specs=[overall, tfma.SlicingSpec(feature_keys=[features.LABEL_NAME_KEY])],
-        metrics_specs=[tfma.MetricsSpec(
-            metrics=[
-                tfma.MetricConfig(class_name="ExampleCount"),
-                tfma.MetricConfig(
-                    class_name="SparseCategoricalAccuracy",
-                    config='{"name": "%s"}' % ACCURACY_METRIC,
-                    per_slice_thresholds=[tfma.PerSliceMetricThreshold(
-                        slicing_specs=[overall], threshold=gate)]),
-                tfma.MetricConfig(class_name="SparseCategoricalCrossentropy",
-                                  config='{"name": "log_loss"}'),
-            ],
-        )],
+        slicing_specs=[OVERALL, PER_CLASS],
+        metrics_specs=[tfma.MetricsSpec(metrics=[
+            tfma.MetricConfig(class_name="ExampleCount"),
+            metric("SparseCategoricalAccuracy", ACCURACY_METRIC, accuracy_thresholds),
+            metric("SparseTopKCategoricalAccuracy", TOP_K_METRIC, k=gate.top_k),
+            metric("SparseCategoricalCrossentropy", LOG_LOSS_METRIC),
+            # Argmax confusion matrix (threshold 0): per-class precision, recall and F1 come
+            # from it, for any number of classes, without knowing the class count up front.
+            tfma.MetricConfig(class_name="MultiClassConfusionMatrixPlot",
+                              config=json.dumps({"thresholds": [0.0],
+                                                 "name": CONFUSION_MATRIX_PLOT})),
+        ])],
     )

@@ -158,7 +158,7 @@ class ExportModule(tf.Module):
                 features.CLASS_ID_KEY: class_id,
                 features.CLASS_NAME_KEY: tf.gather(self._names, class_id)}
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")])
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=features.SERVING_INPUT)])
     def serve_image_bytes(self, image_bytes):
         return self._predict({features.IMAGE_KEY: tf.reshape(image_bytes, [-1, 1])})
 
@@ -168,7 +168,8 @@ class ExportModule(tf.Module):
         return self._predict({features.IMAGE_KEY: tf.reshape(parsed[features.IMAGE_KEY], [-1, 1])})
 
 
-def export(model, tf_transform_output, names, settings, serving_model_dir: str) -> None:
+def export(model, tf_transform_output, names, settings, serving_model_dir: str,
+           model_info: dict[str, Any]) -> None:
     backbone = BACKBONES[settings["base"]["name"]]
     module = ExportModule(classifier_of(model), tf_transform_output, names, storage_size(settings),
                           is_bgr(backbone))
@@ -176,6 +177,7 @@ def export(model, tf_transform_output, names, settings, serving_model_dir: str) 
         features.SERVING_SIGNATURE: module.serve_image_bytes,
         features.EXAMPLES_SIGNATURE: module.serve_examples,
     })
+    write_json(os.path.join(serving_model_dir, features.MODEL_INFO_FILE), model_info)
 
 
 def write_json(path: str, payload: Any) -> None:

@@ -71,12 +71,15 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
                            epochs=trainer["phase1_epochs"] + trainer["phase2_epochs"],
                            callbacks=[_EpochLog("phase2")], verbose=0).history
         history = {k: history[k] + phase2.get(k, []) for k in history}
-    model_lib.export(model, tf_transform_output, names, settings, fn_args.serving_model_dir)
-    model_lib.write_json(os.path.join(fn_args.model_run_dir, "training_summary.json"), {
+    model_info = {
         "base": backbone.name, "class_names": names, "hyperparameters": hp.values,
+        "storage_size": model_lib.storage_size(settings),
         "phase1_epochs": trainer["phase1_epochs"], "phase2_epochs": trainer["phase2_epochs"],
         "phase2_learning_rate": trainer["phase2_learning_rate"],
         "phase1_seconds": round(phase1_seconds, 1),
         "training_seconds": round(time.time() - started, 1),
-        "history": {k: [float(x) for x in v] for k, v in history.items()},
-    })
+    }
+    model_lib.export(model, tf_transform_output, names, settings, fn_args.serving_model_dir,
+                     model_info)
+    model_lib.write_json(os.path.join(fn_args.model_run_dir, "training_summary.json"), {
+        **model_info, "history": {k: [float(x) for x in v] for k, v in history.items()}})
