@@ -64,3 +64,46 @@ def test_partial_run_stops_at_the_named_node(tmp_path, tiny_images, keras_home):
     assert "transform" not in result.stdout
     assert (tmp_path / "pipeline" / "ingest").is_dir()
     assert not (tmp_path / "pipeline" / "transform").exists()
+
+
+def test_pushed_version_carries_warmup_metadata_and_verdict(pushed_model_dir):
+    import json
+
+    import tensorflow as tf
+    from tensorflow_serving.apis import prediction_log_pb2
+
+    version = pushed_model_dir / "1"
+    serve = tf.saved_model.load(str(version)).signatures["serving_default"]
+    records = list(tf.data.TFRecordDataset(str(version / "assets.extra" / "tf_serving_warmup_requests")))
+    assert len(records) == 4
+    for record in records:
+        log = prediction_log_pb2.PredictionLog.FromString(record.numpy())
+        request = log.predict_log.request
+        assert request.model_spec.name == "flowers"
+        assert request.model_spec.signature_name == "serving_default"
+        out = serve(**{k: tf.make_ndarray(v) for k, v in request.inputs.items()})
+        assert out["probabilities"].shape == (1, 3)
+    metadata = json.loads((version / "metadata.json").read_text())
+    assert metadata["label_vocabulary"] == ["class_a", "class_b", "class_c"]
+    assert metadata["version"] == 1 and metadata["base"] == "mobilenet_v1_025"
+    assert metadata["verdict"]["blessed"] is True and metadata["verdict"]["first_run"] is True
+    assert metadata["metrics"]["accuracy"] >= 0.6
+    assert set(metadata["hyperparameters"]) == {"input_size", "learning_rate"}
+    assert "<h1>BLESSED</h1>" in (version / "verdict.html").read_text()
+
+
+def test_worse_model_is_not_blessed_and_not_pushed(pipeline_runs, tiny_images, keras_home):
+    """After the blessed run: random-init base, one epoch at a tiny learning rate."""
+    from conftest import E2E_SETTINGS
+
+    worse = [*E2E_SETTINGS, "base.weights=none", "trainer.phase1_epochs=1",
+             "trainer.phase2_epochs=0", "tuner.max_trials=1", "tuner.learning_rate_min=0.00001",
+             "tuner.learning_rate_max=0.00001"]
+    result = tlpipe("run", "--data", str(tiny_images), "--work-dir", str(pipeline_runs.work_dir),
+                    *[a for s in worse for a in ("--set", s)], env=tlpipe_env(keras_home),
+                    timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "blessed       : NO" in result.stdout
+    assert "FAIL: accuracy not below the last blessed model" in result.stdout
+    assert "pushed        : no (model not blessed)" in result.stdout
+    assert sorted(os.listdir(pipeline_runs.model_dir)) == ["1"]
