@@ -12,7 +12,6 @@ from pipeline.config import ConfigError, PipelineConfig, load_config, validate
 from pipeline.nodes import NODE_ORDER as NODES
 
 
-
 def _fail(message: str, code: int = 2) -> int:
     print(f"tlpipe: error: {message}", file=sys.stderr)
     return code
@@ -62,6 +61,23 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_promote(args: argparse.Namespace) -> int:
+    try:
+        config = load_config(args.config, args.set, work_dir=args.work_dir)
+        validate(config)
+    except ConfigError as err:
+        return _fail(str(err))
+    from pipeline.promote import PromoteError, promote
+
+    try:
+        pushed = promote(config, args.reason, args.model_id, args.by)
+    except PromoteError as err:
+        return _fail(str(err))
+    print(f"tlpipe: FORCED release of model {pushed['model_artifact_id']} as version "
+          f"{pushed['version']} at {pushed['path']} (reason recorded in metadata.json)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tlpipe",
@@ -81,6 +97,19 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--mirror", help="offline mirror of the flowers demo, a folder of "
                                       "<class>/*.jpg (or TLPIPE_FLOWERS_MIRROR)")
     run.set_defaults(func=cmd_run)
+
+    promote = sub.add_parser(
+        "promote", help="force-release a trained model the gate did not bless",
+        description="Push a trained model without a blessing (the rare forced release). "
+                    "The version's metadata.json records who and why.")
+    promote.add_argument("--reason", required=True, help="why the gate is overridden")
+    promote.add_argument("--model-id", type=int,
+                         help="ML Metadata id of the Model artifact (default: the latest trained)")
+    promote.add_argument("--by", help="who releases it (default: the current user)")
+    promote.add_argument("--config", help="YAML config file")
+    promote.add_argument("--work-dir", help="the run's work dir (default ./tlpipe-work)")
+    promote.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    promote.set_defaults(func=cmd_promote)
     return parser
 
 

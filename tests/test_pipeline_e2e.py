@@ -92,8 +92,11 @@ def test_pushed_version_carries_warmup_metadata_and_verdict(pushed_model_dir):
     assert "<h1>BLESSED</h1>" in (version / "verdict.html").read_text()
 
 
-def test_worse_model_is_not_blessed_and_not_pushed(pipeline_runs, tiny_images, keras_home):
-    """After the blessed run: random-init base, one epoch at a tiny learning rate."""
+def test_worse_model_is_not_blessed_and_not_pushed(pipeline_runs, tiny_images, keras_home,
+                                                  tmp_path):
+    """After the blessed run: random-init base, one epoch at a tiny learning rate. Then the
+    rare forced release of that model, on a copy of the work dir (the shared pushed model
+    stays as other tests expect)."""
     from conftest import E2E_SETTINGS
 
     worse = [*E2E_SETTINGS, "base.weights=none", "trainer.phase1_epochs=1",
@@ -107,3 +110,22 @@ def test_worse_model_is_not_blessed_and_not_pushed(pipeline_runs, tiny_images, k
     assert "FAIL: accuracy not below the last blessed model" in result.stdout
     assert "pushed        : no (model not blessed)" in result.stdout
     assert sorted(os.listdir(pipeline_runs.model_dir)) == ["1"]
+    _check_forced_promote(pipeline_runs.work_dir, tmp_path / "work")
+
+
+def _check_forced_promote(work_dir, work):
+    import json
+    import shutil
+
+    shutil.copytree(work_dir, work)
+    missing_reason = tlpipe("promote", "--work-dir", str(work))
+    assert missing_reason.returncode == 2 and "--reason" in missing_reason.stderr
+    result = tlpipe("promote", "--work-dir", str(work), "--reason", "hotfix for a demo",
+                    "--by", "oncall", timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "FORCED release" in result.stdout
+    assert sorted(os.listdir(work / "serving" / "flowers")) == ["1", "2"]
+    metadata = json.loads((work / "serving" / "flowers" / "2" / "metadata.json").read_text())
+    assert metadata["forced"] == {"promoted_by": "oncall", "reason": "hotfix for a demo"}
+    again = tlpipe("promote", "--work-dir", str(work), "--reason", "twice", timeout=300)
+    assert again.returncode == 2 and "already serving" in again.stderr
