@@ -60,6 +60,8 @@ class TunerConfig:
     learning_rate_max: float = 1e-2
     max_trials: int = 3
     epochs_per_trial: int = 2
+    # Failed trials tolerated before the tuner fails the run (none succeeding always fails it).
+    max_failed_trials: int = 0
     seed: int = 42
 
 
@@ -273,6 +275,8 @@ def validate(config: PipelineConfig, data_root: Optional[str] = None) -> None:
         raise ConfigError("pusher.keep_versions and pusher.warmup_requests must be >= 0")
     if config.trainer.phase1_epochs < 1:
         raise ConfigError("trainer.phase1_epochs must be >= 1")
+    if config.tuner.max_failed_trials < 0:
+        raise ConfigError("tuner.max_failed_trials must be >= 0")
     if config.tuner.max_trials < 1 or config.tuner.epochs_per_trial < 1:
         raise ConfigError("tuner.max_trials and tuner.epochs_per_trial must be >= 1")
     if not 0 < config.tuner.learning_rate_min <= config.tuner.learning_rate_max:

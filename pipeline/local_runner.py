@@ -20,6 +20,8 @@ _RUNNING = re.compile(r"Component (\S+) is running\.")
 _FINISHED = re.compile(r"Component (\S+) is finished\.")
 _CACHED = re.compile(r"A cached execution \d+ is used\.")
 _SKIPPED_EXEC = re.compile(r"Skipping execution for")
+# Component code logs "progress: ..." for long work (epochs, trials); shown under its node.
+_PROGRESS = "progress: "
 
 
 class ProgressHandler(logging.Handler):
@@ -38,7 +40,9 @@ class ProgressHandler(logging.Handler):
             message = record.getMessage()
         except Exception:  # a malformed third-party log record must not break the run
             return
-        if m := _RUNNING.search(message):
+        if message.startswith(_PROGRESS):
+            self._emit_line(f"  {'':<22} {message[len(_PROGRESS):]}")
+        elif m := _RUNNING.search(message):
             self.node, self.cached, self.started = m.group(1), False, time.time()
             self._emit_line(f"  {self.node:<22} running ...")
         elif _CACHED.search(message) or _SKIPPED_EXEC.search(message):

@@ -37,7 +37,7 @@ class _EpochLog(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
-        logging.info("trainer %s epoch %d: %s (%.0fs)", self._phase, epoch + 1,
+        logging.info("progress: trainer %s epoch %d: %s (%.0fs)", self._phase, epoch + 1,
                      ", ".join(f"{k}={v:.4f}" for k, v in sorted(logs.items())),
                      time.time() - self._start)
 
