@@ -14,6 +14,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Optional
 
+import tensorflow as tf
 from tfx.v1.dsl.io import fileio
 
 METADATA_FILE = "metadata.json"
@@ -39,7 +40,11 @@ def versions(model_dir: str) -> list[Version]:
         if not name.isdigit():
             continue
         path = os.path.join(model_dir, name)
-        found.append(Version(int(name), path, read_metadata(path)))
+        try:
+            metadata = read_metadata(path)
+        except (FileNotFoundError, tf.errors.NotFoundError):
+            continue  # retired between listing and reading: not a version any more
+        found.append(Version(int(name), path, metadata))
     return sorted(found, key=lambda v: v.number)
 
 

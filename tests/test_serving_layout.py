@@ -56,6 +56,7 @@ def test_retention_keeps_newest_and_never_a_labelled_version(tmp_path: Path):
 def test_a_poller_never_sees_a_partial_version(tmp_path: Path):
     """Pushes and retirements race a reader; every numeric dir it sees is complete."""
     import threading
+    import time
 
     src, base = _saved_model(tmp_path), tmp_path / "m"
     big = src / "variables" / "variables.data-00000-of-00001"
@@ -77,11 +78,14 @@ def test_a_poller_never_sees_a_partial_version(tmp_path: Path):
     reader.start()
     try:
         for i in range(12):
-            layout.push(str(src), str(base), {"source_model_uri": str(i)})
+            pushed = layout.push(str(src), str(base), {"source_model_uri": str(i)})
+            deadline = time.time() + 5  # let the reader observe each version once
+            while pushed.number not in seen and time.time() < deadline:
+                time.sleep(0.001)
             layout.retire_old_versions(str(base), keep=3)
     finally:
         stop.set()
         reader.join(timeout=30)
     assert not partial
-    assert len(seen) >= 6
+    assert seen == set(range(1, 13))
     assert [v.number for v in layout.versions(str(base))] == [10, 11, 12]
