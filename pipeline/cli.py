@@ -10,6 +10,7 @@ from typing import Optional
 
 from pipeline.config import ConfigError, PipelineConfig, load_config, validate
 from pipeline.nodes import NODE_ORDER as NODES
+from pipeline.nodes import RESOLVER_NODE
 
 
 def _fail(message: str, code: int = 2) -> int:
@@ -20,7 +21,8 @@ def _fail(message: str, code: int = 2) -> int:
 def resolve_data_root(config: PipelineConfig, mirror: Optional[str]) -> str:
     """The user's image root, or the flowers demo (mirror, cache, or download)."""
     if config.data.root:
-        return os.path.abspath(config.data.root)
+        root = config.data.root
+        return root if "://" in root else os.path.abspath(root)  # gs://... stays as it is
     from data.flowers import FlowersUnavailable, ensure_flowers
 
     try:
@@ -49,16 +51,24 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     started = time.time()
     try:
-        run_pipeline(config, data_root, args.to)
+        node_ids = run_pipeline(config, data_root, args.to)
     except KeyboardInterrupt:
         return _fail("interrupted", 130)
     except Exception as err:  # the node and log path were printed by the runner
         return _fail(f"run failed: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}", 1)
     summary = latest_run_summary(config)
+    ran = {n.node: n for n in summary.nodes} if summary else {}
+    # TFX can end a node without raising (e.g. inputs it could not resolve): check each one.
+    broken = [f"{node} ({ran[node].state if node in ran else 'did not run'})"
+              for node in node_ids if node != RESOLVER_NODE and not (
+                  node in ran and ran[node].ok)]
+    if broken:
+        return _fail(f"run incomplete: {', '.join(broken)}; see the log under "
+                     f"{os.path.abspath(config.work_dir)}/logs", 1)
     print(f"tlpipe: run completed in {time.time() - started:.0f}s", flush=True)
-    if summary:
-        print("\n".join(summary.lines()), flush=True)
+    print("\n".join(summary.lines()), flush=True)
     return 0
+
 
 
 def cmd_promote(args: argparse.Namespace) -> int:

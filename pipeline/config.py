@@ -32,9 +32,21 @@ class DataConfig:
     # Glob under root, relative; '{SPAN}' selects spans. Default: root/<class>/<file>.
     pattern: str = "*/*"
     extensions: list[str] = field(default_factory=lambda: list(IMAGE_EXTENSIONS))
+    # CSV manifest `path,label[,split]` under root (or absolute) instead of class folders;
+    # paths in it are relative to the CSV. May hold '{SPAN}'. None: the folder tree (pattern).
+    manifest: Optional[str] = None
     # Deterministic split by hash of the relative path, stratified per class.
     train_ratio: float = 0.8
+    # Optional held-out test split (0: none); eval gets 1 - train_ratio - test_ratio.
+    test_ratio: float = 0.0
     min_images_per_class: int = 2
+    # With '{SPAN}': ingest the last N spans on disk (1: the latest only).
+    num_spans: int = 1
+    # Images with more pixels (width x height, read from the header) are quarantined.
+    max_pixels: int = 50_000_000
+    # Ingest fails when more of the image files than this are quarantined
+    # (not counted: non-image file names, folders, duplicates kept once).
+    max_rejected_share: float = 0.05
 
 
 @dataclass
@@ -263,6 +275,15 @@ def validate(config: PipelineConfig, data_root: Optional[str] = None) -> None:
         raise ConfigError(f"transform.mean_source must be 'imagenet' or 'dataset', got {config.transform.mean_source!r}")
     if not 0.0 < config.data.train_ratio < 1.0:
         raise ConfigError(f"data.train_ratio must be between 0 and 1, got {config.data.train_ratio}")
+    if not 0.0 <= config.data.test_ratio < 1.0 or config.data.train_ratio + config.data.test_ratio > 0.99:
+        raise ConfigError(f"data.test_ratio must be >= 0 and leave eval at least 0.01 "
+                          f"(train_ratio {config.data.train_ratio} + test_ratio {config.data.test_ratio})")
+    if config.data.num_spans < 1:
+        raise ConfigError(f"data.num_spans must be >= 1, got {config.data.num_spans}")
+    if config.data.max_pixels < 1:
+        raise ConfigError(f"data.max_pixels must be >= 1, got {config.data.max_pixels}")
+    if not 0.0 <= config.data.max_rejected_share <= 1.0:
+        raise ConfigError(f"data.max_rejected_share must be in [0, 1], got {config.data.max_rejected_share}")
     if not 0.0 <= config.evaluator.min_accuracy <= 1.0:
         raise ConfigError(f"evaluator.min_accuracy must be in [0, 1], got {config.evaluator.min_accuracy}")
     if not 0.0 <= config.evaluator.min_class_recall <= 1.0:
@@ -284,9 +305,10 @@ def validate(config: PipelineConfig, data_root: Optional[str] = None) -> None:
     if config.beam.direct_running_mode not in ("in_memory", "multi_threading", "multi_processing"):
         raise ConfigError(f"beam.direct_running_mode must be in_memory, multi_threading or multi_processing")
     if data_root is not None:
-        from components.ingest.listing import scan_image_tree, DatasetError
+        from components.ingest.listing import DatasetError, check_input
         try:
-            scan_image_tree(data_root, config.data.pattern, config.data.extensions,
-                            min_per_class=config.data.min_images_per_class)
+            check_input(data_root, config.data.pattern, config.data.manifest,
+                        config.data.extensions, config.data.min_images_per_class,
+                        config.data.num_spans)
         except DatasetError as err:
             raise ConfigError(str(err)) from None

@@ -57,9 +57,10 @@ class ProgressHandler(logging.Handler):
 
 
 def run_pipeline(config: PipelineConfig, data_root: str, to_node: Optional[str] = None,
-                 out=sys.stdout) -> ProgressHandler:
-    # `out` receives the header line; progress lines go to the process's real stdout.
-    """Runs the DAG; raises on the first failing node after reporting which one failed."""
+                 out=sys.stdout) -> list[str]:
+    """Runs the DAG (up to `to_node`); returns the ids of the nodes it ran. Raises on the first
+    failing node after reporting which one failed. `out` receives the header line; progress
+    lines go to the process's real stdout."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from absl import logging as absl_logging
     from tfx import v1 as tfx
@@ -95,7 +96,8 @@ def run_pipeline(config: PipelineConfig, data_root: str, to_node: Optional[str] 
     log_fd = os.open(log_path, os.O_WRONLY | os.O_APPEND)
     os.dup2(log_fd, 1); os.dup2(log_fd, 2); os.close(log_fd)
     try:
-        tfx.orchestration.LocalDagRunner().run(create_pipeline(config, data_root, to_node))
+        pipeline = create_pipeline(config, data_root, to_node)
+        tfx.orchestration.LocalDagRunner().run(pipeline)
     except BaseException:
         if progress.node:
             print(f"  {progress.node:<22} FAILED    {time.time() - progress.started:7.1f}s"
@@ -113,4 +115,4 @@ def run_pipeline(config: PipelineConfig, data_root: str, to_node: Optional[str] 
             root.addHandler(handler)
         absl_logging.set_verbosity(absl_logging.WARNING)
         file_handler.close()
-    return progress
+    return [component.id for component in pipeline.components]

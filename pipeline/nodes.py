@@ -2,3 +2,6 @@
 
 NODE_ORDER = ["ingest", "statistics_gen", "schema_gen", "example_validator", "transform",
               "tuner", "trainer", "latest_blessed_model", "evaluator", "pusher"]
+
+# The baseline Resolver: resolves inputs, runs no executor of its own.
+RESOLVER_NODE = "latest_blessed_model"

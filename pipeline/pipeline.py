@@ -16,7 +16,7 @@ from components.evaluator.eval_config import make_eval_config
 from components.ingest.component import make_ingest
 from components.pusher.component import ServingPusher
 from pipeline.config import PipelineConfig
-from pipeline.nodes import NODE_ORDER
+from pipeline.nodes import NODE_ORDER, RESOLVER_NODE
 
 COMPONENTS_DIR = Path(__file__).resolve().parent.parent / "components"
 TRANSFORM_MODULE = COMPONENTS_DIR / "transform" / "preprocessing.py"
@@ -92,7 +92,7 @@ def create_pipeline(config: PipelineConfig, data_root: str, to_node: Optional[st
         strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
         model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
         model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
-    ).with_id("latest_blessed_model")
+    ).with_id(RESOLVER_NODE)
     evaluator = tfx.components.Evaluator(
         examples=ingest.outputs["examples"],
         model=trainer.outputs["model"],
@@ -125,16 +125,29 @@ def create_pipeline(config: PipelineConfig, data_root: str, to_node: Optional[st
     )
 
 
+def _producers(node) -> set[str]:
+    """Ids of the nodes whose outputs `node` reads (its input channels' producers)."""
+    ids = set()
+    for channel in node.inputs.values():
+        producer = getattr(channel, "producer_component_id", None)
+        if producer:
+            ids.add(producer)
+    return ids
+
+
 def _upstream_of(nodes, target: str):
-    """The nodes `target` depends on, and itself: what `--to target` runs."""
+    """The nodes `target` depends on, and itself: what `--to target` runs.
+
+    Read from the input channels: `upstream_nodes` is only filled in once a Pipeline is built.
+    """
     by_id = {n.id: n for n in nodes}
     if target not in by_id:
         raise ValueError(f"unknown node '{target}' (nodes: {', '.join(NODE_ORDER)})")
-    keep, todo = set(), [by_id[target]]
+    keep, todo = set(), [target]
     while todo:
-        node = todo.pop()
-        if node.id in keep:
+        node_id = todo.pop()
+        if node_id in keep:
             continue
-        keep.add(node.id)
-        todo.extend(by_id[u.id] for u in node.upstream_nodes if u.id in by_id)
+        keep.add(node_id)
+        todo.extend(p for p in _producers(by_id[node_id]) if p in by_id)
     return [n for n in nodes if n.id in keep]

@@ -19,6 +19,10 @@ class NodeResult:
     node: str
     state: str  # COMPLETE, CACHED, FAILED, RUNNING, ...
 
+    @property
+    def ok(self) -> bool:
+        return self.state in ("COMPLETE", "CACHED")
+
 
 @dataclass
 class RunSummary:
@@ -33,10 +37,12 @@ class RunSummary:
     pushed_version: Optional[int] = None
     hyperparameters: dict[str, Any] = field(default_factory=dict)
     verdict: Optional[dict[str, Any]] = None
+    ingest_lines: list[str] = field(default_factory=list)
     verdict_html: Optional[str] = None
 
     def lines(self) -> list[str]:
         out = [f"run {self.run_id}"]
+        out.extend("  " + line for line in self.ingest_lines)
         if self.accuracy is not None:
             base = (f" (baseline {self.baseline_accuracy:.4f})"
                     if self.baseline_accuracy is not None else "")
@@ -86,6 +92,7 @@ def latest_run_summary(config: PipelineConfig) -> Optional[RunSummary]:
         events = store.get_events_by_execution_ids([execution.id])
         ids = [e.artifact_id for e in events if e.type == metadata_store_pb2.Event.OUTPUT]
         outputs[node_id] = store.get_artifacts_by_id(ids) if ids else []
+    _fill_ingest(summary, outputs.get("ingest", []))
     _fill_evaluation(summary, outputs.get("evaluator", []))
     _fill_push(summary, outputs.get("pusher", []))
     for artifact in outputs.get("tuner", []):
@@ -101,6 +108,14 @@ def _prop(artifact, name):
     if value is None:
         return None
     return value.WhichOneof("value") and getattr(value, value.WhichOneof("value"))
+
+
+def _fill_ingest(summary: RunSummary, artifacts) -> None:
+    from components.ingest.report import SUMMARY_FILE, quarantine_summary
+
+    for artifact in artifacts:
+        if os.path.exists(os.path.join(artifact.uri, SUMMARY_FILE)):
+            summary.ingest_lines = quarantine_summary(artifact.uri)["lines"]
 
 
 def _fill_evaluation(summary: RunSummary, artifacts) -> None:

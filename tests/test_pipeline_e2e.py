@@ -56,13 +56,17 @@ def test_pushed_model_classifies_raw_jpeg_bytes(pushed_model_dir, tiny_images):
     assert "serving_examples" in model.signatures
 
 
-def test_partial_run_stops_at_the_named_node(tmp_path, tiny_images, keras_home):
+def test_partial_run_runs_the_upstream_closure_of_the_named_node(tmp_path, tiny_images,
+                                                                 keras_home):
     result = tlpipe("run", "--data", str(tiny_images), "--work-dir", str(tmp_path), "--to",
-                    "ingest", env=tlpipe_env(keras_home), timeout=300)
+                    "schema_gen", env=tlpipe_env(keras_home), timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert re.search(r"^\s+ingest\s+COMPLETE", result.stdout, re.M)
-    assert "transform" not in result.stdout
-    assert (tmp_path / "pipeline" / "ingest").is_dir()
+    for node in ("ingest", "statistics_gen", "schema_gen"):
+        assert re.search(rf"^\s+{node}\s+COMPLETE", result.stdout, re.M), result.stdout
+    for node in ("example_validator", "transform", "trainer"):
+        assert node not in result.stdout
+    assert "ingest: 48 inputs -> 48 examples" in result.stdout
+    assert (tmp_path / "pipeline" / "schema_gen").is_dir()
     assert not (tmp_path / "pipeline" / "transform").exists()
 
 

@@ -1,36 +1,87 @@
-"""Beam executor of the image ExampleGen: folder-per-class images -> tf.Examples.
+"""Beam executor of the image ExampleGen: labelled images -> tf.Examples, a label vocabulary and a
+quarantine report, in one Beam pipeline.
 
-TFX's ImportExampleGen cannot read `root/<class>/*.jpg` (tensorflow/tfx#80); this executor plugs
-into FileBasedExampleGen, so span resolution and input fingerprinting (the cache key) come from
-TFX's own FileBasedDriver, and only listing, labelling and splitting are ours.
+TFX's ImportExampleGen cannot read `root/<class>/*.jpg` (tensorflow/tfx#80). Span resolution and
+input fingerprinting (the cache key) come from TFX's FileBasedDriver (components/ingest/driver.py
+adds a rolling window of spans); everything else happens on Beam, so no process holds the list of
+all files: class folders are listed one per element, manifests are read as text shards.
+
+    patterns ─┬─ folders: glob class folders ─ Reshuffle ─ list each folder ─┐
+              └─ manifest: CSV lines ─ parse ─ group by path (one row each) ─┴─ candidates
+    candidates ─ Reshuffle ─ read + inspect (images.py) ─┬─ rejected ──────────────────┐
+                                                         └─ described (bytes + info)    │
+    metadata ─ group by sha256 ─ losers: duplicates, label conflicts ─ side input ─┐    │
+    kept metadata ─ class names, per-class split corrections ─ side inputs ────────┤    │
+    described ─ tf.Example into its split ─ TFRecords (gzip)      losers ──────────┴────┤
+    every outcome + counters ─ one combine ─ quarantine.csv, summary.json, vocabulary ─┘
+    then, here: the checks (rejected share, classes, counts add up) that fail the run.
 """
 from __future__ import annotations
 
-import hashlib
+import csv
+import fnmatch
 import io
 import json
 import os
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Iterable, NamedTuple
 
 import apache_beam as beam
 import tensorflow as tf
 from absl import logging
 from google.protobuf import json_format, struct_pb2
-from PIL import Image
-from tfx.components.example_gen import base_example_gen_executor
+from tfx.components.example_gen import write_split
+from tfx.components.util import examples_utils
+from tfx.dsl.components.base import base_beam_executor
 from tfx.proto import example_gen_pb2
-from tfx.types import artifact_utils
+from tfx.types import artifact_utils, standard_component_specs
 
 from components import features
-from components.ingest.listing import ImageFile, assign_splits, scan_image_tree
+from components.ingest import images
+from components.ingest.listing import (Candidate, Rejected, classify_entry, iter_directory, join,
+                                       normalize_extensions, parse_manifest_row, relative_to,
+                                       split_folder_pattern)
+from components.ingest.report import QUARANTINE_FILE, SUMMARY_FILE
+from components.ingest.splits import ClassSplitSummary, SplitRatios, unit_hash
+from pipeline.config import DataConfig
 
+EXAMPLES_KEY = standard_component_specs.EXAMPLES_KEY
+VOCABULARY_KEY = "label_vocabulary"
+QUARANTINE_KEY = "quarantine_report"
 LABEL_VOCABULARY_FILE = "label_vocabulary.json"
-_SKIPPED = beam.metrics.Metrics.counter("tlpipe_ingest", "undecodable_images")
+QUARANTINE_COLUMNS = ("path", "reason", "detail", "label")
+
+_DATA = DataConfig()  # the defaults live in the config object only
+
+
+class IngestError(RuntimeError):
+    """The input cannot make a trustworthy dataset; the message says why and where to look."""
+
+
+@dataclass(frozen=True)
+class IngestOptions:
+    """The executor's settings (from CustomConfig); see DataConfig for their meaning."""
+    source: str = "folder"  # folder | manifest
+    extensions: tuple[str, ...] = tuple(_DATA.extensions)
+    max_pixels: int = _DATA.max_pixels
+    max_rejected_share: float = _DATA.max_rejected_share
+    min_images_per_class: int = _DATA.min_images_per_class
+
+    @classmethod
+    def from_exec_properties(cls, exec_properties: dict[str, Any]) -> "IngestOptions":
+        raw = ingest_options(exec_properties)
+        return cls(source=str(raw.get("source", cls.source)),
+                   extensions=tuple(raw.get("extensions", cls.extensions)),
+                   max_pixels=int(raw.get("max_pixels", cls.max_pixels)),
+                   max_rejected_share=float(raw.get("max_rejected_share",
+                                                    cls.max_rejected_share)),
+                   min_images_per_class=int(raw.get("min_images_per_class",
+                                                    cls.min_images_per_class)))
 
 
 def ingest_options(exec_properties: dict[str, Any]) -> dict[str, Any]:
     """Settings packed into ExampleGen's CustomConfig (an Any holding a Struct)."""
-    raw = exec_properties.get("custom_config")
+    raw = exec_properties.get(standard_component_specs.CUSTOM_CONFIG_KEY)
     if not raw:
         return {}
     custom = example_gen_pb2.CustomConfig()
@@ -38,6 +89,180 @@ def ingest_options(exec_properties: dict[str, Any]) -> dict[str, Any]:
     struct = struct_pb2.Struct()
     custom.custom_config.Unpack(struct)
     return json_format.MessageToDict(struct)
+
+
+class Described(NamedTuple):
+    candidate: Candidate
+    info: images.ImageInfo
+    data: bytes
+
+
+class Meta(NamedTuple):
+    sha256: str
+    relative_path: str
+    label_name: str
+    given_split: str
+
+
+# ---------------------------------------------------------------------------------------------
+# Listing (inside Beam)
+
+def _class_folders(head_glob: str) -> Iterable[str]:
+    """Folders matching the pattern's directory part: one element per class folder."""
+    for path in tf.io.gfile.glob(head_glob):
+        if tf.io.gfile.isdir(path):
+            yield path
+
+
+class _ListFolder(beam.DoFn):
+    """Streams one folder's entries that match the pattern's file part."""
+
+    def __init__(self, input_base: str, file_glob: str, extensions: frozenset[str]):
+        self._base, self._glob, self._exts = input_base, file_glob, extensions
+
+    def process(self, folder: str):
+        seen = 0
+        for name, is_dir in iter_directory(folder):
+            if not fnmatch.fnmatchcase(name, self._glob):
+                continue
+            seen += 1
+            outcome = classify_entry(name, is_dir, folder, self._base, self._exts)
+            if isinstance(outcome, Rejected):
+                yield beam.pvalue.TaggedOutput("rejected", outcome)
+            else:
+                yield outcome
+        if not seen:
+            yield beam.pvalue.TaggedOutput(
+                "stats", f"empty_folder:{relative_to(folder.rstrip('/'), self._base)}")
+
+
+class _ParseManifest(beam.DoFn):
+    def __init__(self, input_base: str, extensions: frozenset[str], split_names: list[str]):
+        self._base, self._exts, self._splits = input_base, extensions, split_names
+
+    def process(self, item: tuple[str, str]):
+        filename, line = item
+        outcome = parse_manifest_row(line, filename, self._base, self._exts, self._splits)
+        if outcome is None:
+            return
+        if isinstance(outcome, Rejected):
+            yield beam.pvalue.TaggedOutput("rejected", outcome)
+        else:
+            yield outcome
+
+
+def _one_row_per_path(item: tuple[str, Iterable[Candidate]]):
+    """A path listed more than once: kept once if the rows agree on the label, else a conflict."""
+    _, rows = item
+    rows = sorted(rows, key=lambda c: (c.label_name, c.given_split))
+    labels = sorted({c.label_name for c in rows})
+    if len(labels) > 1:
+        for c in rows:
+            yield beam.pvalue.TaggedOutput("rejected", Rejected(
+                c.relative_path, images.LABEL_CONFLICT,
+                f"listed with labels {', '.join(labels)}", c.label_name))
+        return
+    yield rows[0]
+    for c in rows[1:]:
+        yield beam.pvalue.TaggedOutput("rejected", Rejected(
+            c.relative_path, images.DUPLICATE, "listed again in the manifest", c.label_name))
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading and deciding
+
+_METRICS = "tlpipe_ingest"
+
+
+class _Inspect(beam.DoFn):
+    def __init__(self, max_pixels: int):
+        self._max_pixels = max_pixels
+        self._read = beam.metrics.Metrics.counter(_METRICS, "files_read")
+
+    def process(self, c: Candidate):
+        self._read.inc()
+        try:
+            with tf.io.gfile.GFile(c.path, "rb") as fh:
+                data = fh.read()
+        except tf.errors.NotFoundError:
+            yield beam.pvalue.TaggedOutput("rejected", Rejected(
+                c.relative_path, images.MISSING_FILE, "no such file", c.label_name))
+            return
+        except (tf.errors.OpError, OSError) as err:
+            yield beam.pvalue.TaggedOutput("rejected", Rejected(
+                c.relative_path, images.UNREADABLE, f"{type(err).__name__}: {err}"[:200],
+                c.label_name))
+            return
+        outcome = images.inspect_image(data, self._max_pixels)
+        if isinstance(outcome, images.Problem):
+            yield beam.pvalue.TaggedOutput("rejected", Rejected(
+                c.relative_path, outcome.reason, outcome.detail, c.label_name))
+        else:
+            yield Described(c, outcome, data)
+
+
+def _meta(d: Described) -> Meta:
+    return Meta(d.info.sha256, d.candidate.relative_path, d.candidate.label_name,
+                d.candidate.given_split)
+
+
+def _duplicate_losers(item: tuple[str, Iterable[Meta]]):
+    """Byte-identical files: kept once within a class (smallest path), all rejected across classes.
+
+    Yields (relative_path, (reason, detail)) for each file that is not kept.
+    """
+    _, group = item
+    group = sorted(group, key=lambda m: m.relative_path)
+    if len(group) < 2:
+        return
+    labels = sorted({m.label_name for m in group})
+    if len(labels) > 1:
+        for m in group:
+            others = [f"{o.relative_path} ({o.label_name})" for o in group if o is not m]
+            yield m.relative_path, (images.LABEL_CONFLICT,
+                                    f"same bytes as {'; '.join(others[:5])}"[:300])
+        return
+    for m in group[1:]:
+        yield m.relative_path, (images.DUPLICATE, f"same bytes as {group[0].relative_path}")
+
+
+class _SortedSet(beam.CombineFn):
+    def create_accumulator(self):
+        return set()
+
+    def add_input(self, acc, value):
+        acc.add(value)
+        return acc
+
+    def merge_accumulators(self, accs):
+        return set().union(*accs)
+
+    def extract_output(self, acc):
+        return sorted(acc)
+
+
+class _ClassSplits(beam.CombineFn):
+    """Per class: the bounded summary that decides the few split corrections (splits.py)."""
+
+    def __init__(self, ratios: SplitRatios):
+        self._ratios = ratios
+
+    def create_accumulator(self):
+        return ClassSplitSummary(self._ratios)
+
+    def add_input(self, acc, value):
+        relative_path, given_split = value
+        return acc.add(relative_path, given_split)
+
+    def merge_accumulators(self, accs):
+        accs = iter(accs)
+        first = next(accs)
+        for acc in accs:
+            first.merge(acc)
+        return first
+
+    def extract_output(self, acc):
+        return acc.corrections()
 
 
 def _bytes(v: bytes) -> tf.train.Feature:
@@ -48,80 +273,321 @@ def _int(v: int) -> tf.train.Feature:
     return tf.train.Feature(int64_list=tf.train.Int64List(value=[v]))
 
 
+def make_example(c: Candidate, info: images.ImageInfo, data: bytes, label_id: int) -> bytes:
+    """The serialized tf.Example of one accepted image: the bytes exactly as stored."""
+    return tf.train.Example(features=tf.train.Features(feature={
+        features.IMAGE_KEY: _bytes(data),
+        features.LABEL_KEY: _int(label_id),
+        features.LABEL_NAME_KEY: _bytes(c.label_name.encode("utf-8")),
+        features.PATH_KEY: _bytes(c.relative_path.encode("utf-8")),
+        features.HEIGHT_KEY: _int(info.height),
+        features.WIDTH_KEY: _int(info.width),
+        features.CHANNELS_KEY: _int(info.channels),
+        features.FORMAT_KEY: _bytes(info.format.encode()),
+        features.SHA256_KEY: _bytes(info.sha256.encode()),
+        features.EXIF_ORIENTATION_KEY: _int(info.orientation),
+    })).SerializeToString()
+
+
 class _ToExample(beam.DoFn):
-    """Reads one image as stored (no re-encode) and describes it; skips what PIL cannot parse."""
+    def __init__(self, ratios: SplitRatios):
+        self._ratios = ratios
+        self._seen = beam.metrics.Metrics.counter(_METRICS, "images_decided")
 
-    def __init__(self, class_names: list[str]):
-        self._ids = {name: i for i, name in enumerate(class_names)}
-
-    def process(self, item: ImageFile):
-        with tf.io.gfile.GFile(item.path, "rb") as fh:
-            data = fh.read()
-        try:
-            with Image.open(io.BytesIO(data)) as img:
-                img.verify()
-            with Image.open(io.BytesIO(data)) as img:
-                width, height = img.size
-                channels = len(img.getbands())
-                fmt = (img.format or "").lower()
-        except Exception as err:  # PIL raises many types for corrupt input
-            logging.warning("ingest: skipping undecodable image %s: %s", item.relative_path, err)
-            _SKIPPED.inc()
+    def process(self, d: Described, losers: dict, class_names: list[str], corrections: dict):
+        self._seen.inc()
+        c = d.candidate
+        lost = losers.get(c.relative_path)
+        if lost is not None:
+            yield beam.pvalue.TaggedOutput("rejected", Rejected(
+                c.relative_path, lost[0], lost[1], c.label_name))
             return
-        yield tf.train.Example(features=tf.train.Features(feature={
-            features.IMAGE_KEY: _bytes(data),
-            features.LABEL_KEY: _int(self._ids[item.label_name]),
-            features.LABEL_NAME_KEY: _bytes(item.label_name.encode()),
-            features.PATH_KEY: _bytes(item.relative_path.encode()),
-            features.HEIGHT_KEY: _int(height),
-            features.WIDTH_KEY: _int(width),
-            features.CHANNELS_KEY: _int(channels),
-            features.FORMAT_KEY: _bytes(fmt.encode()),
-            features.SHA256_KEY: _bytes(hashlib.sha256(data).hexdigest().encode()),
-        }))
+        split = (c.given_split or corrections.get(c.relative_path)
+                 or self._ratios.natural(unit_hash(c.relative_path)))
+        yield beam.pvalue.TaggedOutput(split, make_example(
+            c, d.info, d.data, class_names.index(c.label_name)))
+        yield beam.pvalue.TaggedOutput("stats", f"written:{split}")
+        yield beam.pvalue.TaggedOutput("stats", f"class:{c.label_name}:{split}")
+        for note in d.info.notes:
+            yield beam.pvalue.TaggedOutput("stats", f"note:{note}")
 
 
-class ImageFolderExecutor(base_example_gen_executor.BaseExampleGenExecutor):
-    """Lists the (span-resolved) pattern once, then reads and encodes the images on Beam."""
+def _input_stats(item: Candidate | Rejected) -> Iterable[str]:
+    yield "inputs"
+    yield f"input_class:{item.label_name}"
 
-    def GetInputSourceToExamplePTransform(self) -> beam.PTransform:
-        raise NotImplementedError("GenerateExamplesByBeam is overridden: splits are per class")
 
-    def _listing(self, exec_properties: dict[str, Any]):
-        input_config = example_gen_pb2.Input()
-        json_format.Parse(exec_properties["input_config"], input_config)
-        options = ingest_options(exec_properties)
-        return scan_image_tree(
-            exec_properties["input_base"], input_config.splits[0].pattern,
-            options.get("extensions", []), glob_fn=tf.io.gfile.glob,
-            min_per_class=int(options.get("min_images_per_class", 1)))
+class _Report(beam.CombineFn):
+    """Every outcome -> (counters, quarantine rows sorted by path): the report's one element."""
 
-    def GenerateExamplesByBeam(self, pipeline: beam.Pipeline, exec_properties: dict[str, Any]):
-        output_config = example_gen_pb2.Output()
-        json_format.Parse(exec_properties["output_config"], output_config)
-        splits = list(output_config.split_config.splits)
-        split_names = [s.name for s in splits]
-        # The output config's hash buckets are the one statement of the split ratio.
-        train_ratio = splits[0].hash_buckets / sum(s.hash_buckets for s in splits)
-        listing = self._listing(exec_properties)
-        assignment = assign_splits(listing, train_ratio, split_names[0], split_names[1])
-        logging.info("ingest: %d images, %d classes: %s", len(listing.files),
-                     len(listing.class_names), ", ".join(listing.class_names))
-        self._class_names = listing.class_names
-        examples = (pipeline
-                    | "ListImages" >> beam.Create(listing.files, reshuffle=True)
-                    | "ReadAndDescribe" >> beam.ParDo(_ToExample(listing.class_names))
-                    | "Partition" >> beam.Partition(
-                        lambda ex, n: split_names.index(assignment[
-                            ex.features.feature[features.PATH_KEY].bytes_list.value[0].decode()]),
-                        len(split_names)))
-        return {name: examples[i] for i, name in enumerate(split_names)}
+    def create_accumulator(self):
+        return {}, []
+
+    def add_input(self, acc, item):
+        counts, rows = acc
+        if isinstance(item, Rejected):
+            rows.append(item)
+            item = f"rejected:{item.reason}"
+        counts[item] = counts.get(item, 0) + 1
+        return acc
+
+    def merge_accumulators(self, accs):
+        counts: dict[str, int] = {}
+        rows: list[Rejected] = []
+        for c, r in accs:
+            for k, v in c.items():
+                counts[k] = counts.get(k, 0) + v
+            rows.extend(r)
+        return counts, rows
+
+    def extract_output(self, acc):
+        counts, rows = acc
+        return counts, sorted(rows, key=lambda r: (r.relative_path, r.reason))
+
+
+# ---------------------------------------------------------------------------------------------
+# The pipeline
+
+@dataclass
+class IngestCollections:
+    examples: dict[str, beam.PCollection]  # split -> serialized tf.Examples
+    report: beam.PCollection                # one (counters, sorted quarantine rows)
+    class_names: beam.PCollection           # one sorted list
+
+
+def build_ingest(pipeline: beam.Pipeline, input_base: str, patterns: list[str],
+                 options: IngestOptions, ratios: SplitRatios) -> IngestCollections:
+    """The whole ingest as Beam transforms (no I/O of outputs: see `write_outputs`)."""
+    exts = normalize_extensions(options.extensions)
+    split_names = ratios.names
+    rejected_parts, stats_parts = [], []
+    if options.source == "manifest":
+        lines = [pipeline | f"ReadManifest[{i}]" >> beam.io.ReadFromTextWithFilename(
+            join(input_base, p)) for i, p in enumerate(patterns)]
+        parsed = (lines | "FlattenManifests" >> beam.Flatten()
+                  | "ParseRows" >> beam.ParDo(_ParseManifest(input_base, exts, split_names))
+                  .with_outputs("rejected", main="candidates"))
+        rows = (parsed.candidates
+                | "KeyByPath" >> beam.Map(lambda c: (c.relative_path, c))
+                | "GroupByPath" >> beam.GroupByKey()
+                | "OneRowPerPath" >> beam.FlatMap(_one_row_per_path)
+                .with_outputs("rejected", main="candidates"))
+        listed = [parsed.candidates, parsed.rejected]
+        rejected_parts += [parsed.rejected, rows.rejected]
+        candidates = rows.candidates
+    else:
+        folders = []
+        for i, pattern in enumerate(patterns):
+            head, tail = split_folder_pattern(pattern)
+            listing = (pipeline
+                       | f"Pattern[{i}]" >> beam.Create([join(input_base, head)])
+                       | f"FindClassFolders[{i}]" >> beam.FlatMap(_class_folders)
+                       | f"SpreadFolders[{i}]" >> beam.Reshuffle()
+                       | f"ListFolders[{i}]" >> beam.ParDo(_ListFolder(input_base, tail, exts))
+                       .with_outputs("rejected", "stats", main="candidates"))
+            folders.append(listing)
+        candidates = ([f.candidates for f in folders] | "FlattenCandidates" >> beam.Flatten()
+                      | "SpreadFiles" >> beam.Reshuffle())
+        listed = [candidates] + [f.rejected for f in folders]
+        rejected_parts += [f.rejected for f in folders]
+        stats_parts += [f.stats for f in folders]
+    stats_parts.append(listed | "FlattenInputs" >> beam.Flatten()
+                       | "InputStats" >> beam.FlatMap(_input_stats))
+
+    inspected = candidates | "ReadAndInspect" >> beam.ParDo(
+        _Inspect(options.max_pixels)).with_outputs("rejected", main="described")
+    rejected_parts.append(inspected.rejected)
+    meta = inspected.described | "Metadata" >> beam.Map(_meta)
+    losers = (meta
+              | "KeyByContent" >> beam.Map(lambda m: (m.sha256, m))
+              | "GroupByContent" >> beam.GroupByKey()
+              | "Duplicates" >> beam.FlatMap(_duplicate_losers))
+    kept = meta | "Kept" >> beam.Filter(
+        lambda m, lost: m.relative_path not in lost, lost=beam.pvalue.AsDict(losers))
+    class_names = (kept | "Labels" >> beam.Map(lambda m: m.label_name)
+                   | "ClassNames" >> beam.CombineGlobally(_SortedSet()))
+    corrections = (kept
+                   | "KeyByClass" >> beam.Map(lambda m: (m.label_name,
+                                                        (m.relative_path, m.given_split)))
+                   | "SplitSummaries" >> beam.CombinePerKey(_ClassSplits(ratios))
+                   | "Corrections" >> beam.FlatMap(lambda kv: kv[1].items()))
+    final = inspected.described | "ToExample" >> beam.ParDo(
+        _ToExample(ratios), losers=beam.pvalue.AsDict(losers),
+        class_names=beam.pvalue.AsSingleton(class_names),
+        corrections=beam.pvalue.AsDict(corrections)).with_outputs(
+            "rejected", "stats", *split_names)
+    rejected_parts.append(final.rejected)
+    stats_parts.append(final.stats)
+
+    report = (rejected_parts + stats_parts | "Outcomes" >> beam.Flatten()
+              | "Report" >> beam.CombineGlobally(_Report()))
+    return IngestCollections(examples={name: final[name] for name in split_names},
+                             report=report, class_names=class_names)
+
+
+def write_outputs(collections: IngestCollections, split_uris: dict[str, str],
+                  quarantine_dir: str, vocabulary_dir: str, options: IngestOptions,
+                  spans: list[int]) -> None:
+    """The splits as gzipped TFRecords; the report and vocabulary as three small files."""
+    for name, pcoll in collections.examples.items():
+        _ = pcoll | f"WriteSplit[{name}]" >> beam.io.WriteToTFRecord(
+            os.path.join(split_uris[name], write_split.DEFAULT_TF_RECORD_FILE_NAME), file_name_suffix=".gz")
+    _ = collections.report | "WriteReport" >> beam.Map(
+        _write_report, quarantine_dir, vocabulary_dir, options, list(split_uris), spans,
+        class_names=beam.pvalue.AsSingleton(collections.class_names))
+
+
+def _write_report(report, quarantine_dir: str, vocabulary_dir: str, options: IngestOptions,
+                  split_names: list[str], spans: list[int], class_names: list[str]) -> None:
+    """One element, so one writer; rewriting the same content on a retry is harmless."""
+    counts, rows = report
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(QUARANTINE_COLUMNS)
+    writer.writerows([r.relative_path, r.reason, r.detail, r.label_name] for r in rows)
+    summary = summarize(counts, class_names, options, split_names, spans)
+    for path, text in ((os.path.join(quarantine_dir, QUARANTINE_FILE), buf.getvalue()),
+                       (os.path.join(quarantine_dir, SUMMARY_FILE),
+                        json.dumps(summary, indent=2, ensure_ascii=False)),
+                       (os.path.join(vocabulary_dir, LABEL_VOCABULARY_FILE),
+                        json.dumps(class_names, ensure_ascii=False))):
+        with tf.io.gfile.GFile(path, "w") as fh:
+            fh.write(text)
+
+
+# ---------------------------------------------------------------------------------------------
+# After the pipeline: the summary and the checks
+
+def summarize(counts: dict[str, int], class_names: list[str], options: IngestOptions,
+              split_names: list[str], spans: list[int]) -> dict[str, Any]:
+    by_reason = {k.split(":", 1)[1]: v for k, v in counts.items() if k.startswith("rejected:")}
+    written = {s: counts.get(f"written:{s}", 0) for s in split_names}
+    inputs = counts.get("inputs", 0)
+    quarantined = sum(by_reason.values())
+    candidates = inputs - by_reason.get(images.NOT_AN_IMAGE, 0) - by_reason.get(
+        images.DIRECTORY, 0)
+    counted = sum(v for k, v in by_reason.items() if k not in images.NOT_COUNTED)
+    per_class: dict[str, dict[str, int]] = {}
+    for key, value in counts.items():
+        if key.startswith("class:"):
+            label, split = key[len("class:"):].rsplit(":", 1)
+            per_class.setdefault(label, {s: 0 for s in split_names})[split] = value
+    input_labels = {k.split(":", 1)[1] for k in counts if k.startswith("input_class:")}
+    return {
+        "inputs": inputs,
+        "written": sum(written.values()),
+        "quarantined": quarantined,
+        "written_by_split": written,
+        "quarantined_by_reason": dict(sorted(by_reason.items())),
+        "rejected_share": counted / candidates if candidates else 0.0,
+        "rejected_share_counts": {"rejected": counted, "image_files": candidates},
+        "max_rejected_share": options.max_rejected_share,
+        "not_counted_in_share": sorted(images.NOT_COUNTED),
+        "class_names": class_names,
+        "written_by_class": dict(sorted(per_class.items())),
+        "classes_without_examples": sorted(input_labels - set(class_names) - {""}),
+        "empty_folders": sorted(k.split(":", 1)[1] for k in counts
+                                if k.startswith("empty_folder:")),
+        "accepted_notes": {k.split(":", 1)[1]: v for k, v in sorted(counts.items())
+                           if k.startswith("note:")},
+        "spans": spans,
+    }
+
+
+def problems(summary: dict[str, Any], options: IngestOptions, report_path: str) -> list[str]:
+    """Why this dataset must not go on, one sentence each (empty: fine)."""
+    out = []
+    if summary["inputs"] != summary["written"] + summary["quarantined"]:
+        out.append(f"internal error: {summary['inputs']} inputs but {summary['written']} written "
+                   f"+ {summary['quarantined']} quarantined")
+    share = summary["rejected_share"]
+    if share > options.max_rejected_share:
+        reasons = ", ".join(f"{k} {v}" for k, v in summary["quarantined_by_reason"].items()
+                            if k not in images.NOT_COUNTED)
+        out.append(f"{share:.1%} of {summary['rejected_share_counts']['image_files']} image "
+                   f"files rejected ({reasons}), above data.max_rejected_share "
+                   f"{options.max_rejected_share:.1%}; see {report_path}")
+    names = summary["class_names"]
+    if len(names) < 2:
+        out.append(f"{len(names)} class with usable images ({', '.join(names) or 'none'}): a "
+                   f"classifier needs at least 2; see {report_path}")
+    small = {k: sum(v.values()) for k, v in summary["written_by_class"].items()
+             if sum(v.values()) < options.min_images_per_class}
+    if small:
+        name = sorted(small)[0]
+        out.append(f"class '{name}' has {small[name]} usable image(s), fewer than "
+                   f"data.min_images_per_class {options.min_images_per_class}")
+    return out
+
+
+def _read_json(path: str) -> Any:
+    with tf.io.gfile.GFile(path) as fh:
+        return json.loads(fh.read())
+
+
+def _spans(exec_properties: dict[str, Any], input_config: example_gen_pb2.Input) -> list[int]:
+    names = [s.name for s in input_config.splits]
+    if all(n.startswith("span-") for n in names):
+        return sorted(int(n[len("span-"):]) for n in names)
+    span = exec_properties.get("span")
+    return [int(span)] if span is not None else []
+
+
+class ImageExampleGenExecutor(base_beam_executor.BaseBeamExecutor):
+    """Writes the splits, the quarantine report and the vocabulary; fails loudly on bad data."""
 
     def Do(self, input_dict, output_dict, exec_properties) -> None:
-        super().Do(input_dict, output_dict, exec_properties)
-        # The id -> name table travels with the examples, readable by people and tools.
-        artifact = artifact_utils.get_single_instance(output_dict["examples"])
-        vocabulary = json.dumps(self._class_names)
-        with tf.io.gfile.GFile(os.path.join(artifact.uri, LABEL_VOCABULARY_FILE), "w") as fh:
-            fh.write(vocabulary)
-        artifact.set_string_custom_property("label_names", vocabulary)
+        self._log_startup(input_dict, output_dict, exec_properties)
+        input_config = example_gen_pb2.Input()
+        json_format.Parse(exec_properties[standard_component_specs.INPUT_CONFIG_KEY],
+                          input_config)
+        output_config = example_gen_pb2.Output()
+        json_format.Parse(exec_properties[standard_component_specs.OUTPUT_CONFIG_KEY],
+                          output_config)
+        ratios = SplitRatios.from_buckets(
+            {s.name: s.hash_buckets for s in output_config.split_config.splits})
+        options = IngestOptions.from_exec_properties(exec_properties)
+        patterns = [s.pattern for s in input_config.splits]
+        examples = artifact_utils.get_single_instance(output_dict[EXAMPLES_KEY])
+        quarantine = artifact_utils.get_single_instance(output_dict[QUARANTINE_KEY])
+        vocabulary = artifact_utils.get_single_instance(output_dict[VOCABULARY_KEY])
+        split_names = ratios.names
+        examples.split_names = artifact_utils.encode_split_names(split_names)
+        split_uris = {s: artifact_utils.get_split_uri([examples], s) for s in split_names}
+        spans = _spans(exec_properties, input_config)
+        logging.info("ingest: %s from %s, patterns %s, splits %s", options.source,
+                     exec_properties[standard_component_specs.INPUT_BASE_KEY], patterns,
+                     split_names)
+
+        with self._make_beam_pipeline() as pipeline:
+            collections = build_ingest(
+                pipeline, exec_properties[standard_component_specs.INPUT_BASE_KEY], patterns,
+                options, ratios)
+            write_outputs(collections, split_uris, quarantine.uri, vocabulary.uri, options,
+                          spans)
+
+        summary = _read_json(os.path.join(quarantine.uri, SUMMARY_FILE))
+        # The id -> name table also travels with the examples, as before.
+        names_json = json.dumps(summary["class_names"], ensure_ascii=False)
+        with tf.io.gfile.GFile(os.path.join(examples.uri, LABEL_VOCABULARY_FILE), "w") as fh:
+            fh.write(names_json)
+
+        examples_utils.set_payload_format(examples, example_gen_pb2.FORMAT_TF_EXAMPLE)
+        examples_utils.set_file_format(examples, write_split.to_file_format_str(
+            example_gen_pb2.FORMAT_TFRECORDS_GZIP))
+        examples.set_string_custom_property("label_names", names_json)
+        examples.set_string_custom_property("spans", ",".join(map(str, spans)))
+        vocabulary.set_string_custom_property("label_names", names_json)
+        vocabulary.set_int_custom_property("num_classes", len(summary["class_names"]))
+        for artifact in (quarantine, examples):
+            artifact.set_int_custom_property("num_inputs", summary["inputs"])
+            artifact.set_int_custom_property("num_quarantined", summary["quarantined"])
+        quarantine.set_float_custom_property("rejected_share", summary["rejected_share"])
+
+        report_path = os.path.join(quarantine.uri, QUARANTINE_FILE)
+        logging.info("ingest: %d inputs, %d written %s, %d quarantined %s (report %s)",
+                     summary["inputs"], summary["written"], summary["written_by_split"],
+                     summary["quarantined"], summary["quarantined_by_reason"], report_path)
+        found = problems(summary, options, report_path)
+        if found:
+            raise IngestError("ingest: " + "; ".join(found))
