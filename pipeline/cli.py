@@ -1,5 +1,5 @@
-"""`tlpipe`: the one command line. Subcommands arrive with their issues (serve, predict,
-compare, runs, schedule); `run` is the pipeline itself."""
+"""`tlpipe`: the one command line: `run` (the pipeline), `promote`, and `serve` / `predict`
+(serving/cli.py). `compare`, `runs` and `schedule` arrive with their issues."""
 from __future__ import annotations
 
 import argparse
@@ -120,6 +120,10 @@ def build_parser() -> argparse.ArgumentParser:
     promote.add_argument("--work-dir", help="the run's work dir (default ./tlpipe-work)")
     promote.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     promote.set_defaults(func=cmd_promote)
+
+    from serving.cli import register as register_serving  # serve, predict
+
+    register_serving(sub)
     return parser
 
 

@@ -6,6 +6,7 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 VENV=${VENV:-.venv}
 LOCK=requirements.lock
+SERVING_LOCK=requirements-serving.lock
 STAMP="$VENV/.tlpipe-setup-stamp"
 NEED_GLIBC=2.39
 APT_ETC=${TLPIPE_APT_ETC:-/etc/apt}          # overridable so tests can run this safely
@@ -53,7 +54,8 @@ PIN
 }
 
 ensure_venv() {
-  if [ -f "$STAMP" ] && [ "$STAMP" -nt "$LOCK" ] && [ "$STAMP" -nt pyproject.toml ]; then
+  if [ -f "$STAMP" ] && [ "$STAMP" -nt "$LOCK" ] && [ "$STAMP" -nt "$SERVING_LOCK" ] \
+     && [ "$STAMP" -nt pyproject.toml ]; then
     say "$VENV is up to date with $LOCK."
     return
   fi
@@ -61,6 +63,8 @@ ensure_venv() {
   say "Installing the pinned TFX 1.21 stack from $LOCK (first time: several minutes)."
   quietly "$VENV/bin/python" -m pip install -q --upgrade pip
   "$VENV/bin/python" -m pip install -q -r "$LOCK"
+  say "Installing the serving extras from $SERVING_LOCK without dependency resolution (see its header)."
+  quietly "$VENV/bin/python" -m pip install -q --no-deps -r "$SERVING_LOCK"
   quietly "$VENV/bin/python" -m pip install -q --no-deps -e .
   check_imports
   touch "$STAMP"
@@ -78,7 +82,8 @@ check_imports() {
   if ! TF_CPP_MIN_LOG_LEVEL=3 "$VENV/bin/python" - >"$log" 2>&1 <<'PY'
 import tensorflow_data_validation, ml_metadata, tensorflow_transform, keras_tuner
 from tfx import v1 as tfx
-from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+from tensorflow_serving.apis import predict_pb2, prediction_service_pb2, prediction_service_pb2_grpc
+import grpc_health.v1.health, grpc_reflection.v1alpha.reflection
 import tensorflow as tf, keras
 import tfx as tfx_package
 print(f"[setup] imports OK: TFX {tfx_package.__version__}, TF {tf.__version__}, Keras {keras.__version__}")

@@ -1,1 +1,2 @@
-"""Serving: the TF Serving directory layout, and (later) server and client."""
+"""Serving: the TF Serving directory layout, an embedded TF Serving-compatible server (gRPC +
+REST) and its client."""
