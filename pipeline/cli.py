@@ -34,6 +34,8 @@ def resolve_data_root(config: PipelineConfig, mirror: Optional[str]) -> str:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    if args.to and args.to not in NODES:
+        return _fail(f"--to: unknown node '{args.to}' (nodes: {', '.join(NODES)})")
     try:
         config = load_config(args.config, args.set, work_dir=args.work_dir,
                              data__root=args.data)
@@ -42,8 +44,6 @@ def cmd_run(args: argparse.Namespace) -> int:
         validate(config, data_root)
     except ConfigError as err:
         return _fail(str(err))
-    if args.to and args.to not in NODES:
-        return _fail(f"--to: unknown node '{args.to}' (nodes: {', '.join(NODES)})")
     print(f"tlpipe: data {data_root}; base {config.base.name}; work dir "
           f"{os.path.abspath(config.work_dir)}", flush=True)
     from pipeline.local_runner import run_pipeline
@@ -68,7 +68,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(f"tlpipe: run completed in {time.time() - started:.0f}s", flush=True)
     print("\n".join(summary.lines()), flush=True)
     return 0
-
 
 
 def cmd_promote(args: argparse.Namespace) -> int:
