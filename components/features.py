@@ -29,6 +29,7 @@ TEST_SPLIT = "test"             # optional (data.test_ratio > 0): held out from 
 PROBABILITIES_KEY = "probabilities"
 CLASS_ID_KEY = "class_id"
 CLASS_NAME_KEY = "class_name"
+CLASSES_KEY = "classes"        # every class name in id order, per row (top-k names for clients)
 SERVING_SIGNATURE = "serving_default"     # raw image bytes in
 SERVING_INPUT = "image_bytes"
 EXAMPLES_SIGNATURE = "serving_examples"   # serialized tf.Example in (TFMA)

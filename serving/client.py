@@ -2,8 +2,8 @@
 
 It speaks only TF Serving's public API (gRPC PredictionService.Predict, or REST :predict) on
 the `serving_default` signature: raw image bytes in, `probabilities`/`class_id`/`class_name`
-out. Names beyond the top class come from `class_name` values seen in the same response;
-others print as `#<id>` (the signature exports only the top class's name).
+and `classes` (every class name in id order) out. For a model without `classes`, names beyond
+the top class come from `class_name` values seen in the same response; others print as `#<id>`.
 """
 from __future__ import annotations
 
@@ -42,8 +42,11 @@ def _top(probabilities: np.ndarray, names: dict[int, str], k: int) -> list[tuple
 
 
 def _predictions(probabilities: np.ndarray, class_ids, class_names, top_k: int,
-                 version: Optional[int]) -> list[Prediction]:
+                 version: Optional[int], all_names: Optional[list[str]] = None
+                 ) -> list[Prediction]:
+    """`all_names`: the model's `classes` output (every name in id order), when it has one."""
     names = {int(i): n for i, n in zip(class_ids, class_names)}
+    names.update(enumerate(all_names or []))
     return [Prediction(int(class_ids[row]), class_names[row],
                        float(probabilities[row][int(class_ids[row])]),
                        _top(np.asarray(probabilities[row]), names, top_k), version)
@@ -132,8 +135,10 @@ class ServingClient:
             raise ClientError(err.code().name, err.details() or "") from None
         outputs = {k: to_ndarray(v) for k, v in response.outputs.items()}
         names = [n.decode("utf-8", "replace") for n in outputs["class_name"].tolist()]
+        every = ([n.decode("utf-8", "replace") for n in outputs["classes"][0].tolist()]
+                 if "classes" in outputs and len(outputs["classes"]) else None)
         return _predictions(outputs["probabilities"], outputs["class_id"].tolist(), names,
-                            top_k, response.model_spec.version.value or None)
+                            top_k, response.model_spec.version.value or None, every)
 
     def _predict_rest(self, images, model, version, label, top_k) -> list[Prediction]:
         path = f"/v1/models/{model}"
@@ -162,4 +167,6 @@ class ServingClient:
         rows = payload["predictions"]
         return _predictions(np.asarray([r["probabilities"] for r in rows], dtype=np.float32),
                             [int(r["class_id"]) for r in rows],
-                            [str(r["class_name"]) for r in rows], top_k, version)
+                            [str(r["class_name"]) for r in rows], top_k, version,
+                            [str(n) for n in rows[0]["classes"]] if rows and "classes" in rows[0]
+                            else None)

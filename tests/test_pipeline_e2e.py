@@ -52,6 +52,7 @@ def test_pushed_model_classifies_raw_jpeg_bytes(pushed_model_dir, tiny_images):
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-4)
     names = [n.decode() for n in out["class_name"].numpy()]
     assert set(names) <= {"class_a", "class_b", "class_c"}
+    assert out["classes"].numpy().tolist() == [[b"class_a", b"class_b", b"class_c"]] * len(images)
     assert np.mean(out["class_id"].numpy() == np.array(labels)) >= 0.6
     assert "serving_examples" in model.signatures
 

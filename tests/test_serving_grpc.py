@@ -218,7 +218,7 @@ def test_get_model_metadata_reports_both_signatures(stub):
     response.metadata["signature_def"].Unpack(signatures)
     default = signatures.signature_def["serving_default"]
     assert list(default.inputs) == ["image_bytes"]
-    assert set(default.outputs) == {"probabilities", "class_id", "class_name"}
+    assert set(default.outputs) == {"probabilities", "class_id", "class_name", "classes"}
     assert list(signatures.signature_def["serving_examples"].inputs) == ["examples"]
     request.metadata_field[:] = ["graph_def"]
     assert _code(lambda: stub.GetModelMetadata(request)) == grpc.StatusCode.INVALID_ARGUMENT

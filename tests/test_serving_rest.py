@@ -69,7 +69,8 @@ def test_predict_row_and_columnar_formats_agree(server, images):
     code, rows = _call(server, "/v1/models/flowers:predict",
                        {"instances": [_b64(b) for b in blobs]})
     assert code == 200 and len(rows["predictions"]) == 2
-    assert set(rows["predictions"][0]) == {"probabilities", "class_id", "class_name"}
+    assert set(rows["predictions"][0]) == {"probabilities", "class_id", "class_name", "classes"}
+    assert rows["predictions"][0]["classes"] == ["class_a", "class_b", "class_c"]
     code, columns = _call(server, "/v1/models/flowers/versions/2:predict",
                           {"signature_name": "serving_default",
                            "inputs": {"image_bytes": [_b64(b) for b in blobs]}})

@@ -156,7 +156,9 @@ class ExportModule(tf.Module):
         class_id = tf.argmax(probabilities, axis=-1)
         return {features.PROBABILITIES_KEY: probabilities,
                 features.CLASS_ID_KEY: class_id,
-                features.CLASS_NAME_KEY: tf.gather(self._names, class_id)}
+                features.CLASS_NAME_KEY: tf.gather(self._names, class_id),
+                features.CLASSES_KEY: tf.tile(self._names[None, :],
+                                              [tf.shape(probabilities)[0], 1])}
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=features.SERVING_INPUT)])
     def serve_image_bytes(self, image_bytes):
