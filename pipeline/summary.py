@@ -107,7 +107,8 @@ def _prop(artifact, name):
     value = artifact.custom_properties.get(name)
     if value is None:
         return None
-    return value.WhichOneof("value") and getattr(value, value.WhichOneof("value"))
+    kind = value.WhichOneof("value")
+    return getattr(value, kind) if kind else None
 
 
 def _fill_ingest(summary: RunSummary, artifacts) -> None:

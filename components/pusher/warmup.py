@@ -5,6 +5,9 @@ first user request does not pay for graph tracing and lazy initialisation.
 """
 from __future__ import annotations
 
+import os
+import tempfile
+
 import tensorflow as tf
 from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
 
@@ -33,9 +36,7 @@ def warmup_records(example_files: list[str], model_name: str, count: int) -> byt
 
 
 def _tfrecord_bytes(records: list[bytes]) -> bytes:
-    import os
-    import tempfile
-
+    """TFRecord framing (length, CRCs) comes only from TF's writer, so write a temp file."""
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "warmup")
         with tf.io.TFRecordWriter(path) as writer:
