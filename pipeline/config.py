@@ -55,6 +55,8 @@ class TransformConfig:
     mean_source: str = "imagenet"
     # With mean_source=dataset: divide by the dataset's per-channel std instead of the base's scale.
     std_scaling: bool = False
+    # stretch (the tutorials'), crop (keep aspect, center crop) or pad (keep aspect, pad black).
+    resize: str = "stretch"
 
 
 @dataclass
@@ -63,6 +65,8 @@ class BaseModelConfig:
     name: str = "mobilenet_v2"
     # "imagenet" (Keras cache / download), a path to a weights file, or "none" (random init).
     weights: str = "imagenet"
+    # Cut the base at this layer (its output becomes the features); None: the whole base.
+    cut_at: Optional[str] = None
 
 
 @dataclass
@@ -75,6 +79,17 @@ class TunerConfig:
     # Failed trials tolerated before the tuner fails the run (none succeeding always fails it).
     max_failed_trials: int = 0
     seed: int = 42
+    # random, bayesian or hyperband.
+    algorithm: str = "random"
+    # phase1 (frozen base only, cheap) or both (frozen then fine-tune inside each trial).
+    tune_phases: str = "phase1"
+    # Also search the fine-tune learning rate / the head's dropout.
+    tune_phase2_learning_rate: bool = False
+    tune_dropout: bool = False
+    # Wall-clock budget of the whole search in seconds (None: no budget).
+    max_seconds: Optional[float] = None
+    # Re-tune every N runs and reuse the latest tuned hyperparameters in between (1: every run).
+    retune_every: int = 1
 
 
 @dataclass
@@ -83,9 +98,32 @@ class TrainerConfig:
     phase1_epochs: int = 6
     phase2_epochs: int = 4
     phase1_learning_rate: float = 1e-3
-    phase2_learning_rate: float = 1e-4
+    # None: the phase-1 (tuned) rate / 10.
+    phase2_learning_rate: Optional[float] = None
+    # live: phase 1 runs the frozen base every epoch (augmentation on); cached: base features
+    # computed once per (base, input size, cut layer) and the head trained on them.
+    phase1_features: str = "live"
+    # gap (GlobalAveragePooling) or dense128 (the tutorials' AveragePooling2D(4) + Dense(128)).
+    head: str = "gap"
     dropout: float = 0.2
+    # adam, or sgd (with momentum 0.9, as the fine-tuning tutorials recommend).
+    optimizer: str = "adam"
+    # Phase 2 unfreezes from this layer name or fraction of the base's layers ("0.7": the top
+    # 30%); None: the registry's boundary.
+    fine_tune_from: Optional[str] = None
+    # Stop a phase after this many epochs without val_loss improving (0: off); best weights kept.
+    early_stopping_patience: int = 3
+    # Weight classes by inverse frequency in the train split.
+    class_weights: bool = False
+    # Start from the last blessed model's weights when its base and classes match.
+    warm_start: bool = False
     augment: bool = True
+    # Augmentation strengths (with augment): rotation as a fraction of a full turn, zoom and
+    # translation as fractions of the size, contrast factor. Horizontal flip is always on.
+    rotation: float = 0.05
+    zoom: float = 0.1
+    translation: float = 0.1
+    contrast: float = 0.1
     seed: int = 42
 
 
@@ -110,6 +148,16 @@ class PusherConfig:
 
 
 @dataclass
+class ScheduleConfig:
+    # Interval between scheduled runs ("30m", "6h", "1d") unless `cron` is given.
+    every: str = "24h"
+    # A 5-field cron expression instead of `every`.
+    cron: Optional[str] = None
+    # POST a JSON summary here when a run fails or is not blessed (None: log only).
+    webhook_url: Optional[str] = None
+
+
+@dataclass
 class BeamConfig:
     direct_running_mode: str = "in_memory"
     direct_num_workers: int = 1
@@ -129,6 +177,7 @@ class PipelineConfig:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     evaluator: EvaluatorConfig = field(default_factory=EvaluatorConfig)
     pusher: PusherConfig = field(default_factory=PusherConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     beam: BeamConfig = field(default_factory=BeamConfig)
 
     # Derived locations: one place decides the work-dir layout.
@@ -256,6 +305,11 @@ def load_config(path: Optional[str] = None, overrides: Optional[list[str]] = Non
     return PipelineConfig.from_dict(raw)
 
 
+def _one_of(name: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
+
+
 def validate(config: PipelineConfig, data_root: Optional[str] = None) -> None:
     """Checks that need no TFX: bad values fail here, before any component runs."""
     from components.trainer.backbones import BACKBONES  # light: no TensorFlow import
@@ -302,6 +356,23 @@ def validate(config: PipelineConfig, data_root: Optional[str] = None) -> None:
         raise ConfigError("tuner.max_trials and tuner.epochs_per_trial must be >= 1")
     if not 0 < config.tuner.learning_rate_min <= config.tuner.learning_rate_max:
         raise ConfigError("tuner.learning_rate_min must be > 0 and <= tuner.learning_rate_max")
+    _one_of("transform.resize", config.transform.resize, ("stretch", "crop", "pad"))
+    _one_of("tuner.algorithm", config.tuner.algorithm, ("random", "bayesian", "hyperband"))
+    _one_of("tuner.tune_phases", config.tuner.tune_phases, ("phase1", "both"))
+    _one_of("trainer.phase1_features", config.trainer.phase1_features, ("live", "cached"))
+    _one_of("trainer.head", config.trainer.head, ("gap", "dense128"))
+    _one_of("trainer.optimizer", config.trainer.optimizer, ("adam", "sgd"))
+    if config.tuner.retune_every < 1:
+        raise ConfigError("tuner.retune_every must be >= 1")
+    if config.tuner.max_seconds is not None and config.tuner.max_seconds <= 0:
+        raise ConfigError("tuner.max_seconds must be > 0 (or null for no budget)")
+    if config.trainer.phase2_learning_rate is not None and config.trainer.phase2_learning_rate <= 0:
+        raise ConfigError("trainer.phase2_learning_rate must be > 0 (or null: phase-1 rate / 10)")
+    if config.trainer.early_stopping_patience < 0:
+        raise ConfigError("trainer.early_stopping_patience must be >= 0")
+    for name in ("rotation", "zoom", "translation", "contrast"):
+        if not 0.0 <= getattr(config.trainer, name) < 1.0:
+            raise ConfigError(f"trainer.{name} must be in [0, 1)")
     if config.beam.direct_running_mode not in ("in_memory", "multi_threading", "multi_processing"):
         raise ConfigError(f"beam.direct_running_mode must be in_memory, multi_threading or multi_processing")
     if data_root is not None:

@@ -63,7 +63,7 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     phase1_seconds = time.time() - started
     if trainer["phase2_epochs"] > 0:
         trainable = model_lib.unfreeze_top(model, backbone.fine_tune_at)
-        model_lib.compile_model(model, trainer["phase2_learning_rate"])
+        model_lib.compile_model(model, trainer["phase2_learning_rate"] or hp.get(model_lib.HP_LEARNING_RATE) / 10)
         logging.info("trainer phase2: %d base layers trainable from %s", trainable,
                      backbone.fine_tune_at)
         phase2 = model.fit(train, validation_data=evaluation,
