@@ -33,6 +33,12 @@ CLASSES_KEY = "classes"        # every class name in id order, per row (top-k na
 SERVING_SIGNATURE = "serving_default"     # raw image bytes in
 SERVING_INPUT = "image_bytes"
 EXAMPLES_SIGNATURE = "serving_examples"   # serialized tf.Example in (TFMA)
+# TF Serving's Classify API: method name classify, one string input "inputs" (tf.Examples),
+# outputs "classes" (every class name) and "scores" (their probabilities).
+CLASSIFY_SIGNATURE = "classification"
+CLASSIFY_INPUT = "inputs"
+CLASSIFY_CLASSES = "classes"
+CLASSIFY_SCORES = "scores"
 
 # What the trainer records inside the SavedModel (class names, base, hyperparameters), so the
 # pusher, the server and `compare` can describe a model without ML Metadata.

@@ -57,15 +57,16 @@ class ProgressHandler(logging.Handler):
 
 
 def run_pipeline(config: PipelineConfig, data_root: str, to_node: Optional[str] = None,
-                 out=sys.stdout) -> list[str]:
-    """Runs the DAG (up to `to_node`); returns the ids of the nodes it ran. Raises on the first
-    failing node after reporting which one failed. `out` receives the header line; progress
+                 out=sys.stdout, retune: bool = False) -> list[str]:
+    """Runs the DAG (up to `to_node`); returns the ids of the components it ran (not
+    resolvers). Raises on the first failing node after reporting which one failed. `out` receives the header line; progress
     lines go to the process's real stdout."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from absl import logging as absl_logging
     from tfx import v1 as tfx
 
-    from pipeline.pipeline import create_pipeline
+    from pipeline.pipeline import create_pipeline, model_custom_config
+    from pipeline.retune import decide
 
     log_dir = Path(config.work_dir).resolve() / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
@@ -91,12 +92,14 @@ def run_pipeline(config: PipelineConfig, data_root: str, to_node: Optional[str] 
     for handler in (file_handler, progress):
         root.addHandler(handler)
     root.setLevel(logging.INFO)
+    tuning = decide(config, model_custom_config(config), force=retune or to_node == "tuner")
     print(f"tlpipe: running {to_node and 'up to ' + to_node or 'the whole DAG'}; "
           f"full log: {log_path}", file=out, flush=True)
+    print(f"tlpipe: hyperparameters: {tuning.reason}", file=out, flush=True)
     log_fd = os.open(log_path, os.O_WRONLY | os.O_APPEND)
     os.dup2(log_fd, 1); os.dup2(log_fd, 2); os.close(log_fd)
     try:
-        pipeline = create_pipeline(config, data_root, to_node)
+        pipeline = create_pipeline(config, data_root, to_node, tune=tuning.tune)
         tfx.orchestration.LocalDagRunner().run(pipeline)
     except BaseException:
         if progress.node:
@@ -115,4 +118,6 @@ def run_pipeline(config: PipelineConfig, data_root: str, to_node: Optional[str] 
             root.addHandler(handler)
         absl_logging.set_verbosity(absl_logging.WARNING)
         file_handler.close()
-    return [component.id for component in pipeline.components]
+    # Resolvers run no executor, so ML Metadata records no execution for them.
+    return [component.id for component in pipeline.components
+            if not isinstance(component, tfx.dsl.Resolver)]

@@ -2,6 +2,9 @@
 
 ingest -> statistics_gen -> schema_gen -> example_validator -> transform -> tuner -> trainer
 -> latest_blessed_model (Resolver) -> evaluator -> pusher
+
+With `tune=False` the tuner is replaced by a Resolver on the latest HyperParameters artifact
+(`latest_hyperparameters`), so scheduled runs can reuse tuned values (`tuner.retune_every`).
 """
 from __future__ import annotations
 
@@ -16,7 +19,7 @@ from components.evaluator.eval_config import make_eval_config
 from components.ingest.component import make_ingest
 from components.pusher.component import ServingPusher
 from pipeline.config import PipelineConfig
-from pipeline.nodes import NODE_ORDER, RESOLVER_NODE
+from pipeline.nodes import HYPERPARAMETERS_NODE, NODE_ORDER, RESOLVER_NODE
 
 COMPONENTS_DIR = Path(__file__).resolve().parent.parent / "components"
 TRANSFORM_MODULE = COMPONENTS_DIR / "transform" / "preprocessing.py"
@@ -45,11 +48,18 @@ def _settings(config: PipelineConfig, *sections: str) -> dict:
     return {name: full[name] for name in sections}
 
 
-def create_pipeline(config: PipelineConfig, data_root: str, to_node: Optional[str] = None,
-                    ) -> tfx.dsl.Pipeline:
+def model_custom_config(config: PipelineConfig) -> dict:
+    """What the Tuner and Trainer get: their settings, the code they import, the feature cache."""
     shared_code = [COMPONENTS_DIR / "features.py", COMPONENTS_DIR / "trainer"]
-    model_settings = _settings(config, "base", "tuner", "trainer")
+    settings = _settings(config, "base", "tuner", "trainer")
+    del settings["tuner"]["retune_every"]  # when to tune, not how: must not change cache keys
+    return {"settings": settings,
+            "code": code_fingerprint(*shared_code),
+            "feature_cache_dir": str(Path(config.work_dir).resolve() / "cache" / "features")}
 
+
+def create_pipeline(config: PipelineConfig, data_root: str, to_node: Optional[str] = None,
+                    tune: bool = True) -> tfx.dsl.Pipeline:
     ingest = make_ingest(config, data_root)
     statistics_gen = tfx.components.StatisticsGen(
         examples=ingest.outputs["examples"]).with_id("statistics_gen")
@@ -68,31 +78,42 @@ def create_pipeline(config: PipelineConfig, data_root: str, to_node: Optional[st
             "base": config.base.name,
             "mean_source": config.transform.mean_source,
             "std_scaling": config.transform.std_scaling,
-            "code": code_fingerprint(*shared_code),
+            # preprocessing_fn imports these two; model code changes keep it cached.
+            "code": code_fingerprint(COMPONENTS_DIR / "features.py",
+                                     COMPONENTS_DIR / "trainer" / "backbones.py"),
         }).with_id("transform")
-    model_custom_config = {"settings": model_settings, "code": code_fingerprint(*shared_code)}
-    tuner = tfx.components.Tuner(
-        module_file=str(TUNER_MODULE),
-        examples=transform.outputs["transformed_examples"],
-        transform_graph=transform.outputs["transform_graph"],
-        schema=schema_gen.outputs["schema"],
-        train_args=tfx.proto.TrainArgs(splits=[features.TRAIN_SPLIT]),
-        eval_args=tfx.proto.EvalArgs(splits=[features.EVAL_SPLIT]),
-        custom_config=model_custom_config).with_id("tuner")
-    trainer = tfx.components.Trainer(
-        module_file=str(TRAINER_MODULE),
-        examples=transform.outputs["transformed_examples"],
-        transform_graph=transform.outputs["transform_graph"],
-        schema=schema_gen.outputs["schema"],
-        hyperparameters=tuner.outputs["best_hyperparameters"],
-        train_args=tfx.proto.TrainArgs(splits=[features.TRAIN_SPLIT]),
-        eval_args=tfx.proto.EvalArgs(splits=[features.EVAL_SPLIT]),
-        custom_config=model_custom_config).with_id("trainer")
+    custom_config = model_custom_config(config)
+    if tune:
+        tuner = tfx.components.Tuner(
+            module_file=str(TUNER_MODULE),
+            examples=transform.outputs["transformed_examples"],
+            transform_graph=transform.outputs["transform_graph"],
+            schema=schema_gen.outputs["schema"],
+            train_args=tfx.proto.TrainArgs(splits=[features.TRAIN_SPLIT]),
+            eval_args=tfx.proto.EvalArgs(splits=[features.EVAL_SPLIT]),
+            custom_config=custom_config).with_id("tuner")
+        hyperparameters = tuner.outputs["best_hyperparameters"]
+    else:
+        tuner = tfx.dsl.Resolver(
+            strategy_class=tfx.dsl.experimental.LatestArtifactStrategy,
+            hyperparameters=tfx.dsl.Channel(type=tfx.types.standard_artifacts.HyperParameters),
+        ).with_id(HYPERPARAMETERS_NODE)
+        hyperparameters = tuner.outputs["hyperparameters"]
     latest_blessed_model = tfx.dsl.Resolver(
         strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
         model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
         model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
     ).with_id(RESOLVER_NODE)
+    trainer = tfx.components.Trainer(
+        module_file=str(TRAINER_MODULE),
+        examples=transform.outputs["transformed_examples"],
+        transform_graph=transform.outputs["transform_graph"],
+        schema=schema_gen.outputs["schema"],
+        hyperparameters=hyperparameters,
+        base_model=latest_blessed_model.outputs["model"] if config.trainer.warm_start else None,
+        train_args=tfx.proto.TrainArgs(splits=[features.TRAIN_SPLIT]),
+        eval_args=tfx.proto.EvalArgs(splits=[features.EVAL_SPLIT]),
+        custom_config=custom_config).with_id("trainer")
     evaluator = tfx.components.Evaluator(
         examples=ingest.outputs["examples"],
         model=trainer.outputs["model"],
@@ -111,7 +132,8 @@ def create_pipeline(config: PipelineConfig, data_root: str, to_node: Optional[st
 
     nodes = [ingest, statistics_gen, schema_gen, example_validator, transform, tuner, trainer,
              latest_blessed_model, evaluator, pusher]
-    assert [n.id for n in nodes] == NODE_ORDER
+    assert [n.id for n in nodes] == [n if tune or n != "tuner" else HYPERPARAMETERS_NODE
+                                     for n in NODE_ORDER]
     if to_node is not None:
         nodes = _upstream_of(nodes, to_node)
     return tfx.dsl.Pipeline(

@@ -8,6 +8,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from data.synthetic import make_image_folder
@@ -95,3 +96,43 @@ def pushed_model_dir(pipeline_runs) -> Path:
     """A real model pushed by the pipeline: `<dir>/1/` is its SavedModel (labels class_a..c)."""
     assert pipeline_runs.first.returncode == 0, pipeline_runs.first.stdout + pipeline_runs.first.stderr
     return pipeline_runs.model_dir
+
+
+# Model-level tests (trainer, tuner): settings for the test base at a small size, and arrays.
+SIZE = 64
+
+
+def model_settings(keras_home, monkeypatch, **trainer) -> dict:
+    """Settings dict (as the Trainer and Tuner get it) for TEST_BASE at SIZE px, with real
+    ImageNet weights when the shared Keras cache is there."""
+    from pipeline.config import PipelineConfig
+
+    if keras_home is not None:
+        monkeypatch.setenv("KERAS_HOME", str(keras_home))
+    config = PipelineConfig()
+    config.base.name = TEST_BASE
+    config.base.weights = "imagenet" if keras_home is not None else "none"
+    config.tuner.input_sizes = [SIZE]
+    config.trainer.batch_size = 8
+    config.trainer.early_stopping_patience = 0
+    config.trainer.augment = False
+    for key, value in trainer.items():
+        setattr(config.trainer, key, value)
+    return config.to_dict()
+
+
+def normalized_images(n=24, classes=3, seed=0, size=SIZE):
+    """Images whose class shows in colour and layout, already normalized as the base expects."""
+    rng = np.random.default_rng(seed)
+    labels = np.arange(n) % classes
+    images = rng.uniform(-1, 1, size=(n, size, size, 3)).astype("float32") * 0.3
+    for i, label in enumerate(labels):
+        images[i, :, :, label] += 0.7
+        images[i, label * 20:(label + 1) * 20] -= 0.5
+    return images, labels.astype("int64")
+
+
+def image_batches(images, labels, batch=8):
+    import tensorflow as tf
+
+    return tf.data.Dataset.from_tensor_slices((images, labels)).batch(batch)

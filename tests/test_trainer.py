@@ -1,0 +1,153 @@
+"""The two-phase recipe on a real pretrained base: freezing, input-size checks, cached features,
+cutting the base. Small images and the tiny MobileNet v1 (0.25) keep it quick."""
+from __future__ import annotations
+
+import copy
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from components.trainer import model as model_lib
+from components.trainer.backbones import BACKBONES
+from conftest import SIZE, TEST_BASE, image_batches, model_settings, normalized_images
+from pipeline.config import PipelineConfig
+
+
+def _hp(settings, learning_rate=1e-3):
+    hp = model_lib.search_space(settings)
+    hp.values[model_lib.HP_LEARNING_RATE] = learning_rate
+    return hp
+
+
+def _weights_by_layer(model: keras.Model) -> dict[str, list[np.ndarray]]:
+    return {layer.name: [np.array(w) for w in layer.weights] for layer in model.layers}
+
+
+def test_phase1_keeps_base_bit_identical_and_phase2_moves_only_the_top(keras_home, monkeypatch):
+    settings = model_settings(keras_home, monkeypatch)
+    images, labels = normalized_images()
+    hypermodel = model_lib.TransferHyperModel(settings, 3, "both")
+    hp = _hp(settings)
+    model = hypermodel.build(hp)
+    base = model_lib.base_of(model)
+    pretrained = _weights_by_layer(base)
+    head_before = [np.array(w) for w in model_lib.head_of(model).weights]
+
+    hypermodel.phases = "phase1"
+    batches = image_batches(images, labels)
+    hypermodel.fit(hp, model, batches, validation_data=batches, epochs=2)
+    after1 = _weights_by_layer(base)
+    for name, weights in pretrained.items():
+        for before, now in zip(weights, after1[name]):
+            assert np.array_equal(before, now), f"phase 1 changed {name}"
+    assert any(not np.array_equal(a, np.array(b)) for a, b in
+               zip(head_before, model_lib.head_of(model).weights)), "the head did not train"
+
+    boundary, trainable = model_lib.unfreeze_top(model, settings)
+    assert boundary == BACKBONES[TEST_BASE].fine_tune_at and trainable > 0
+    model_lib.compile_model(model, 1e-3, settings)
+    model.fit(image_batches(images, labels), epochs=2, verbose=0)
+    after2 = _weights_by_layer(base)
+    names = [layer.name for layer in base.layers]
+    start = names.index(boundary)
+    moved = set()
+    for i, layer in enumerate(base.layers):
+        for before, now, variable in zip(pretrained[layer.name], after2[layer.name],
+                                         layer.weights):
+            if not np.array_equal(before, now):
+                moved.add(layer.name)
+                assert i >= start, f"{layer.name} lies below the boundary {boundary} but moved"
+                assert not isinstance(layer, keras.layers.BatchNormalization), \
+                    f"BatchNorm {layer.name} changed ({variable.path})"
+    assert moved, "phase 2 changed no base layer"
+
+
+@pytest.mark.parametrize("name", sorted(BACKBONES))
+def test_too_small_input_is_refused_before_anything_is_built(name, monkeypatch):
+    settings = PipelineConfig().to_dict()
+    settings["base"]["name"] = name
+    built = []
+    monkeypatch.setattr(model_lib, "build_base", lambda *a, **k: built.append(a))
+    minimum = BACKBONES[name].min_size
+    with pytest.raises(model_lib.InputSizeError) as err:
+        model_lib.build_feature_base(settings, minimum - 1)
+    message = str(err.value)
+    assert name in message and f"{minimum - 1}x{minimum - 1}" in message and str(minimum) in message
+    assert "Negative dimension" not in message and not built
+    settings["trainer"]["head"] = "dense128"
+    with pytest.raises(model_lib.InputSizeError, match="dense128.*minimum is 128x128"):
+        model_lib.check_input_size(settings, 96)
+
+
+def test_head_trained_on_cached_features_predicts_the_same_on_the_live_base(
+        keras_home, monkeypatch, tmp_path):
+    settings = model_settings(keras_home, monkeypatch)
+    images, labels = normalized_images()
+    datasets = {"train": lambda: image_batches(images, labels),
+                "eval": lambda: image_batches(images[:12], labels[:12])}
+    cache = model_lib.FeatureCache(str(tmp_path), {"data": "synthetic-v1"}, datasets, settings)
+    hypermodel = model_lib.TransferHyperModel(settings, 3, "phase1", feature_cache=cache)
+    hp = _hp(settings, 1e-2)
+    model = hypermodel.build(hp)
+    hypermodel.fit(hp, model, None, epochs=3)
+    assert hypermodel.record["phase1"]["epochs"] == 3 and cache.stats["built"] == 2
+
+    train_features, _ = cache.get("train", SIZE, model_lib.classifier_of(model))
+    head = model_lib.head_of(model)
+    from_cache = head(train_features, training=False).numpy()
+    live = model_lib.classifier_of(model)(images, training=False).numpy()
+    np.testing.assert_allclose(live, from_cache, atol=1e-4)
+    # And it learned something from the features.
+    assert (live.argmax(1) == labels).mean() > 0.5
+
+
+def test_feature_cache_is_reused_and_rebuilt_when_base_or_size_changes(
+        keras_home, monkeypatch, tmp_path):
+    settings = model_settings(keras_home, monkeypatch)
+    images, labels = normalized_images(n=12)
+    datasets = {"train": lambda: image_batches(images, labels)}
+    classifier = model_lib.build_classifier(settings, SIZE, 3, 0.0)
+
+    first = model_lib.FeatureCache(str(tmp_path), {"data": "a"}, datasets, settings)
+    features_a, _ = first.get("train", SIZE, classifier)
+    again = model_lib.FeatureCache(str(tmp_path), {"data": "a"}, datasets, settings)
+    features_b, _ = again.get("train", SIZE, classifier)
+    assert (first.stats, again.stats) == ({"built": 1, "reused": 0}, {"built": 0, "reused": 1})
+    np.testing.assert_array_equal(features_a, features_b)
+
+    bigger = copy.deepcopy(settings)
+    bigger["tuner"]["input_sizes"] = [SIZE, 96]
+    other_size = model_lib.FeatureCache(str(tmp_path), {"data": "a"}, datasets, bigger)
+    assert other_size.key(96) != first.key(SIZE)
+    other_base = copy.deepcopy(settings)
+    other_base["base"]["name"] = "mobilenet_v2"
+    assert model_lib.FeatureCache(str(tmp_path), {"data": "a"}, datasets,
+                                  other_base).key(SIZE) != first.key(SIZE)
+    new_data = model_lib.FeatureCache(str(tmp_path), {"data": "b"}, datasets, settings)
+    new_data.get("train", SIZE, classifier)
+    assert new_data.stats == {"built": 1, "reused": 0}
+
+
+def test_cut_at_ends_the_base_at_that_layer_and_bad_names_list_near_ones(monkeypatch):
+    settings = model_settings(None, monkeypatch, fine_tune_from="conv_dw_3")
+    settings["base"]["cut_at"] = "conv_pw_5_relu"
+    classifier = model_lib.build_classifier(settings, SIZE, 3, 0.0)
+    base = next(layer for layer in classifier.layers if isinstance(layer, keras.Model)
+                and layer.name != model_lib.HEAD)
+    assert base.layers[-1].name == "conv_pw_5_relu"
+    assert base.output.shape[1:] == (8, 8, 64)  # stride 8 at the cut, 0.25 x 256 channels
+
+    settings["base"]["cut_at"] = "conv_pw_5_rleu"
+    with pytest.raises(model_lib.CutLayerError, match="near it: conv_pw_5_relu"):
+        model_lib.build_feature_base(settings, SIZE)
+    settings["base"]["cut_at"] = "conv_pw_5_relu"
+    settings["trainer"]["fine_tune_from"] = None  # registry boundary conv_dw_12 is above the cut
+    with pytest.raises(model_lib.CutLayerError, match="below the fine-tune boundary"):
+        model_lib.build_feature_base(settings, SIZE)
+
+
+def test_class_weights_balance_the_classes():
+    weights = model_lib.class_weights(np.array([30, 10, 0]))
+    assert weights[0] * 30 == pytest.approx(weights[1] * 10) and weights[2] == 0.0
