@@ -62,7 +62,7 @@ class TransformConfig:
 @dataclass
 class BaseModelConfig:
     # Key in components/trainer/backbones.py.
-    name: str = "mobilenet_v2"
+    name: str = "efficientnet_lite0"
     # "imagenet" (Keras cache / download), a path to a weights file, or "none" (random init).
     weights: str = "imagenet"
     # Cut the base at this layer (its output becomes the features); None: the whole base.
