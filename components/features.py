@@ -17,6 +17,9 @@ PIXELS_KEY = "pixels_u8"       # serialized uint8 [S, S, 3] tensor at the storag
 CHANNEL_MEAN_KEY = "channel_mean"  # per-channel mean from the TFT full pass (train split)
 CHANNEL_STD_KEY = "channel_std"
 
+# Resize policies of Transform (`transform.resize`); the first is the default.
+RESIZE_POLICIES = ("stretch", "crop", "pad")
+
 # Transform asset holding the class names; sorted, it is the id -> name table.
 LABEL_VOCABULARY = "label_names"
 

@@ -16,6 +16,8 @@ from typing import Any, Optional
 
 import yaml
 
+from components.features import RESIZE_POLICIES  # plain constants, no TensorFlow
+
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "gif", "bmp", "webp")
 
 
@@ -56,7 +58,7 @@ class TransformConfig:
     # With mean_source=dataset: divide by the dataset's per-channel std instead of the base's scale.
     std_scaling: bool = False
     # stretch (the tutorials'), crop (keep aspect, center crop) or pad (keep aspect, pad black).
-    resize: str = "stretch"
+    resize: str = RESIZE_POLICIES[0]
 
 
 @dataclass
@@ -356,7 +358,7 @@ def validate(config: PipelineConfig, data_root: Optional[str] = None) -> None:
         raise ConfigError("tuner.max_trials and tuner.epochs_per_trial must be >= 1")
     if not 0 < config.tuner.learning_rate_min <= config.tuner.learning_rate_max:
         raise ConfigError("tuner.learning_rate_min must be > 0 and <= tuner.learning_rate_max")
-    _one_of("transform.resize", config.transform.resize, ("stretch", "crop", "pad"))
+    _one_of("transform.resize", config.transform.resize, RESIZE_POLICIES)
     _one_of("tuner.algorithm", config.tuner.algorithm, ("random", "bayesian", "hyperband"))
     _one_of("tuner.tune_phases", config.tuner.tune_phases, ("phase1", "both"))
     _one_of("trainer.phase1_features", config.trainer.phase1_features, ("live", "cached"))
