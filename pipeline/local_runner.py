@@ -99,7 +99,7 @@ def run_pipeline(config: PipelineConfig, data_root: str, to_node: Optional[str] 
     log_fd = os.open(log_path, os.O_WRONLY | os.O_APPEND)
     os.dup2(log_fd, 1); os.dup2(log_fd, 2); os.close(log_fd)
     try:
-        pipeline = create_pipeline(config, data_root, to_node, tune=tuning.tune)
+        pipeline = create_pipeline(config, data_root, to_node, tuning.hyperparameters_uri)
         tfx.orchestration.LocalDagRunner().run(pipeline)
     except BaseException:
         if progress.node:

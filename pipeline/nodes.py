@@ -6,5 +6,5 @@ NODE_ORDER = ["ingest", "statistics_gen", "schema_gen", "example_validator", "tr
 # The baseline Resolver: resolves inputs, runs no executor of its own.
 RESOLVER_NODE = "latest_blessed_model"
 
-# Stands in for the tuner when a run reuses the latest tuned hyperparameters.
+# Stands in for the tuner (an Importer) when a run reuses earlier tuned hyperparameters.
 HYPERPARAMETERS_NODE = "latest_hyperparameters"

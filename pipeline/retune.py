@@ -1,7 +1,9 @@
-"""Whether this run tunes, or reuses the latest tuned hyperparameters (`tuner.retune_every`).
+"""Whether this run tunes, or reuses earlier tuned hyperparameters (`tuner.retune_every`).
 
-Read from ML Metadata before the DAG is built: the Tuner node is in the DAG only when this run
-tunes; otherwise a Resolver hands the Trainer the latest HyperParameters artifact.
+Decided from ML Metadata before the DAG is built: the Tuner node is in the DAG only when this
+run tunes; otherwise an Importer hands the Trainer the HyperParameters artifact of the latest
+tuning done with the same model and tuner settings (a plain "latest artifact" Resolver could
+pick values tuned for another base or other input sizes).
 """
 from __future__ import annotations
 
@@ -13,6 +15,9 @@ from typing import Any, Optional
 from pipeline.config import PipelineConfig
 
 TUNER_NODE = "tuner"
+TUNER_OUTPUT = "best_hyperparameters"
+# What makes earlier tuning reusable: the same settings and model code (not where caches live).
+_COMPARED_KEYS = ("settings", "code")
 _DONE = ("COMPLETE", "CACHED")
 
 
@@ -20,6 +25,7 @@ _DONE = ("COMPLETE", "CACHED")
 class TuningDecision:
     tune: bool
     reason: str
+    hyperparameters_uri: Optional[str] = None  # what to reuse when not tuning
 
 
 def decide(config: PipelineConfig, tuner_custom_config: dict[str, Any], force: bool = False
@@ -27,24 +33,27 @@ def decide(config: PipelineConfig, tuner_custom_config: dict[str, Any], force: b
     """Tune when forced, when never tuned with these settings, or every `retune_every` runs."""
     every = config.tuner.retune_every
     if force:
-        return TuningDecision(True, "re-tuning on demand (--retune)")
+        return TuningDecision(True, "tuning on demand")
     if every <= 1:
         return TuningDecision(True, "tuning every run (tuner.retune_every: 1)")
-    history = _tuner_history(config)
-    if history is None:
-        return TuningDecision(True, "no earlier tuning in this work dir")
-    runs_since, last_config = history
-    if last_config != json.loads(json.dumps(tuner_custom_config)):
-        return TuningDecision(True, "the model or tuner settings changed since the last tuning")
+    found = _latest_matching_tuning(config, _compared(tuner_custom_config))
+    if found is None:
+        return TuningDecision(True, "no earlier tuning with these settings")
+    runs_since, uri = found
     if runs_since + 1 >= every:
         return TuningDecision(True, f"{runs_since} runs since the last tuning "
                                     f"(tuner.retune_every: {every})")
-    return TuningDecision(False, f"reusing the latest tuned hyperparameters ({runs_since} runs "
-                                 f"since tuning; re-tunes every {every})")
+    return TuningDecision(False, f"reusing the hyperparameters tuned {runs_since} run(s) ago "
+                                 f"(re-tunes every {every} runs; --retune forces it)", uri)
 
 
-def _tuner_history(config: PipelineConfig) -> Optional[tuple[int, dict]]:
-    """(runs since the last successful tuner execution, that execution's custom_config)."""
+def _compared(custom_config: dict[str, Any]) -> dict[str, Any]:
+    return json.loads(json.dumps({k: custom_config.get(k) for k in _COMPARED_KEYS}))
+
+
+def _latest_matching_tuning(config: PipelineConfig, wanted: dict[str, Any]
+                            ) -> Optional[tuple[int, str]]:
+    """(runs since the latest tuner execution with these settings, its hyperparameters URI)."""
     if not os.path.exists(config.metadata_path):
         return None
     from ml_metadata.proto import metadata_store_pb2
@@ -56,18 +65,26 @@ def _tuner_history(config: PipelineConfig) -> Optional[tuple[int, dict]]:
     node = store.get_context_by_type_and_name("node", f"{config.pipeline_name}.{TUNER_NODE}")
     if node is None:
         return None
-    tuned = [e for e in store.get_executions_by_context(node.id)
-             if states.get(e.last_known_state) in _DONE]
-    if not tuned:
+    matching = []
+    for execution in store.get_executions_by_context(node.id):
+        raw = execution.custom_properties.get("custom_config")
+        if (states.get(execution.last_known_state) in _DONE and raw is not None
+                and _compared(json.loads(raw.string_value)) == wanted):
+            matching.append(execution)
+    if not matching:
         return None
-    last = max(tuned, key=lambda e: (e.create_time_since_epoch, e.id))
+    last = max(matching, key=lambda e: (e.create_time_since_epoch, e.id))
+    outputs = [e.artifact_id for e in store.get_events_by_execution_ids([last.id])
+               if e.type == metadata_store_pb2.Event.OUTPUT
+               and any(step.key == TUNER_OUTPUT for step in e.path.steps)]
+    artifacts = store.get_artifacts_by_id(outputs) if outputs else []
+    if not artifacts:
+        return None
     runs = sorted(store.get_contexts_by_type("pipeline_run"),
                   key=lambda c: (c.create_time_since_epoch, c.id))
-    tuned_run = next((c for c in store.get_contexts_by_execution(last.id)
-                      if c.type_id == runs[0].type_id), None) if runs else None
-    if tuned_run is None:
+    run_ids = [c.id for c in runs]
+    tuned_in = [c.id for c in store.get_contexts_by_execution(last.id) if c.id in run_ids]
+    if not tuned_in:
         return None
-    runs_since = sum(1 for c in runs if (c.create_time_since_epoch, c.id)
-                     > (tuned_run.create_time_since_epoch, tuned_run.id))
-    raw = last.custom_properties.get("custom_config")
-    return runs_since, json.loads(raw.string_value) if raw is not None else {}
+    runs_since = len(run_ids) - 1 - run_ids.index(tuned_in[0])
+    return runs_since, artifacts[0].uri

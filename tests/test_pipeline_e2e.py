@@ -134,3 +134,83 @@ def _check_forced_promote(work_dir, work):
     assert metadata["forced"] == {"promoted_by": "oncall", "reason": "hotfix for a demo"}
     again = tlpipe("promote", "--work-dir", str(work), "--reason", "twice", timeout=300)
     assert again.returncode == 2 and "already serving" in again.stderr
+
+
+def test_tuner_tried_both_sizes_and_the_trainer_exports_the_winner(pipeline_runs,
+                                                                   pushed_model_dir):
+    import glob
+    import json
+
+    import tensorflow as tf
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    root = pipeline_runs.work_dir / "pipeline"
+    (trials_file,) = glob.glob(str(root / "tuner" / "tuner_results" / "*" / "trials.json"))
+    trials = json.loads(Path(trials_file).read_text())
+    assert [t["status"] for t in trials] == ["COMPLETED", "COMPLETED"]
+    assert {t["hyperparameters"]["input_size"] for t in trials} == {64, 96}
+    assert Path(trials_file).with_name("trials.png").read_bytes()[:4] == b"\x89PNG"
+    (best_file,) = glob.glob(str(root / "tuner" / "best_hyperparameters" / "*" / "*.txt"))
+    winner = json.loads(Path(best_file).read_text())["values"]["input_size"]
+    loaded = tf.saved_model.load(str(pushed_model_dir / "1"))
+    assert int(loaded.input_size.numpy()) == winner
+    proto = saved_model_pb2.SavedModel.FromString(
+        (pushed_model_dir / "1" / "saved_model.pb").read_bytes())
+    classify = proto.meta_graphs[0].signature_def["classification"]
+    assert classify.method_name == "tensorflow/serving/classify"
+    assert set(classify.inputs) == {"inputs"} and set(classify.outputs) == {"classes", "scores"}
+    (run_dir,) = glob.glob(str(root / "trainer" / "model_run" / "*"))
+    summary = json.loads(Path(run_dir, "training_summary.json").read_text())
+    assert summary["input_size"] == winner and summary["phases"]["phase2"]["epochs"] == 1
+    assert summary["phases"]["phase1"]["images_per_second"] > 0
+    assert Path(run_dir, "training_curves.png").read_bytes()[:4] == b"\x89PNG"
+    assert glob.glob(str(Path(run_dir) / "logs" / "train" / "*tfevents*"))
+
+
+def test_tuner_with_no_successful_trial_fails_the_run_and_says_why(pipeline_runs, tiny_images,
+                                                                   keras_home, tmp_path):
+    """Every trial fails to build (a corrupt weights file): the tuner node fails, with the
+    first trial's error in the run's output. Upstream nodes come from the shared run's cache
+    (a copy of its ML Metadata), so only the tuner runs."""
+    import shutil
+
+    from conftest import E2E_SETTINGS
+
+    shutil.copy(pipeline_runs.work_dir / "metadata.sqlite", tmp_path / "metadata.sqlite")
+    corrupt = tmp_path / "corrupt_weights.h5"
+    corrupt.write_bytes(b"this is not an HDF5 file")
+    settings = [*E2E_SETTINGS, f"base.weights={corrupt}"]
+    result = tlpipe("run", "--data", str(tiny_images), "--work-dir", str(tmp_path), "--to",
+                    "tuner", *[a for s in settings for a in ("--set", s)],
+                    env=tlpipe_env(keras_home), timeout=600)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert re.search(r"^\s+transform\s+CACHED", result.stdout, re.M), result.stdout
+    assert re.search(r"^\s+tuner\s+FAILED", result.stdout, re.M), result.stdout
+    assert "no successful trial" in result.stderr and "first error" in result.stderr
+
+
+def test_retune_every_reuses_tuned_values_of_the_same_settings(pipeline_runs, keras_home,
+                                                               tiny_images):
+    """Read-only on the shared runs' ML Metadata: which tuning a later run would reuse."""
+    from conftest import E2E_SETTINGS
+    from pipeline.config import load_config
+    from pipeline.pipeline import create_pipeline, model_custom_config
+    from pipeline.retune import decide
+
+    weights = [] if keras_home else ["base.weights=none"]
+
+    def config(*extra):
+        return load_config(None, [*E2E_SETTINGS, *weights, *extra],
+                           work_dir=str(pipeline_runs.work_dir))
+
+    rarely = config("tuner.retune_every=10")
+    decision = decide(rarely, model_custom_config(rarely))
+    assert not decision.tune and "reusing" in decision.reason, decision
+    assert "/tuner/best_hyperparameters/" in decision.hyperparameters_uri
+    nodes = [n.id for n in create_pipeline(rarely, str(tiny_images), None,
+                                           decision.hyperparameters_uri).components]
+    assert "tuner" not in nodes and "latest_hyperparameters" in nodes
+    assert decide(rarely, model_custom_config(rarely), force=True).tune
+    assert decide(config(), model_custom_config(config())).tune  # retune_every: 1
+    other = config("tuner.retune_every=10", "tuner.max_trials=5")
+    assert "no earlier tuning" in decide(other, model_custom_config(other)).reason

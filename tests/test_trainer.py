@@ -151,3 +151,37 @@ def test_cut_at_ends_the_base_at_that_layer_and_bad_names_list_near_ones(monkeyp
 def test_class_weights_balance_the_classes():
     weights = model_lib.class_weights(np.array([30, 10, 0]))
     assert weights[0] * 30 == pytest.approx(weights[1] * 10) and weights[2] == 0.0
+
+
+def test_warm_start_loads_the_blessed_weights_only_for_the_same_architecture(monkeypatch,
+                                                                             tmp_path):
+    import json
+
+    from components import features
+    from components.trainer import trainer_module
+
+    settings = model_settings(None, monkeypatch)
+    previous = model_lib.build_model(_hp(settings), settings, 3)
+    serving_dir = tmp_path / "model" / "Format-Serving"
+    info = {"base": TEST_BASE, "class_names": ["a", "b", "c"], "input_size": SIZE,
+            "head": "gap", "cut_at": None, "storage_size": SIZE}
+    (serving_dir / "assets.extra").mkdir(parents=True)
+    (serving_dir / features.MODEL_INFO_FILE).write_text(json.dumps(info))
+    weights = trainer_module.keras_weights_path(str(serving_dir))
+    (tmp_path / "model" / "Format-Keras").mkdir()
+    model_lib.classifier_of(previous).save_weights(weights)
+
+    fresh = model_lib.build_model(_hp(settings), settings, 3)
+    model_lib.head_of(fresh).set_weights([w * 0 for w in model_lib.head_of(fresh).get_weights()])
+    assert trainer_module._warm_start(fresh, str(serving_dir), info) == f"from {weights}"
+    for a, b in zip(model_lib.classifier_of(previous).get_weights(),
+                    model_lib.classifier_of(fresh).get_weights()):
+        np.testing.assert_array_equal(a, b)
+    other = {**info, "class_names": ["a", "b", "c", "d"]}
+    assert "differs in class_names" in trainer_module._warm_start(fresh, str(serving_dir), other)
+    assert trainer_module._warm_start(fresh, None, info) == "no blessed model yet"
+
+
+def test_a_trial_scores_its_best_epoch_not_an_average():
+    history = {"loss": [1.0, 0.5, 0.7], "val_accuracy": [0.5, 0.9, 0.8], "val_loss": [1, .4, .6]}
+    assert model_lib.best_epoch(history) == {"loss": 0.5, "val_accuracy": 0.9, "val_loss": 0.4}

@@ -487,7 +487,7 @@ class TransferHyperModel(keras_tuner.HyperModel):
         self.record = {"phase1": _phase_record(history, time.time() - started, images),
                        "history": history}
         if self.phases != "both":
-            return history
+            return best_epoch(history)
         ran1 = len(history.get("loss", []))
         boundary, trainable = unfreeze_top(model, self.settings)
         compile_model(model, phase2_learning_rate(hp, self.settings), self.settings)
@@ -502,7 +502,7 @@ class TransferHyperModel(keras_tuner.HyperModel):
         self.record["phase2"] = _phase_record(phase2, time.time() - started, None)
         self.record["phase2"].update(boundary=boundary, trainable_layers=trainable)
         self.record["history"] = {k: history.get(k, []) + phase2.get(k, []) for k in history}
-        return phase2
+        return best_epoch(phase2)
 
     def _fit_cached_head(self, hp, model, epochs, callbacks, label, initial_epoch=0):
         classifier = classifier_of(model)
@@ -520,6 +520,14 @@ class TransferHyperModel(keras_tuner.HyperModel):
                            callbacks=phase_callbacks(self.settings, f"{label} phase1 (cached)",
                                                      bound)).history
         return history, len(train_y)
+
+
+def best_epoch(history: dict[str, list[float]]) -> dict[str, float]:
+    """The metrics of the epoch with the best val_accuracy (the one early stopping keeps): what
+    a trial scores. KerasTuner would average a dict of per-epoch lists instead."""
+    key = "val_accuracy" if history.get("val_accuracy") else "accuracy"
+    best = int(np.argmax(history[key]))
+    return {name: float(values[best]) for name, values in history.items() if values}
 
 
 class _BoundTo(keras.callbacks.Callback):
