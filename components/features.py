@@ -48,3 +48,16 @@ CLASSIFY_SCORES = "scores"
 MODEL_INFO_FILE = "assets.extra/model_info.json"
 # TF Serving replays these PredictionLog records before a version takes traffic.
 WARMUP_FILE = "assets.extra/tf_serving_warmup_requests"
+
+# Hyperparameter names: the tuner's output keys and the trainer's inputs.
+HP_INPUT_SIZE = "input_size"
+HP_LEARNING_RATE = "learning_rate"
+HP_PHASE2_LEARNING_RATE = "phase2_learning_rate"
+HP_DROPOUT = "dropout"
+
+# Reports the tuner writes into its tuner_results artifact and the trainer into its model_run
+# artifact; the run summary reads them without importing TensorFlow.
+TRIALS_JSON = "trials.json"
+TRIALS_PNG = "trials.png"
+TRAINING_SUMMARY_FILE = "training_summary.json"
+TRAINING_CURVES_FILE = "training_curves.png"

@@ -1,5 +1,6 @@
-"""`tlpipe`: the one command line: `run` (the pipeline), `promote`, and `serve` / `predict`
-(serving/cli.py). `compare`, `runs` and `schedule` arrive with their issues."""
+"""`tlpipe`: the one command line: `run` (the pipeline), `promote`, `serve` / `predict`
+(serving/cli.py), `compare` / `label` (pipeline/compare.py), `runs` (pipeline/runs.py),
+`schedule` (pipeline/schedule.py) and `compile` (pipeline/orchestrators.py)."""
 from __future__ import annotations
 
 import argparse
@@ -44,18 +45,29 @@ def cmd_run(args: argparse.Namespace) -> int:
         validate(config, data_root)
     except ConfigError as err:
         return _fail(str(err))
+    if args.if_new_data:
+        from pipeline.runs import NO_NEW_DATA, new_data_check
+
+        new, why = new_data_check(config, data_root)
+        if not new:
+            print(f"{NO_NEW_DATA} {why}", flush=True)
+            return 0
+        print(f"tlpipe: {why}", flush=True)
     print(f"tlpipe: data {data_root}; base {config.base.name}; work dir "
           f"{os.path.abspath(config.work_dir)}", flush=True)
     from pipeline.local_runner import run_pipeline
+    from pipeline.notify import FAILED, notify, notify_outcome
     from pipeline.summary import latest_run_summary
 
     started = time.time()
     try:
-        node_ids = run_pipeline(config, data_root, args.to)
+        node_ids = run_pipeline(config, data_root, args.to, retune=args.retune)
     except KeyboardInterrupt:
         return _fail("interrupted", 130)
     except Exception as err:  # the node and log path were printed by the runner
-        return _fail(f"run failed: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}", 1)
+        message = f"run failed: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+        notify(config, FAILED, message)
+        return _fail(message, 1)
     summary = latest_run_summary(config)
     ran = {n.node: n for n in summary.nodes} if summary else {}
     # TFX can end a node without raising (e.g. inputs it could not resolve): check each one.
@@ -63,10 +75,13 @@ def cmd_run(args: argparse.Namespace) -> int:
               for node in node_ids if node != RESOLVER_NODE and not (
                   node in ran and ran[node].ok)]
     if broken:
-        return _fail(f"run incomplete: {', '.join(broken)}; see the log under "
-                     f"{os.path.abspath(config.work_dir)}/logs", 1)
+        message = (f"run incomplete: {', '.join(broken)}; see the log under "
+                   f"{os.path.abspath(config.work_dir)}/logs")
+        notify(config, FAILED, message, summary)
+        return _fail(message, 1)
     print(f"tlpipe: run completed in {time.time() - started:.0f}s", flush=True)
     print("\n".join(summary.lines()), flush=True)
+    notify_outcome(config, summary)
     return 0
 
 
@@ -105,6 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="override a setting, e.g. --set trainer.phase1_epochs=3 (repeatable)")
     run.add_argument("--mirror", help="offline mirror of the flowers demo, a folder of "
                                       "<class>/*.jpg (or TLPIPE_FLOWERS_MIRROR)")
+    run.add_argument("--retune", action="store_true",
+                     help="tune now, even when tuner.retune_every says to reuse earlier values")
     run.set_defaults(func=cmd_run)
 
     promote = sub.add_parser(
@@ -123,6 +140,13 @@ def build_parser() -> argparse.ArgumentParser:
     from serving.cli import register as register_serving  # serve, predict
 
     register_serving(sub)
+    from pipeline.orchestrators import register as register_compile  # compile
+    from pipeline.runs import register as register_runs  # runs; run --if-new-data
+    from pipeline.schedule import register as register_schedule  # schedule
+
+    register_schedule(sub)
+    register_runs(sub)
+    register_compile(sub)
     return parser
 
 

@@ -10,6 +10,9 @@ from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
 from pipeline.config import PipelineConfig
+from components.features import TRAINING_CURVES_FILE, TRAINING_SUMMARY_FILE, TRIALS_JSON, \
+    TRIALS_PNG
+from pipeline.nodes import HYPERPARAMETERS_NODE
 
 _EXECUTION_STATES = {v: k for k, v in metadata_store_pb2.Execution.State.items()}
 
@@ -39,18 +42,29 @@ class RunSummary:
     verdict: Optional[dict[str, Any]] = None
     ingest_lines: list[str] = field(default_factory=list)
     verdict_html: Optional[str] = None
+    # "tuned" (this run's tuner, or its cached result) or "reused" (imported earlier values).
+    hyperparameters_source: Optional[str] = None
+    trial_lines: list[str] = field(default_factory=list)
+    training_lines: list[str] = field(default_factory=list)
+    transform_lines: list[str] = field(default_factory=list)
 
     def lines(self) -> list[str]:
         out = [f"run {self.run_id}"]
         out.extend("  " + line for line in self.ingest_lines)
+        out.extend("  " + line for line in self.transform_lines)
+        if self.trial_lines:
+            out.append("  tuner trials:")
+            out.extend("    " + line for line in self.trial_lines)
+        out.extend("  " + line for line in self.training_lines)
         if self.accuracy is not None:
             base = (f" (baseline {self.baseline_accuracy:.4f})"
                     if self.baseline_accuracy is not None else "")
             out.append(f"  eval accuracy : {self.accuracy:.4f}{base}")
         if self.hyperparameters:
+            source = f" ({self.hyperparameters_source})" if self.hyperparameters_source else ""
             out.append("  hyperparameters: " + ", ".join(
                 f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
-                for k, v in sorted(self.hyperparameters.items())))
+                for k, v in sorted(self.hyperparameters.items())) + source)
         if self.blessed is not None:
             out.append(f"  blessed       : {'yes' if self.blessed else 'NO'}")
         if self.verdict is not None:
@@ -74,33 +88,14 @@ def _store(config: PipelineConfig) -> metadata_store.MetadataStore:
 
 
 def latest_run_summary(config: PipelineConfig) -> Optional[RunSummary]:
+    """The summary printed after a run: the latest run, with the transform's means."""
     if not os.path.exists(config.metadata_path):
         return None
     store = _store(config)
-    runs = store.get_contexts_by_type("pipeline_run")  # one pipeline per metadata file
+    runs = run_contexts(store)  # one pipeline per metadata file
     if not runs:
         return None
-    run = max(runs, key=lambda c: (c.create_time_since_epoch, c.id))
-    summary = RunSummary(run_id=run.name)
-    executions = sorted(store.get_executions_by_context(run.id), key=lambda e: e.id)
-    outputs: dict[str, list] = {}
-    for execution in executions:
-        node_id = next((c.name.split(".", 1)[-1] for c in store.get_contexts_by_execution(
-            execution.id) if c.name.startswith(config.pipeline_name + ".")), "?")
-        summary.nodes.append(NodeResult(node_id, _EXECUTION_STATES.get(
-            execution.last_known_state, str(execution.last_known_state))))
-        events = store.get_events_by_execution_ids([execution.id])
-        ids = [e.artifact_id for e in events if e.type == metadata_store_pb2.Event.OUTPUT]
-        outputs[node_id] = store.get_artifacts_by_id(ids) if ids else []
-    _fill_ingest(summary, outputs.get("ingest", []))
-    _fill_evaluation(summary, outputs.get("evaluator", []))
-    _fill_push(summary, outputs.get("pusher", []))
-    for artifact in outputs.get("tuner", []):
-        path = os.path.join(artifact.uri, "best_hyperparameters.txt")
-        if os.path.exists(path):
-            with open(path) as fh:
-                summary.hyperparameters = json.load(fh).get("values", {})
-    return summary
+    return summarize_run(config, store, runs[-1], with_transform=True)
 
 
 def _prop(artifact, name):
@@ -141,3 +136,122 @@ def _fill_push(summary: RunSummary, artifacts) -> None:
         summary.newly_pushed = bool(_prop(artifact, "newly_pushed"))
         summary.pushed_path = _prop(artifact, "pushed_destination")
         summary.pushed_version = _prop(artifact, "pushed_version")
+
+
+# Readers for any run, not only the latest one (`tlpipe runs`, `tlpipe run --if-new-data`).
+
+BEST_HYPERPARAMETERS_FILE = "best_hyperparameters.txt"  # what TFX's Tuner writes
+
+
+def run_contexts(store: metadata_store.MetadataStore) -> list:
+    """Every pipeline run's MLMD context, oldest first."""
+    return sorted(store.get_contexts_by_type("pipeline_run"),
+                  key=lambda c: (c.create_time_since_epoch, c.id))
+
+
+def node_executions(config: PipelineConfig, store: metadata_store.MetadataStore,
+                    run) -> list[tuple[str, Any]]:
+    """(node id, execution) of one run, in execution order; resolvers record none."""
+    out = []
+    for execution in sorted(store.get_executions_by_context(run.id), key=lambda e: e.id):
+        node_id = next((c.name.split(".", 1)[-1] for c in store.get_contexts_by_execution(
+            execution.id) if c.name.startswith(config.pipeline_name + ".")), "?")
+        out.append((node_id, execution))
+    return out
+
+
+def execution_state(execution) -> str:
+    return _EXECUTION_STATES.get(execution.last_known_state, str(execution.last_known_state))
+
+
+def execution_artifacts(store: metadata_store.MetadataStore, execution, kind) -> list:
+    """The artifacts an execution read (`kind` Event.INPUT) or wrote (Event.OUTPUT)."""
+    ids = [e.artifact_id for e in store.get_events_by_execution_ids([execution.id])
+           if e.type == kind]
+    return store.get_artifacts_by_id(ids) if ids else []
+
+
+def read_hyperparameters(artifact) -> dict[str, Any]:
+    """The values of a HyperParameters artifact (tuned by this run or reused)."""
+    path = os.path.join(artifact.uri, BEST_HYPERPARAMETERS_FILE)
+    if not os.path.exists(path):
+        return {}
+    with open(path) as fh:
+        return json.load(fh).get("values", {})
+
+
+def summarize_run(config: PipelineConfig, store: metadata_store.MetadataStore,
+                  run, with_transform: bool = False) -> RunSummary:
+    """The end-of-run summary of any run; hyperparameters are the ones the trainer used.
+
+    `with_transform` adds the transform's per-channel constants (runs a tiny TF graph)."""
+    summary = RunSummary(run_id=run.name)
+    outputs: dict[str, list] = {}
+    for node_id, execution in node_executions(config, store, run):
+        summary.nodes.append(NodeResult(node_id, execution_state(execution)))
+        outputs[node_id] = execution_artifacts(store, execution, metadata_store_pb2.Event.OUTPUT)
+        if node_id == "trainer":
+            for artifact in execution_artifacts(store, execution, metadata_store_pb2.Event.INPUT):
+                if os.path.exists(os.path.join(artifact.uri, BEST_HYPERPARAMETERS_FILE)):
+                    summary.hyperparameters = read_hyperparameters(artifact)
+    if "tuner" in outputs:
+        summary.hyperparameters_source = "tuned"
+    elif HYPERPARAMETERS_NODE in outputs:
+        summary.hyperparameters_source = "reused from an earlier tuning"
+    _fill_ingest(summary, outputs.get("ingest", []))
+    _fill_trials(summary, outputs.get("tuner", []))
+    _fill_training(summary, outputs.get("trainer", []))
+    if with_transform:
+        _fill_transform(summary, outputs.get("transform", []))
+    _fill_evaluation(summary, outputs.get("evaluator", []))
+    _fill_push(summary, outputs.get("pusher", []))
+    return summary
+
+
+def _fill_trials(summary: RunSummary, artifacts) -> None:
+    from components.tuner.report import trial_lines
+
+    for artifact in artifacts:
+        path = os.path.join(artifact.uri, TRIALS_JSON)
+        if os.path.exists(path):
+            with open(path) as fh:
+                summary.trial_lines = trial_lines(json.load(fh))
+            summary.trial_lines.append(f"(chart: {os.path.join(artifact.uri, TRIALS_PNG)})")
+
+
+def _fill_training(summary: RunSummary, artifacts) -> None:
+    """Epochs actually run, speed, and whether phase 1 trained on cached features."""
+    for artifact in artifacts:
+        path = os.path.join(artifact.uri, TRAINING_SUMMARY_FILE)
+        if not os.path.exists(path):
+            continue
+        with open(path) as fh:
+            training = json.load(fh)
+        for name, phase in sorted(training.get("phases", {}).items()):
+            if not isinstance(phase, dict):
+                continue
+            speed = (f", {phase['images_per_second']:.0f} images/s"
+                     if phase.get("images_per_second") else "")
+            best = (f", best val accuracy {phase['best_val_accuracy']:.4f}"
+                    if "best_val_accuracy" in phase else "")
+            summary.training_lines.append(
+                f"trainer {name}: {phase['epochs']} epochs in {phase['seconds']:.0f}s{speed}{best}")
+        if training.get("phase1_features") == "cached":
+            summary.training_lines.append(
+                "trainer phase1 trained on cached base features: no augmentation in phase 1")
+        if training.get("warm_start") not in (None, "off"):
+            summary.training_lines.append(f"trainer warm start: {training['warm_start']}")
+        summary.training_lines.append(
+            f"training curves: {os.path.join(artifact.uri, TRAINING_CURVES_FILE)}")
+
+
+def _fill_transform(summary: RunSummary, artifacts) -> None:
+    for artifact in artifacts:
+        if artifact.uri.rstrip("/").split("/")[-2] != "transform_graph":
+            continue
+        from components.transform.preprocessing import channel_stats
+
+        stats = channel_stats(artifact.uri)
+        summary.transform_lines.append(
+            "transform channel mean (RGB): " + ", ".join(f"{v:.2f}" for v in stats["mean"])
+            + "; std: " + ", ".join(f"{v:.2f}" for v in stats["std"]))

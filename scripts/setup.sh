@@ -7,6 +7,7 @@ PY=${PYTHON:-python3}
 VENV=${VENV:-.venv}
 LOCK=requirements.lock
 SERVING_LOCK=requirements-serving.lock
+KFP_LOCK=requirements-kfp.lock
 STAMP="$VENV/.tlpipe-setup-stamp"
 NEED_GLIBC=2.39
 APT_ETC=${TLPIPE_APT_ETC:-/etc/apt}          # overridable so tests can run this safely
@@ -55,7 +56,7 @@ PIN
 
 ensure_venv() {
   if [ -f "$STAMP" ] && [ "$STAMP" -nt "$LOCK" ] && [ "$STAMP" -nt "$SERVING_LOCK" ] \
-     && [ "$STAMP" -nt pyproject.toml ]; then
+     && [ "$STAMP" -nt "$KFP_LOCK" ] && [ "$STAMP" -nt pyproject.toml ]; then
     say "$VENV is up to date with $LOCK."
     return
   fi
@@ -65,9 +66,29 @@ ensure_venv() {
   "$VENV/bin/python" -m pip install -q -r "$LOCK"
   say "Installing the serving extras from $SERVING_LOCK without dependency resolution (see its header)."
   quietly "$VENV/bin/python" -m pip install -q --no-deps -r "$SERVING_LOCK"
+  say "Installing kfp for 'tlpipe compile --kubeflow' from $KFP_LOCK without dependency resolution (see its header)."
+  quietly "$VENV/bin/python" -m pip install -q --no-deps -r "$KFP_LOCK"
   quietly "$VENV/bin/python" -m pip install -q --no-deps -e .
   check_imports
   touch "$STAMP"
+}
+
+# The HTML screenshot tests drive a headless Chromium.
+ensure_chromium() {
+  if command -v chromium >/dev/null 2>&1; then
+    say "chromium is on PATH: $(command -v chromium)."
+    return
+  fi
+  if ! command -v apt-get >/dev/null 2>&1; then
+    say "WARNING: chromium is not on PATH and this is not a Debian-like system: install Chromium yourself (the HTML screenshot tests need it)."
+    return
+  fi
+  local SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  say "chromium is not on PATH: installing the Debian package chromium (HTML screenshot tests need it)."
+  $SUDO apt-get update -qq </dev/null
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends \
+    -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold chromium </dev/null
+  say "chromium installed: $(command -v chromium || echo 'still not on PATH')."
 }
 
 # Runs a noisy command, showing its output only when it fails.
@@ -95,5 +116,9 @@ PY
   grep '^\[setup\]' "$log"; rm -f "$log"
 }
 
-ensure_glibc
-[ "${TLPIPE_SETUP_ONLY:-}" = glibc ] || ensure_venv
+# TLPIPE_SETUP_ONLY=glibc|chromium runs one step (the tests use it with fake apt-get).
+case "${TLPIPE_SETUP_ONLY:-}" in
+  glibc) ensure_glibc ;;
+  chromium) ensure_chromium ;;
+  *) ensure_glibc; ensure_chromium; ensure_venv ;;
+esac

@@ -165,6 +165,10 @@ def test_tuner_tried_both_sizes_and_the_trainer_exports_the_winner(pipeline_runs
     assert summary["phases"]["phase1"]["images_per_second"] > 0
     assert Path(run_dir, "training_curves.png").read_bytes()[:4] == b"\x89PNG"
     assert glob.glob(str(Path(run_dir) / "logs" / "train" / "*tfevents*"))
+    out = pipeline_runs.first.stdout
+    assert "tuner trials:" in out and "hyperparameters:" in out and "(tuned)" in out
+    assert re.search(r"trainer phase1: 4 epochs in \d+s, \d+ images/s", out), out
+    assert "transform channel mean (RGB): 127.50, 127.50, 127.50" in out  # MobileNet's [-1, 1]
 
 
 def test_tuner_with_no_successful_trial_fails_the_run_and_says_why(pipeline_runs, tiny_images,

@@ -5,6 +5,7 @@ import json
 
 import pytest
 
+from components import features
 from components.trainer import model as model_lib
 from components.tuner import tuner_module
 from conftest import image_batches, model_settings, normalized_images
@@ -34,9 +35,9 @@ def test_each_algorithm_searches_size_and_learning_rate(algorithm, keras_home, m
     best = tuner.get_best_hyperparameters()[0].values
     assert best[model_lib.HP_INPUT_SIZE] in (32, 48)
     assert 1e-3 <= best[model_lib.HP_LEARNING_RATE] <= 1e-2
-    report = json.loads((tmp_path / "report" / tuner_module.TRIALS_JSON).read_text())
+    report = json.loads((tmp_path / "report" / features.TRIALS_JSON).read_text())
     assert [r["trial"] for r in report] == [r["trial"] for r in rows]
-    assert (tmp_path / "report" / tuner_module.TRIALS_PNG).read_bytes()[:4] == b"\x89PNG"
+    assert (tmp_path / "report" / features.TRIALS_PNG).read_bytes()[:4] == b"\x89PNG"
 
 
 def test_both_phases_fine_tune_inside_each_trial(keras_home, monkeypatch, tmp_path):

@@ -22,13 +22,10 @@ from absl import logging
 from tfx_bsl.public import tfxio
 
 from components import features
+from components.features import HP_DROPOUT, HP_INPUT_SIZE, HP_LEARNING_RATE, \
+    HP_PHASE2_LEARNING_RATE
 from components.trainer.backbones import BACKBONES, CONVENTIONS, Backbone, build_base
 
-# Hyperparameter names: the tuner's output keys and the trainer's inputs.
-HP_INPUT_SIZE = "input_size"
-HP_LEARNING_RATE = "learning_rate"
-HP_PHASE2_LEARNING_RATE = "phase2_learning_rate"
-HP_DROPOUT = "dropout"
 CLASSIFIER = "classifier"  # the exported sub-model: everything but augmentation
 HEAD = "head"              # the new layers on top of the base: what phase 1 trains
 DENSE128_POOL = 4          # the tutorials' head: AveragePooling2D(4) needs a 4x4 feature map

@@ -24,8 +24,6 @@ from components.trainer import model as model_lib
 from components.trainer.curves import plot_training_curves
 
 KERAS_WEIGHTS = os.path.join("Format-Keras", "classifier.weights.h5")  # beside Format-Serving
-SUMMARY_FILE = "training_summary.json"
-CURVES_FILE = "training_curves.png"
 # What must match for a warm start from the last blessed model's weights.
 WARM_START_KEYS = ("base", "class_names", "input_size", "head", "cut_at", "storage_size")
 
@@ -128,10 +126,12 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     summary = {**model_info, "phases": record, "train_examples": int(counts.sum()),
                "feature_cache": cache.stats if cache else None,
                "history": {k: [float(x) for x in v] for k, v in history.items()}}
-    model_lib.write_json(os.path.join(fn_args.model_run_dir, SUMMARY_FILE), summary)
+    model_lib.write_json(os.path.join(fn_args.model_run_dir, features.TRAINING_SUMMARY_FILE),
+                         summary)
     png = plot_training_curves(summary["history"], record["phase1"]["epochs"],
                                title=f"{backbone.name} at {size} px")
-    with tf.io.gfile.GFile(os.path.join(fn_args.model_run_dir, CURVES_FILE), "wb") as fh:
+    curves = os.path.join(fn_args.model_run_dir, features.TRAINING_CURVES_FILE)
+    with tf.io.gfile.GFile(curves, "wb") as fh:
         fh.write(png)
 
 

@@ -24,9 +24,6 @@ from components import features
 from components.trainer import model as model_lib
 from components.tuner.report import plot_trials, trial_lines
 
-TRIALS_JSON = "trials.json"
-TRIALS_PNG = "trials.png"
-
 
 def current_rss_mb() -> float:
     """Resident memory now (not the peak): what must stay flat across trials."""
@@ -91,9 +88,9 @@ class GatedSearchMixin:
         if not self._report_dir or not self.trial_rows:
             return
         tf.io.gfile.makedirs(self._report_dir)
-        with tf.io.gfile.GFile(os.path.join(self._report_dir, TRIALS_JSON), "w") as fh:
+        with tf.io.gfile.GFile(os.path.join(self._report_dir, features.TRIALS_JSON), "w") as fh:
             json.dump(self.trial_rows, fh, indent=2)
-        with tf.io.gfile.GFile(os.path.join(self._report_dir, TRIALS_PNG), "wb") as fh:
+        with tf.io.gfile.GFile(os.path.join(self._report_dir, features.TRIALS_PNG), "wb") as fh:
             fh.write(plot_trials(self.trial_rows))
         for line in trial_lines(self.trial_rows):
             logging.info("tuner: %s", line)

@@ -1,0 +1,217 @@
+"""`tlpipe runs`: the run history, read back from ML Metadata; and the new-data check behind
+`tlpipe run --if-new-data` (the latest span on disk against the span of the last good run).
+
+ML Metadata already records every run, node, state and artifact, so the history needs no store
+of its own: a run's status comes from its executions' states, its span from the Examples it
+ingested, and whether its hyperparameters were tuned or reused from who produced the
+HyperParameters artifact the trainer read.
+"""
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import glob
+import json
+import os
+import re
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any, Iterator, Optional
+
+from pipeline.config import ConfigError, PipelineConfig, load_config
+from pipeline.summary import RunSummary
+
+# The line `tlpipe run --if-new-data` prints when it skips; the scheduler recognises it.
+NO_NEW_DATA = "tlpipe: no new data:"
+_OK = ("COMPLETE", "CACHED")
+
+
+@dataclass
+class RunRecord:
+    run_id: str
+    start: float  # seconds since the epoch
+    duration: float
+    status: str  # complete, partial (a --to run), failed, incomplete (running or interrupted)
+    span: Optional[int] = None
+    hyperparameters_source: Optional[str] = None  # tuned (by this run) or reused
+    summary: Optional[RunSummary] = None
+
+    def to_dict(self) -> dict[str, Any]:
+        s = self.summary or RunSummary(self.run_id)
+        return {"run_id": self.run_id,
+                "start": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(self.start)),
+                "duration_s": round(self.duration, 1), "status": self.status, "span": self.span,
+                "hyperparameters_source": self.hyperparameters_source,
+                "hyperparameters": s.hyperparameters, "accuracy": s.accuracy,
+                "blessed": s.blessed, "pushed_version": s.pushed_version if s.pushed else None,
+                "newly_pushed": s.newly_pushed}
+
+
+def _records(config: PipelineConfig, with_summary: bool) -> Iterator[RunRecord]:
+    """Records newest first, read lazily (the new-data check stops at the first good run)."""
+    if not os.path.exists(config.metadata_path):
+        return
+    from ml_metadata.proto import metadata_store_pb2
+
+    from pipeline.summary import (_prop, _store, execution_artifacts, execution_state,
+                                  node_executions, run_contexts, summarize_run)
+
+    store = _store(config)
+    hp_type = next((t.id for t in store.get_artifact_types() if t.name == "HyperParameters"),
+                   None)
+    for run in reversed(run_contexts(store)):
+        executions = node_executions(config, store, run)
+        if not executions:
+            continue
+        states = {node: execution_state(e) for node, e in executions}
+        if "FAILED" in states.values():
+            status = "failed"
+        elif any(s not in _OK for s in states.values()):
+            status = "incomplete"
+        else:
+            status = "complete" if "pusher" in states else "partial"
+        started = min(e.create_time_since_epoch for _, e in executions)  # milliseconds
+        ended = max(e.last_update_time_since_epoch for _, e in executions)
+        record = RunRecord(run.name, started / 1000, (ended - started) / 1000, status)
+        own = {e.id for _, e in executions if execution_state(e) == "COMPLETE"}
+        for node, execution in executions:
+            if node == "ingest":
+                for artifact in execution_artifacts(store, execution,
+                                                    metadata_store_pb2.Event.OUTPUT):
+                    span = _prop(artifact, "span")
+                    if span is not None:
+                        record.span = int(span)
+            elif node == "trainer":
+                for artifact in execution_artifacts(store, execution,
+                                                    metadata_store_pb2.Event.INPUT):
+                    if artifact.type_id == hp_type:
+                        producers = {e.execution_id for e in store.get_events_by_artifact_ids(
+                            [artifact.id]) if e.type == metadata_store_pb2.Event.OUTPUT}
+                        record.hyperparameters_source = "tuned" if producers & own else "reused"
+        if with_summary:
+            record.summary = summarize_run(config, store, run)
+        yield record
+
+
+def run_history(config: PipelineConfig, last: Optional[int] = None) -> list[RunRecord]:
+    """The last `last` runs (all when None), oldest first, with their summaries."""
+    records = []
+    for record in _records(config, with_summary=True):
+        if last is not None and len(records) >= last:
+            break
+        records.append(record)
+    return records[::-1]
+
+
+def last_complete_run(config: PipelineConfig) -> Optional[RunRecord]:
+    return next((r for r in _records(config, with_summary=False) if r.status == "complete"),
+                None)
+
+
+def latest_span_on_disk(root: str, source: str) -> Optional[int]:
+    """The highest span under `root` for a `data.pattern` / `data.manifest` holding `{SPAN}`
+    (None without one). Globs only the span level, so it stays quick on large trees."""
+    from components.ingest.listing import SPAN_SPEC, join
+
+    parts = source.split("/")
+    index = next((i for i, p in enumerate(parts) if SPAN_SPEC.search(p)), None)
+    if index is None:
+        return None
+    spec = SPAN_SPEC.search(parts[index])
+    left, right = parts[index][:spec.start()], parts[index][spec.end():]
+    width = int(spec.group(1)[1:]) if spec.group(1) else None
+    prefix = join(root, *parts[:index], SPAN_SPEC.sub("*", parts[index]))
+    if "://" in root:
+        import tensorflow as tf  # gs:// and other remote filesystems
+
+        paths = tf.io.gfile.glob(prefix)
+    else:
+        paths = glob.glob(prefix)
+    spans = []
+    for path in paths:
+        name = path.rstrip("/").rsplit("/", 1)[-1]
+        for digits in re.finditer(r"\d+", name):
+            if (width is None or len(digits.group()) == width) \
+                    and fnmatch.fnmatchcase(name[:digits.start()], left) \
+                    and fnmatch.fnmatchcase(name[digits.end():], right):
+                spans.append(int(digits.group()))
+    return max(spans, default=None)
+
+
+def new_data_check(config: PipelineConfig, data_root: str) -> tuple[bool, str]:
+    """(whether to run, why): run unless the last complete run already ingested the latest
+    span on disk. Without `{SPAN}` there are no spans to compare: the run decides (an
+    unchanged folder is cached)."""
+    source = config.data.manifest or config.data.pattern
+    latest = latest_span_on_disk(data_root, source)
+    if latest is None:
+        return True, f"no {{SPAN}} in '{source}': running (unchanged data is cached)"
+    done = last_complete_run(config)
+    if done is None or done.span is None:
+        return True, f"span {latest} on disk, no complete run yet"
+    if latest > done.span:
+        return True, f"new span {latest} (the last complete run, {done.run_id}, had span {done.span})"
+    return False, (f"latest span on disk is {latest}; the last complete run ({done.run_id}) "
+                   f"already ingested span {done.span}")
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(int(round(seconds)), 60)
+    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
+
+
+def history_lines(records: list[RunRecord]) -> list[str]:
+    header = (f"{'start':<19}  {'duration':>8}  {'status':<10}  {'span':>4}  {'accuracy':>8}  "
+              f"{'blessed':<7}  {'pushed':<14}  hyperparameters")
+    lines = [header]
+    for r in records:
+        s = r.summary or RunSummary(r.run_id)
+        pushed = "-"
+        if s.pushed:
+            pushed = f"v{s.pushed_version}" + ("" if s.newly_pushed else " (serving)")
+        hp = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
+                       for k, v in sorted(s.hyperparameters.items()))
+        lines.append(
+            f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(r.start)):<19}  "
+            f"{_duration(r.duration):>8}  {r.status:<10}  "
+            f"{'-' if r.span is None else r.span:>4}  "
+            f"{'-' if s.accuracy is None else format(s.accuracy, '.4f'):>8}  "
+            f"{'-' if s.blessed is None else 'yes' if s.blessed else 'NO':<7}  {pushed:<14}  "
+            f"{(r.hyperparameters_source + ': ' + hp) if r.hyperparameters_source else '-'}")
+    return lines
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    try:
+        config = load_config(args.config, args.set, work_dir=args.work_dir)
+    except ConfigError as err:
+        print(f"tlpipe: error: {err}", file=sys.stderr)
+        return 2
+    records = run_history(config, args.last)
+    if args.json:
+        print(json.dumps([r.to_dict() for r in records], indent=2))
+    elif not records:
+        print(f"tlpipe: no runs recorded in {config.metadata_path}")
+    else:
+        print("\n".join(history_lines(records)))
+    return 0
+
+
+def register(sub) -> None:
+    """`tlpipe runs`, and `--if-new-data` on `tlpipe run` (the check lives here)."""
+    sub.choices["run"].add_argument(
+        "--if-new-data", action="store_true",
+        help="exit 0 at once when no span newer than the last complete run's is on disk "
+             "(for system cron, a Kubernetes CronJob, `tlpipe schedule`)")
+    runs = sub.add_parser("runs", help="run history from ML Metadata",
+                          description="One line per pipeline run, oldest first: start, duration, "
+                                      "status, data span, accuracy, blessed, pushed version, "
+                                      "hyperparameters (tuned by the run or reused).")
+    runs.add_argument("--work-dir", help="the runs' work dir (default ./tlpipe-work)")
+    runs.add_argument("--config", help="YAML config file")
+    runs.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    runs.add_argument("--last", type=int, default=20, metavar="N",
+                      help="show the last N runs (default 20)")
+    runs.add_argument("--json", action="store_true", help="machine-readable output")
+    runs.set_defaults(func=cmd_runs)

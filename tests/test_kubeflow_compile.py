@@ -1,0 +1,104 @@
+"""The production orchestrators' entry points over the same `create_pipeline`: the Kubeflow V2
+pipeline spec (`tlpipe compile --kubeflow`), and the Airflow DAG file, built here against a
+stand-in `airflow` package (Airflow itself is not installed)."""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import yaml
+
+from conftest import REPO, tlpipe
+from pipeline.config import load_config
+from pipeline.nodes import NODE_ORDER
+from pipeline.schedule import airflow_schedule_interval
+
+
+def _has_every_node(task_ids) -> bool:
+    """Every DAG node is a task (a Resolver may compile to one task per input channel)."""
+    return all(any(t == n or t.startswith(n + "-") for t in task_ids) for n in NODE_ORDER)
+
+
+def test_kubeflow_v2_spec_has_every_component(tmp_path, tiny_images):
+    out = tmp_path / "spec" / "tlpipe.json"
+    result = tlpipe("compile", "--kubeflow", str(out), "--data", str(tiny_images),
+                    "--work-dir", str(tmp_path / "work"), "--image", "registry.example/tlpipe:1",
+                    "--set", "beam.extra_args=[--temp_location=gs://bucket/tmp]", timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"wrote the Kubeflow V2 pipeline spec {out}" in result.stdout
+    spec = json.loads(out.read_text())["pipelineSpec"]
+    assert spec["pipelineInfo"]["name"] == "tlpipe"
+    tasks = spec["root"]["dag"]["tasks"]
+    assert _has_every_node(tasks), sorted(tasks)
+    executors = spec["deploymentSpec"]["executors"]
+    images = {e["container"]["image"] for e in executors.values() if "container" in e}
+    assert images == {"registry.example/tlpipe:1"}  # resolvers run no container
+    component = spec["components"][tasks["ingest"]["componentRef"]["name"]]
+    ingest = executors[component["executorLabel"]]["container"]
+    assert "--temp_location=gs://bucket/tmp" in ingest["args"]  # Beam args from the config
+    assert "components.ingest.executor" in " ".join(ingest["args"])
+
+
+def test_compile_needs_a_data_root_the_cluster_sees(tmp_path):
+    result = tlpipe("compile", "--kubeflow", str(tmp_path / "x.json"), "--work-dir",
+                    str(tmp_path))
+    assert result.returncode == 2 and "--data gs://bucket/images" in result.stderr
+
+
+def test_airflow_schedule_interval_from_the_config():
+    assert airflow_schedule_interval(load_config(None, ["schedule.every=6h"])) \
+        == dt.timedelta(hours=6)
+    assert airflow_schedule_interval(load_config(None, ["schedule.cron=0 3 * * *"])) \
+        == "0 3 * * *"
+
+
+_FAKE_AIRFLOW = {
+    "airflow/__init__.py": "",
+    "airflow/models.py": """
+        class DAG:
+            def __init__(self, dag_id, **kwargs):
+                self.dag_id, self.kwargs, self.tasks = dag_id, kwargs, []
+    """,
+    "airflow/operators/__init__.py": "",
+    "airflow/operators/python_operator.py": """
+        class PythonOperator:
+            def __init__(self, task_id, python_callable, op_kwargs, dag, **kwargs):
+                self.task_id, self.upstream = task_id, set()
+                dag.tasks.append(self)
+
+            def set_upstream(self, other):
+                self.upstream.add(other.task_id)
+    """,
+}
+
+
+def test_airflow_dag_file_builds_every_component_with_the_schedule(tmp_path, tiny_images):
+    for name, text in _FAKE_AIRFLOW.items():
+        (tmp_path / "fake" / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "fake" / name).write_text(textwrap.dedent(text))
+    config = tmp_path / "tlpipe.yaml"
+    config.write_text(yaml.safe_dump({"data": {"root": str(tiny_images)},
+                                      "work_dir": str(tmp_path / "work"),
+                                      "schedule": {"cron": "0 3 * * *"}}))
+    probe = textwrap.dedent("""
+        import json
+        from pipeline.airflow_dag import DAG
+        print(json.dumps({"dag_id": DAG.dag_id, "kwargs": {k: str(v) for k, v in
+                          DAG.kwargs.items()}, "tasks": {t.task_id: sorted(t.upstream)
+                                                         for t in DAG.tasks}}))
+    """)
+    result = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True,
+                            text=True, timeout=300,
+                            env={**os.environ, "TLPIPE_CONFIG": str(config),
+                                 "PYTHONPATH": f"{tmp_path / 'fake'}:{REPO}"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    dag = json.loads(result.stdout.strip().splitlines()[-1])
+    assert dag["dag_id"] == "tlpipe"
+    assert dag["kwargs"]["schedule_interval"] == "0 3 * * *"
+    assert dag["kwargs"]["catchup"] == "False" and dag["kwargs"]["max_active_runs"] == "1"
+    assert set(dag["tasks"]) == set(NODE_ORDER)
+    assert "transform" in dag["tasks"]["trainer"] and "trainer" in dag["tasks"]["pusher"]
