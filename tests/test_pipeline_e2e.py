@@ -167,7 +167,7 @@ def test_tuner_tried_both_sizes_and_the_trainer_exports_the_winner(pipeline_runs
     assert glob.glob(str(Path(run_dir) / "logs" / "train" / "*tfevents*"))
     out = pipeline_runs.first.stdout
     assert "tuner trials:" in out and "hyperparameters:" in out and "(tuned)" in out
-    assert re.search(r"trainer phase1: 4 epochs in \d+s, \d+ images/s", out), out
+    assert re.search(r"trainer phase1: \d epochs in \d+s, \d+ images/s", out), out
     assert "transform channel mean (RGB): 127.50, 127.50, 127.50" in out  # MobileNet's [-1, 1]
 
 
