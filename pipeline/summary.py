@@ -194,6 +194,9 @@ def summarize_run(config: PipelineConfig, store: metadata_store.MetadataStore,
             for artifact in execution_artifacts(store, execution, metadata_store_pb2.Event.INPUT):
                 if os.path.exists(os.path.join(artifact.uri, BEST_HYPERPARAMETERS_FILE)):
                     summary.hyperparameters = read_hyperparameters(artifact)
+    if not summary.hyperparameters:  # a cached trainer records no inputs: use the producer's
+        for artifact in outputs.get("tuner", []) + outputs.get(HYPERPARAMETERS_NODE, []):
+            summary.hyperparameters = summary.hyperparameters or read_hyperparameters(artifact)
     if "tuner" in outputs:
         summary.hyperparameters_source = "tuned"
     elif HYPERPARAMETERS_NODE in outputs:
