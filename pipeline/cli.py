@@ -140,6 +140,9 @@ def build_parser() -> argparse.ArgumentParser:
     from serving.cli import register as register_serving  # serve, predict
 
     register_serving(sub)
+    from pipeline.compare import register as register_compare  # compare, label
+
+    register_compare(sub)
     from pipeline.orchestrators import register as register_compile  # compile
     from pipeline.runs import register as register_runs  # runs; run --if-new-data
     from pipeline.schedule import register as register_schedule  # schedule

@@ -123,6 +123,9 @@ def create_pipeline(config: PipelineConfig, data_root: str, to_node: Optional[st
         custom_config=custom_config).with_id("trainer")
     evaluator = tfx.components.Evaluator(
         examples=ingest.outputs["examples"],
+        # Our TFMA metrics live here; as the module file, it is part of the evaluator's cache
+        # key (TFX hashes only module files it is given).
+        module_file=str(COMPONENTS_DIR / "evaluator" / "metrics.py"),
         model=trainer.outputs["model"],
         baseline_model=latest_blessed_model.outputs["model"],
         example_splits=[features.EVAL_SPLIT],

@@ -17,19 +17,17 @@ from ml_metadata.proto import metadata_store_pb2
 
 from components import features
 from pipeline.config import PipelineConfig
+from pipeline.summary import open_store
 
 
 class PromoteError(RuntimeError):
     pass
 
 
-def _store(config: PipelineConfig) -> metadata_store.MetadataStore:
+def _existing_store(config: PipelineConfig) -> metadata_store.MetadataStore:
     if not os.path.exists(config.metadata_path):
         raise PromoteError(f"no ML Metadata at {config.metadata_path}: run the pipeline first")
-    conn = metadata_store_pb2.ConnectionConfig()
-    conn.sqlite.filename_uri = config.metadata_path
-    conn.sqlite.connection_mode = metadata_store_pb2.SqliteMetadataSourceConfig.READONLY
-    return metadata_store.MetadataStore(conn)
+    return open_store(config)
 
 
 def _latest(store, type_name: str, artifact_id: Optional[int] = None,
@@ -61,7 +59,7 @@ def promote(config: PipelineConfig, reason: str, model_id: Optional[int] = None,
 
     if not reason.strip():
         raise PromoteError("a forced release needs --reason")
-    store = _store(config)
+    store = _existing_store(config)
     model = _latest(store, "Model", model_id)
     source = os.path.join(model.uri, SERVING_SUBDIR)
     with open(os.path.join(source, features.MODEL_INFO_FILE)) as fh:

@@ -58,9 +58,9 @@ def _latest_matching_tuning(config: PipelineConfig, wanted: dict[str, Any]
         return None
     from ml_metadata.proto import metadata_store_pb2
 
-    from pipeline.summary import _store
+    from pipeline.summary import open_store
 
-    store = _store(config)
+    store = open_store(config)
     states = {v: k for k, v in metadata_store_pb2.Execution.State.items()}
     node = store.get_context_by_type_and_name("node", f"{config.pipeline_name}.{TUNER_NODE}")
     if node is None:

@@ -54,10 +54,10 @@ def _records(config: PipelineConfig, with_summary: bool) -> Iterator[RunRecord]:
         return
     from ml_metadata.proto import metadata_store_pb2
 
-    from pipeline.summary import (_prop, _store, execution_artifacts, execution_state,
-                                  node_executions, run_contexts, summarize_run)
+    from pipeline.summary import (custom_property, execution_artifacts, execution_state,
+                                  node_executions, open_store, run_contexts, summarize_run)
 
-    store = _store(config)
+    store = open_store(config)
     hp_type = next((t.id for t in store.get_artifact_types() if t.name == "HyperParameters"),
                    None)
     for run in reversed(run_contexts(store)):
@@ -79,7 +79,7 @@ def _records(config: PipelineConfig, with_summary: bool) -> Iterator[RunRecord]:
             if node == "ingest":
                 for artifact in execution_artifacts(store, execution,
                                                     metadata_store_pb2.Event.OUTPUT):
-                    span = _prop(artifact, "span")
+                    span = custom_property(artifact, "span")
                     if span is not None:
                         record.span = int(span)
             elif node == "trainer":

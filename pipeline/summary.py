@@ -80,7 +80,7 @@ class RunSummary:
         return out
 
 
-def _store(config: PipelineConfig) -> metadata_store.MetadataStore:
+def open_store(config: PipelineConfig) -> metadata_store.MetadataStore:
     conn = metadata_store_pb2.ConnectionConfig()
     conn.sqlite.filename_uri = config.metadata_path
     conn.sqlite.connection_mode = metadata_store_pb2.SqliteMetadataSourceConfig.READONLY
@@ -91,14 +91,14 @@ def latest_run_summary(config: PipelineConfig) -> Optional[RunSummary]:
     """The summary printed after a run: the latest run, with the transform's means."""
     if not os.path.exists(config.metadata_path):
         return None
-    store = _store(config)
+    store = open_store(config)
     runs = run_contexts(store)  # one pipeline per metadata file
     if not runs:
         return None
     return summarize_run(config, store, runs[-1], with_transform=True)
 
 
-def _prop(artifact, name):
+def custom_property(artifact, name):
     value = artifact.custom_properties.get(name)
     if value is None:
         return None
@@ -116,7 +116,7 @@ def _fill_ingest(summary: RunSummary, artifacts) -> None:
 
 def _fill_evaluation(summary: RunSummary, artifacts) -> None:
     for artifact in artifacts:
-        blessed = _prop(artifact, "blessed")
+        blessed = custom_property(artifact, "blessed")
         if blessed is not None:
             summary.blessed = bool(blessed)
 
@@ -132,10 +132,10 @@ def _fill_push(summary: RunSummary, artifacts) -> None:
             summary.verdict_html = os.path.join(artifact.uri, VERDICT_HTML)
             summary.accuracy = summary.verdict["overall"].get("accuracy")
             summary.baseline_accuracy = (summary.verdict["baseline_overall"] or {}).get("accuracy")
-        summary.pushed = bool(_prop(artifact, "pushed"))
-        summary.newly_pushed = bool(_prop(artifact, "newly_pushed"))
-        summary.pushed_path = _prop(artifact, "pushed_destination")
-        summary.pushed_version = _prop(artifact, "pushed_version")
+        summary.pushed = bool(custom_property(artifact, "pushed"))
+        summary.newly_pushed = bool(custom_property(artifact, "newly_pushed"))
+        summary.pushed_path = custom_property(artifact, "pushed_destination")
+        summary.pushed_version = custom_property(artifact, "pushed_version")
 
 
 # Readers for any run, not only the latest one (`tlpipe runs`, `tlpipe run --if-new-data`).

@@ -125,3 +125,56 @@ def retire_old_versions(model_dir: str, keep: int) -> list[int]:
         fileio.rename(version.path, trash)
         fileio.rmtree(trash)
     return [v.number for v in doomed]
+
+
+# TF Serving's --model_config_file (a ModelServerConfig text proto), beside the model dirs:
+# `tlpipe label` keeps its version_labels equal to labels.json, so both servers agree.
+MODEL_SERVER_CONFIG_FILE = "models.config"
+
+
+def model_server_config_path(model_dir: str) -> str:
+    return os.path.join(os.path.dirname(os.path.abspath(model_dir.rstrip("/"))),
+                        MODEL_SERVER_CONFIG_FILE)
+
+
+def set_label(model_dir: str, label: str, version: int) -> str:
+    """Points `label` at `version` in labels.json and in the ModelServerConfig beside the model
+    dirs (created when absent, other models and fields kept); returns the config's path.
+
+    TF Serving accepts a label only on a loaded version, so the model's version policy must
+    load it: `latest` (TF Serving's default) becomes `all` (retention bounds how many that is,
+    and never deletes a labelled version); `specific` gets the version added.
+    """
+    from google.protobuf import text_format
+
+    from serving import config as server_config
+
+    if version not in {v.number for v in versions(model_dir)}:
+        raise ValueError(f"no version {version} under {model_dir}")
+    path = model_server_config_path(model_dir)
+    if fileio.exists(path):
+        with fileio.open(path, "r") as fh:
+            proto = server_config.parse_model_server_config(fh.read())
+    else:
+        proto = server_config.parse_model_server_config("model_config_list {}")
+    name = os.path.basename(os.path.abspath(model_dir.rstrip("/")))
+    entry = next((c for c in proto.model_config_list.config if c.name == name), None)
+    if entry is None:
+        entry = proto.model_config_list.config.add(
+            name=name, base_path=os.path.abspath(model_dir), model_platform="tensorflow")
+    labels = {**dict(entry.version_labels), **read_labels(model_dir), label: version}
+    entry.version_labels.clear()
+    entry.version_labels.update(labels)
+    policy = entry.model_version_policy
+    if policy.WhichOneof("policy_choice") == "specific":
+        wanted = sorted(set(policy.specific.versions) | set(labels.values()))
+        policy.specific.ClearField("versions")
+        policy.specific.versions.extend(wanted)
+    elif policy.WhichOneof("policy_choice") != "all":
+        policy.all.SetInParent()
+    write_labels(model_dir, labels)
+    staging = os.path.join(os.path.dirname(path), f".{MODEL_SERVER_CONFIG_FILE}.{uuid.uuid4().hex[:8]}")
+    with fileio.open(staging, "w") as fh:
+        fh.write(text_format.MessageToString(proto))
+    fileio.rename(staging, path, overwrite=True)
+    return path

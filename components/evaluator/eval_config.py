@@ -6,6 +6,9 @@ accuracy gate (value, and change against the last blessed model); the optional p
 recall floor is accuracy on each true-label slice, which is that class's recall. With no
 baseline (the first run) TFX ignores change thresholds (rubber stamp); TFX writes no blessing
 at all without any threshold (tfx#5148), and the value threshold is always there.
+
+Macro one-vs-rest AUC and calibration come from our own TFMA metrics (metrics.py): TFMA's
+binarization needs the class ids here, before ingest has decided which classes exist.
 """
 from __future__ import annotations
 
@@ -14,6 +17,7 @@ import json
 from tensorflow_model_analysis.proto import config_pb2 as tfma
 
 from components import features
+from components.evaluator import metrics as custom_metrics
 from pipeline.config import PipelineConfig
 
 ACCURACY_METRIC = "accuracy"
@@ -56,5 +60,11 @@ def make_eval_config(config: PipelineConfig) -> tfma.EvalConfig:
             tfma.MetricConfig(class_name="MultiClassConfusionMatrixPlot",
                               config=json.dumps({"thresholds": [0.0],
                                                  "name": CONFUSION_MATRIX_PLOT})),
+            tfma.MetricConfig(class_name=custom_metrics.MacroOneVsRestAUC.__name__,
+                              module=custom_metrics.__name__,
+                              config=json.dumps({"name": custom_metrics.MACRO_AUC_METRIC})),
+            tfma.MetricConfig(class_name=custom_metrics.TopLabelCalibration.__name__,
+                              module=custom_metrics.__name__,
+                              config=json.dumps({"name": custom_metrics.ECE_METRIC})),
         ])],
     )

@@ -14,11 +14,24 @@ from typing import Any, Optional
 
 import tensorflow_model_analysis as tfma
 from google.protobuf import json_format
+from tensorflow_model_analysis.metrics.example_count import EXAMPLE_COUNT_NAME
 from tensorflow_model_analysis.proto import config_pb2
 
 from components import features
-from components.evaluator.eval_config import ACCURACY_METRIC, CONFUSION_MATRIX_PLOT
+from components.evaluator.eval_config import (ACCURACY_METRIC, CONFUSION_MATRIX_PLOT,
+                                              LOG_LOSS_METRIC, TOP_K_METRIC)
+from components.evaluator.metrics import (CALIBRATION_PLOT, CLASS_AUC_METRIC,
+                                          CLASS_CALIBRATION_METRIC, ECE_METRIC, MACRO_AUC_METRIC)
 
+# What each overall metric means, for the verdict page.
+METRIC_MEANINGS = {
+    EXAMPLE_COUNT_NAME: "eval examples",
+    ACCURACY_METRIC: "share of examples whose top class is right",
+    TOP_K_METRIC: "share whose true class is among the top k",
+    LOG_LOSS_METRIC: "cross-entropy of the true class's probability (lower is better)",
+    MACRO_AUC_METRIC: "mean over classes of one-vs-rest ROC AUC",
+    ECE_METRIC: "expected calibration error of the top label (lower is better)",
+}
 VERDICT_JSON = "verdict.json"
 VERDICT_HTML = "verdict.html"
 OVERALL = "overall"
@@ -37,18 +50,56 @@ def _class_of(slice_name: str) -> Optional[str]:
     return slice_name[len(prefix):] if slice_name.startswith(prefix) else None
 
 
-def load_metrics(evaluation_uri: str) -> dict[str, dict[str, dict[str, float]]]:
-    """slice -> model ('candidate'/'baseline'/'diff') -> metric -> value."""
-    out: dict[str, dict[str, dict[str, float]]] = {}
+def _metric_values(evaluation_uri: str):
+    """(slice, model, metric name, class id or None, value) of every scalar TFMA wrote."""
     for metrics in tfma.load_metrics(evaluation_uri):
-        by_model = out.setdefault(_slice_name(metrics.slice_key), {})
+        slice_name = _slice_name(metrics.slice_key)
         for kv in metrics.metric_keys_and_values:
             if not kv.value.HasField("double_value"):
                 continue
             model = "diff" if kv.key.is_diff else ("baseline" if kv.key.model_name == "baseline"
                                                    else "candidate")
-            by_model.setdefault(model, {})[kv.key.name] = kv.value.double_value.value
+            class_id = (kv.key.sub_key.class_id.value if kv.key.sub_key.HasField("class_id")
+                        else None)
+            yield slice_name, model, kv.key.name, class_id, kv.value.double_value.value
+
+
+def load_metrics(evaluation_uri: str) -> dict[str, dict[str, dict[str, float]]]:
+    """slice -> model ('candidate'/'baseline'/'diff') -> metric -> value (not per class)."""
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for slice_name, model, name, class_id, value in _metric_values(evaluation_uri):
+        by_model = out.setdefault(slice_name, {})
+        if class_id is None:
+            by_model.setdefault(model, {})[name] = value
     return out
+
+
+def class_metrics(evaluation_uri: str) -> dict[int, dict[str, float]]:
+    """class id -> metric -> value of the candidate's per-class metrics, overall slice
+    (one-vs-rest AUC and calibration)."""
+    out: dict[int, dict[str, float]] = {}
+    for slice_name, model, name, class_id, value in _metric_values(evaluation_uri):
+        if slice_name == OVERALL and model == "candidate" and class_id is not None:
+            out.setdefault(class_id, {})[name] = value
+    return out
+
+
+def calibration_buckets(evaluation_uri: str) -> list[dict[str, float]]:
+    """The candidate's reliability diagram on the overall slice: per confidence bucket, its
+    examples, mean top-label confidence and accuracy (empty buckets left out)."""
+    for plots in tfma.load_plots(evaluation_uri):
+        if _slice_name(plots.slice_key) != OVERALL:
+            continue
+        for kv in plots.plot_keys_and_values:
+            if kv.key.name != CALIBRATION_PLOT or kv.key.model_name == "baseline":
+                continue
+            return [{"lower": b.lower_threshold_inclusive, "upper": b.upper_threshold_exclusive,
+                     "examples": b.num_weighted_examples.value,
+                     "confidence": b.total_weighted_refined_prediction.value / b.num_weighted_examples.value,
+                     "accuracy": b.total_weighted_label.value / b.num_weighted_examples.value}
+                    for b in kv.value.calibration_histogram_buckets.buckets
+                    if b.num_weighted_examples.value]
+    return []
 
 
 def confusion_matrix(evaluation_uri: str, num_classes: int) -> list[list[float]]:
@@ -67,7 +118,11 @@ def confusion_matrix(evaluation_uri: str, num_classes: int) -> list[list[float]]
     return matrix
 
 
-def per_class_scores(matrix: list[list[float]], names: list[str]) -> dict[str, dict[str, float]]:
+def per_class_scores(matrix: list[list[float]], names: list[str],
+                     by_class: Optional[dict[int, dict[str, float]]] = None,
+                     ) -> dict[str, dict[str, Optional[float]]]:
+    """Precision, recall, F1 and support from the argmax confusion matrix, plus each class's
+    one-vs-rest AUC and calibration (mean probability / frequency) when TFMA computed them."""
     scores = {}
     for i, name in enumerate(names):
         tp = matrix[i][i]
@@ -76,7 +131,10 @@ def per_class_scores(matrix: list[list[float]], names: list[str]) -> dict[str, d
         precision = tp / predicted if predicted else 0.0
         recall = tp / support if support else 0.0
         f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-        scores[name] = {"precision": precision, "recall": recall, "f1": f1, "support": support}
+        extra = (by_class or {}).get(i, {})
+        scores[name] = {"precision": precision, "recall": recall, "f1": f1, "support": support,
+                        "auc": extra.get(CLASS_AUC_METRIC),
+                        "calibration": extra.get(CLASS_CALIBRATION_METRIC)}
     return scores
 
 
@@ -144,9 +202,10 @@ def build_verdict(evaluation_uri: str, blessed: bool, class_names: list[str]) ->
         "checks": checks,
         "overall": overall.get("candidate", {}),
         "baseline_overall": overall.get("baseline"),
-        "per_class": per_class_scores(matrix, class_names),
+        "per_class": per_class_scores(matrix, class_names, class_metrics(evaluation_uri)),
         "class_names": class_names,
         "confusion_matrix": matrix,
+        "calibration": calibration_buckets(evaluation_uri),
     }
 
 
@@ -178,7 +237,8 @@ def write_verdict(verdict: dict[str, Any], directory: str) -> None:
 
 
 def render_html(verdict: dict[str, Any]) -> str:
-    """One self-contained page: gate checks, overall metrics, per-class table, confusion matrix."""
+    """One self-contained page: gate checks, overall metrics, per-class table, confusion
+    matrix, reliability diagram."""
     esc = html.escape
     status = "BLESSED" if verdict["blessed"] else "NOT BLESSED"
     colour = "#1a7f37" if verdict["blessed"] else "#cf222e"
@@ -187,12 +247,19 @@ def render_html(verdict: dict[str, Any]) -> str:
         f"{' (no baseline)' if c.get('skipped') else ''}</td><td>{esc(c['rule'])}</td>"
         f"<td>{esc(c['slice'])}</td><td>{_fmt(c.get('value'))}</td>"
         f"<td>{_fmt(c.get('baseline'))}</td></tr>" for c in verdict["checks"])
-    overall = "".join(f"<tr><td>{esc(k)}</td><td>{_fmt(v)}</td><td>{_fmt((verdict['baseline_overall'] or {}).get(k))}</td></tr>"
-                      for k, v in sorted(verdict["overall"].items()))
+    overall = "".join(
+        f"<tr><td>{esc(k)}</td><td>{esc(METRIC_MEANINGS.get(k, ''))}</td><td>{_fmt(v, k)}</td>"
+        f"<td>{_fmt((verdict['baseline_overall'] or {}).get(k), k)}</td></tr>"
+        for k, v in sorted(verdict["overall"].items()))
     per_class = "".join(
         f"<tr><td>{esc(n)}</td><td>{_fmt(s['precision'])}</td><td>{_fmt(s['recall'])}</td>"
-        f"<td>{_fmt(s['f1'])}</td><td>{s['support']:.0f}</td></tr>"
+        f"<td>{_fmt(s['f1'])}</td><td>{_fmt(s.get('auc'))}</td><td>{_fmt(s.get('calibration'))}</td>"
+        f"<td>{s['support']:.0f}</td></tr>"
         for n, s in verdict["per_class"].items())
+    buckets = verdict.get("calibration") or []
+    reliability = "".join(
+        f"<tr><td>{b['lower']:.1f}-{b['upper']:.1f}</td><td>{b['examples']:.0f}</td>"
+        f"<td>{_fmt(b['confidence'])}</td><td>{_fmt(b['accuracy'])}</td></tr>" for b in buckets)
     names, matrix = verdict["class_names"], verdict["confusion_matrix"]
     peak = max((v for row in matrix for v in row), default=0) or 1
     cells = "".join(
@@ -202,16 +269,45 @@ def render_html(verdict: dict[str, Any]) -> str:
     header = "".join(f"<th>{esc(n)}</th>" for n in names)
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>tlpipe verdict: {status}</title>
 <style>body{{font:14px system-ui,sans-serif;margin:2em;color:#1f2328}}table{{border-collapse:collapse;margin:1em 0}}
-td,th{{border:1px solid #d0d7de;padding:4px 10px;text-align:right}}td:nth-child(2),th{{text-align:left}}
+td,th{{border:1px solid #d0d7de;padding:4px 10px;text-align:right}}td:first-child,td:nth-child(2),th{{text-align:left}}
 .ok{{color:#1a7f37;font-weight:600}}.bad{{color:#cf222e;font-weight:600}}h1{{color:{colour}}}</style></head><body>
 <h1>{status}</h1>
 <p>{'First blessed model: there was no baseline, so change thresholds were not applied.' if verdict['first_run'] else 'Compared with the last blessed model.'}</p>
 <h2>Gate</h2><table><tr><th>result</th><th>rule</th><th>slice</th><th>candidate</th><th>baseline</th></tr>{rows}</table>
-<h2>Overall metrics</h2><table><tr><th>metric</th><th>candidate</th><th>baseline</th></tr>{overall}</table>
-<h2>Per class</h2><table><tr><th>class</th><th>precision</th><th>recall</th><th>F1</th><th>support</th></tr>{per_class}</table>
+<h2>Overall metrics</h2><table><tr><th>metric</th><th>meaning</th><th>candidate</th><th>baseline</th></tr>{overall}</table>
+<h2>Per class</h2><p>AUC: this class against the rest, on its predicted probability. Calibration:
+mean predicted probability of the class / its share of the examples (1 is calibrated, above 1
+over-predicts).</p>
+<table><tr><th>class</th><th>precision</th><th>recall</th><th>F1</th><th>AUC</th><th>calibration</th><th>support</th></tr>{per_class}</table>
 <h2>Confusion matrix</h2><p>rows: true class; columns: predicted class (argmax)</p>
-<table><tr><th></th>{header}</tr>{cells}</table></body></html>"""
+<table><tr><th></th>{header}</tr>{cells}</table>
+<h2>Calibration</h2><p>Top-label reliability: per confidence bucket, how often the predicted class
+was right. A calibrated model sits on the diagonal; the expected calibration error is the
+examples-weighted mean gap.</p>
+{_reliability_svg(buckets)}
+<table><tr><th>confidence</th><th>examples</th><th>mean confidence</th><th>accuracy</th></tr>{reliability}</table>
+</body></html>"""
 
 
-def _fmt(value) -> str:
-    return "" if value is None else f"{value:.4f}"
+def _reliability_svg(buckets: list[dict[str, float]], size: int = 240) -> str:
+    """Inline SVG reliability diagram: accuracy bars per confidence bucket, and the diagonal."""
+    pad = 30
+    bars = "".join(
+        f"<rect x='{pad + b['lower'] * size:.1f}' y='{pad + (1 - b['accuracy']) * size:.1f}' "
+        f"width='{(b['upper'] - b['lower']) * size - 1:.1f}' height='{b['accuracy'] * size:.1f}' "
+        f"fill='#0969da' fill-opacity='0.7'><title>{b['examples']:.0f} examples, confidence "
+        f"{b['confidence']:.3f}, accuracy {b['accuracy']:.3f}</title></rect>" for b in buckets)
+    end = pad + size
+    return (f"<svg xmlns='http://www.w3.org/2000/svg' width='{end + 10}' height='{end + pad}'>"
+            f"<rect x='{pad}' y='{pad}' width='{size}' height='{size}' fill='none' stroke='#d0d7de'/>"
+            f"{bars}<line x1='{pad}' y1='{end}' x2='{end}' y2='{pad}' stroke='#cf222e' "
+            f"stroke-dasharray='4 3'/><text x='{pad}' y='{end + 18}' font-size='12'>confidence 0"
+            f"</text><text x='{end - 12}' y='{end + 18}' font-size='12'>1</text>"
+            f"<text x='2' y='{pad + 4}' font-size='12'>1</text>"
+            f"<text x='{pad}' y='{pad - 8}' font-size='12'>accuracy</text></svg>")
+
+
+def _fmt(value, metric: str = "") -> str:
+    if value is None:
+        return ""
+    return f"{value:.0f}" if metric == EXAMPLE_COUNT_NAME else f"{value:.4f}"

@@ -55,6 +55,7 @@ def ServingPusher(model: InputArtifact[Model], model_blessing: InputArtifact[Mod
             "data_span": examples.span, "base": info["base"],
             "hyperparameters": info["hyperparameters"], "label_vocabulary": info["class_names"],
             "metrics": verdict["overall"], "per_class": verdict["per_class"],
+            "confusion_matrix": verdict["confusion_matrix"], "calibration": verdict["calibration"],
             "verdict": {"blessed": blessed, "first_run": verdict["first_run"],
                         "checks": verdict["checks"]},
             "training": {k: info[k] for k in ("phase1_epochs", "phase2_epochs",

@@ -1,0 +1,444 @@
+"""`tlpipe compare` and `tlpipe label`: every trained version side by side, two of them head
+to head, and a serving label moved once the comparison has decided.
+
+Rows come from ML Metadata (every Model the trainer produced, with its evaluations and
+blessings) joined with the serving directory (pushed versions, their metadata.json, labels); a
+pushed version whose model is not in this ML Metadata still gets a row from its metadata.json.
+Metrics are read from TFMA's own output (the ModelEvaluation artifact) through the verdict
+module, so compare shows what the gate saw.
+
+Head to head, the accuracy difference is tested with McNemar's exact test on the same eval
+examples: both SavedModels' `serving_examples` signature is re-run on the eval split of the
+second version's run (TFMA keeps no per-example predictions).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import Any, Optional
+
+from components import features
+from pipeline.config import ConfigError, PipelineConfig, load_config, validate
+
+LABELS = ("stable", "canary")
+FORMATS = ("table", "json", "html")
+HEADLINE_METRICS = ("accuracy", "macro_auc", "log_loss")  # the table's metric columns
+SIGNIFICANCE = 0.05
+TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
+
+
+class CompareError(RuntimeError):
+    pass
+
+
+@dataclass
+class VersionRow:
+    """One trained model: its serving version when pushed, its ML Metadata id when known."""
+
+    key: str                       # "3" (serving version) or "m17" (ML Metadata model id)
+    version: Optional[int] = None
+    model_id: Optional[int] = None
+    created: Optional[str] = None
+    data_span: Optional[int] = None
+    base: Optional[str] = None
+    input_size: Optional[int] = None
+    phase1_learning_rate: Optional[float] = None
+    phase2_learning_rate: Optional[float] = None
+    phase1_epochs: Optional[int] = None
+    phase2_epochs: Optional[int] = None
+    training_seconds: Optional[float] = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    per_class: dict[str, dict[str, Any]] = field(default_factory=dict)
+    class_names: list[str] = field(default_factory=list)
+    confusion_matrix: list[list[float]] = field(default_factory=list)
+    blessed: Optional[bool] = None
+    forced: bool = False
+    pushed: bool = False
+    labels: list[str] = field(default_factory=list)
+    history: dict[str, list[float]] = field(default_factory=dict)
+    model_uri: Optional[str] = None
+    saved_model_dir: Optional[str] = None
+    evaluation_uri: Optional[str] = None
+    eval_examples_uri: Optional[str] = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# ---------------------------------------------------------------- gathering
+
+def serving_labels(model_dir: str) -> dict[str, int]:
+    """label -> version as the servers see it: labels.json, overridden by the
+    ModelServerConfig's version_labels (serving.source's rule)."""
+    from serving import config as server_config
+    from serving import layout, source
+
+    name = os.path.basename(os.path.abspath(model_dir))
+    model = server_config.ModelConfig(name, os.path.abspath(model_dir))
+    path = layout.model_server_config_path(model_dir)
+    if os.path.exists(path):
+        entry = next((m for m in server_config.read_model_config_file(path) if m.name == name), None)
+        if entry is not None:
+            model = server_config.ModelConfig(name, model.base_path, labels=entry.labels)
+    return source.version_labels(model)
+
+
+def _read_json(path: str) -> dict[str, Any]:
+    if not path or not os.path.exists(path):
+        return {}
+    with open(path) as fh:
+        return json.load(fh)
+
+
+def _fill_model_info(row: VersionRow, saved_model_dir: str) -> None:
+    info = _read_json(os.path.join(saved_model_dir, features.MODEL_INFO_FILE))
+    hp = info.get("hyperparameters", {})
+    row.saved_model_dir = saved_model_dir
+    row.base = info.get("base")
+    row.class_names = info.get("class_names", [])
+    row.input_size = info.get("input_size", hp.get(features.HP_INPUT_SIZE))
+    row.phase1_learning_rate = info.get("phase1_learning_rate", hp.get(features.HP_LEARNING_RATE))
+    row.phase2_learning_rate = info.get("phase2_learning_rate")
+    row.phase1_epochs = info.get("phase1_epochs")
+    row.phase2_epochs = info.get("phase2_epochs")
+    row.training_seconds = info.get("training_seconds")
+
+
+def _fill_evaluation(row: VersionRow, evaluation_uri: str) -> None:
+    from components.evaluator import verdict
+
+    row.evaluation_uri = evaluation_uri
+    row.metrics = verdict.load_metrics(evaluation_uri).get(verdict.OVERALL, {}).get("candidate", {})
+    row.confusion_matrix = verdict.confusion_matrix(evaluation_uri, len(row.class_names))
+    row.per_class = verdict.per_class_scores(row.confusion_matrix, row.class_names,
+                                             verdict.class_metrics(evaluation_uri))
+
+
+def _local_time(stamp: Optional[str]) -> Optional[str]:
+    """metadata.json's pushed_at (ISO with offset) in the table's local format."""
+    if not stamp:
+        return None
+    return datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S%z").astimezone().strftime(TIME_FORMAT)
+
+
+def _step_keys(event) -> set[str]:
+    return {step.key for step in event.path.steps if step.HasField("key")}
+
+
+def _mlmd_rows(config: PipelineConfig) -> list[VersionRow]:
+    """A row per Model the trainer node produced, with its latest evaluation as candidate."""
+    from ml_metadata.proto import metadata_store_pb2 as mlmd
+
+    from components.pusher.component import SERVING_SUBDIR
+    from pipeline.summary import custom_property, open_store
+
+    if not os.path.exists(config.metadata_path):
+        return []
+    store = open_store(config)
+    context = store.get_context_by_type_and_name("node", f"{config.pipeline_name}.trainer")
+    if context is None:
+        return []
+    model_type = store.get_artifact_type("Model").id
+    models = sorted((a for a in store.get_artifacts_by_context(context.id)
+                     if a.type_id == model_type), key=lambda a: a.id)
+    rows = []
+    for model in models:
+        row = VersionRow(key=f"m{model.id}", model_id=model.id, model_uri=model.uri,
+                         created=datetime.fromtimestamp(
+                             model.create_time_since_epoch / 1000).strftime(TIME_FORMAT))
+        _fill_model_info(row, os.path.join(model.uri, SERVING_SUBDIR))
+        events = store.get_events_by_artifact_ids([model.id])
+        produced = min(e.execution_id for e in events if e.type == mlmd.Event.OUTPUT)
+        evaluated = sorted({e.execution_id for e in events
+                            if e.type == mlmd.Event.INPUT and "model" in _step_keys(e)})
+        by_key: dict[int, dict[str, list]] = {}
+        for event in store.get_events_by_execution_ids([produced, *evaluated]):
+            for key in _step_keys(event):
+                by_key.setdefault(event.execution_id, {}).setdefault(key, []).append(
+                    event.artifact_id)
+
+        def artifact(execution_id: int, key: str):
+            ids = by_key.get(execution_id, {}).get(key)
+            return store.get_artifacts_by_id(ids[:1])[0] if ids else None
+
+        model_run = artifact(produced, "model_run")
+        if model_run is not None:
+            row.history = _read_json(os.path.join(
+                model_run.uri, features.TRAINING_SUMMARY_FILE)).get("history", {})
+        blessings = [artifact(e, "blessing") for e in evaluated]
+        if blessings:
+            row.blessed = any(bool(custom_property(b, "blessed")) for b in blessings if b is not None)
+        latest = next((e for e in reversed(evaluated) if artifact(e, "evaluation")
+                       and os.path.exists(artifact(e, "evaluation").uri)), None)
+        if latest is not None:
+            examples = artifact(latest, "examples")
+            if examples is not None:
+                row.eval_examples_uri = examples.uri
+                row.data_span = custom_property(examples, "span")
+            _fill_evaluation(row, artifact(latest, "evaluation").uri)
+        rows.append(row)
+    return rows
+
+
+def gather(config: PipelineConfig, model_name: Optional[str] = None) -> list[VersionRow]:
+    """Every trained version: ML Metadata's models joined with the serving directory."""
+    from serving import layout
+
+    model_dir = os.path.join(config.serving_base, model_name or config.model_name)
+    rows = _mlmd_rows(config)
+    by_uri = {row.model_uri: row for row in rows}
+    labels: dict[int, list[str]] = {}
+    for label, number in sorted(serving_labels(model_dir).items()):
+        labels.setdefault(number, []).append(label)
+    for version in layout.versions(model_dir):
+        meta = version.metadata
+        row = by_uri.get(meta.get("source_model_uri"))
+        if row is None:  # pushed from elsewhere: what metadata.json and the files say
+            row = VersionRow(key=str(version.number), created=_local_time(meta.get("pushed_at")),
+                             data_span=meta.get("data_span"),
+                             blessed=meta.get("verdict", {}).get("blessed"))
+            _fill_model_info(row, version.path)
+            if meta.get("evaluation_uri") and os.path.exists(meta["evaluation_uri"]):
+                _fill_evaluation(row, meta["evaluation_uri"])
+            rows.append(row)
+        row.key, row.version, row.pushed = str(version.number), version.number, True
+        row.saved_model_dir = version.path
+        row.forced = "forced" in meta
+        row.labels = labels.get(version.number, [])
+    return sorted(rows, key=lambda r: (r.created or "", r.model_id or 0))
+
+
+def select(rows: list[VersionRow], keys: Optional[list[str]]) -> list[VersionRow]:
+    """The rows named by `--versions` (serving versions, or m<id> for ML Metadata models)."""
+    if not keys:
+        return rows
+    by_key = {row.key: row for row in rows}
+    by_key.update({f"m{row.model_id}": row for row in rows if row.model_id is not None})
+    missing = [k for k in keys if k not in by_key]
+    if missing:
+        known = ", ".join(row.key for row in rows) or "none"
+        raise CompareError(f"unknown version(s) {', '.join(missing)} (known: {known})")
+    return [by_key[k] for k in keys]
+
+
+# ---------------------------------------------------------------- head to head
+
+def mcnemar_exact(only_a: int, only_b: int) -> float:
+    """Two-sided exact McNemar p-value: the discordant pairs as a Binomial(n, 1/2) test."""
+    n = only_a + only_b
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, k) for k in range(min(only_a, only_b) + 1)) / 2 ** n
+    return min(1.0, 2 * tail)
+
+
+def _eval_examples(examples_uri: str) -> list[bytes]:
+    import tensorflow as tf
+
+    pattern = os.path.join(examples_uri, f"Split-{features.EVAL_SPLIT}", "*")
+    files = sorted(tf.io.gfile.glob(pattern))
+    if not files:
+        raise CompareError(f"no eval examples under {pattern}")
+    return [r.numpy() for r in tf.data.TFRecordDataset(files, compression_type="GZIP")]
+
+
+def predict_classes(saved_model_dir: str, records: list[bytes], batch: int = 64) -> list[str]:
+    """Predicted class names of serialized tf.Examples through the `serving_examples`
+    signature (the one TFMA evaluated)."""
+    import numpy as np
+    import tensorflow as tf
+
+    signature = tf.saved_model.load(saved_model_dir).signatures[features.EXAMPLES_SIGNATURE]
+    [input_name] = signature.structured_input_signature[1]
+    names = _read_json(os.path.join(saved_model_dir, features.MODEL_INFO_FILE))["class_names"]
+    predicted: list[str] = []
+    for start in range(0, len(records), batch):
+        out = signature(**{input_name: tf.constant(records[start:start + batch])})
+        predicted.extend(names[i] for i in np.argmax(out[features.PROBABILITIES_KEY].numpy(), 1))
+    return predicted
+
+
+def paired_test(a: VersionRow, b: VersionRow) -> dict[str, Any]:
+    """McNemar's exact test of a vs b on the eval examples of b's run (else a's)."""
+    import tensorflow as tf
+
+    examples_uri = b.eval_examples_uri or a.eval_examples_uri
+    if not examples_uri:
+        return {"skipped": "no eval examples in ML Metadata for either version"}
+    records = _eval_examples(examples_uri)
+    truth = [tf.train.Example.FromString(r).features.feature[features.LABEL_NAME_KEY]
+             .bytes_list.value[0].decode() for r in records]
+    right_a = [p == t for p, t in zip(predict_classes(a.saved_model_dir, records), truth)]
+    right_b = [p == t for p, t in zip(predict_classes(b.saved_model_dir, records), truth)]
+    only_a = sum(x and not y for x, y in zip(right_a, right_b))
+    only_b = sum(y and not x for x, y in zip(right_a, right_b))
+    p_value = mcnemar_exact(only_a, only_b)
+    return {"test": "McNemar exact (two-sided binomial on discordant pairs)",
+            "examples": len(records), "examples_uri": examples_uri,
+            "accuracy_a": sum(right_a) / len(records), "accuracy_b": sum(right_b) / len(records),
+            "both_right": sum(x and y for x, y in zip(right_a, right_b)),
+            "both_wrong": sum(not x and not y for x, y in zip(right_a, right_b)),
+            "only_a_right": only_a, "only_b_right": only_b, "p_value": p_value,
+            "significant": p_value < SIGNIFICANCE, "alpha": SIGNIFICANCE}
+
+
+def head_to_head(a: VersionRow, b: VersionRow, paired: bool = True) -> dict[str, Any]:
+    """b minus a, per metric and per class, and the paired test of their accuracy."""
+    def deltas(x: dict, y: dict) -> dict[str, float]:
+        return {k: y[k] - x[k] for k in sorted(set(x) & set(y))
+                if isinstance(x[k], (int, float)) and isinstance(y[k], (int, float))}
+
+    return {"a": a.key, "b": b.key,
+            "metrics": {k: {"a": a.metrics[k], "b": b.metrics[k], "delta": d}
+                        for k, d in deltas(a.metrics, b.metrics).items()},
+            "per_class": {name: deltas(a.per_class[name], b.per_class[name])
+                          for name in b.class_names if name in a.per_class and name in b.per_class},
+            "paired_test": paired_test(a, b) if paired else {"skipped": "not requested"}}
+
+
+# ---------------------------------------------------------------- output
+
+def _fmt(value: Any, spec: str = ".4f") -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return format(value, spec) if isinstance(value, float) else str(value)
+
+
+def table(rows: list[VersionRow]) -> tuple[list[str], list[list[str]]]:
+    """The comparison table's header and cells, shared by the text and HTML outputs."""
+    classes = sorted({name for row in rows for name in row.class_names})
+    header = ["version", "created", "span", "base", "size", "lr1", "lr2", "epochs", "train s",
+              *HEADLINE_METRICS, *(f"recall {c}" for c in classes), "blessed", "pushed", "labels"]
+    body = []
+    for r in rows:
+        epochs = f"{r.phase1_epochs}+{r.phase2_epochs}" if r.phase1_epochs is not None else "-"
+        blessed = "forced" if r.forced and not r.blessed else _fmt(r.blessed)
+        body.append([r.key, r.created or "-", _fmt(r.data_span), r.base or "-", _fmt(r.input_size),
+                     _fmt(r.phase1_learning_rate, ".2e"), _fmt(r.phase2_learning_rate, ".2e"),
+                     epochs, _fmt(r.training_seconds, ".0f"),
+                     *(_fmt(r.metrics.get(m)) for m in HEADLINE_METRICS),
+                     *(_fmt(r.per_class.get(c, {}).get("recall")) for c in classes),
+                     blessed, _fmt(r.pushed), ",".join(r.labels) or "-"])
+    return header, body
+
+
+def table_lines(rows: list[VersionRow]) -> list[str]:
+    header, body = table(rows)
+    widths = [max(len(str(x)) for x in column) for column in zip(header, *body)]
+    return ["  ".join(str(x).ljust(w) for x, w in zip(line, widths)).rstrip()
+            for line in [header, *body]]
+
+
+def head_to_head_lines(h2h: dict[str, Any]) -> list[str]:
+    a, b = h2h["a"], h2h["b"]
+    lines = [f"head to head: {b} vs {a} (delta = {b} - {a})",
+             f"  {'metric':28} {a:>8} {b:>8} {'delta':>8}"]
+    lines += [f"  {k:28} {v['a']:8.4f} {v['b']:8.4f} {v['delta']:+8.4f}"
+              for k, v in h2h["metrics"].items()]
+    for name, d in h2h["per_class"].items():
+        lines.append(f"  class {name}: " + ", ".join(
+            f"{k} {v:+.4f}" for k, v in d.items() if k != "support"))
+    test = h2h["paired_test"]
+    if "skipped" in test:
+        lines.append(f"  paired test skipped: {test['skipped']}")
+    else:
+        verdict = "significant" if test["significant"] else "not significant"
+        lines.append(
+            f"  McNemar exact test on the {test['examples']} eval examples of {b}'s run: "
+            f"only {a} right {test['only_a_right']}, only {b} right {test['only_b_right']}, "
+            f"p = {test['p_value']:.4g}: {verdict} at {test['alpha']}")
+    return lines
+
+
+# ---------------------------------------------------------------- commands
+
+def _error(message: str, code: int = 2) -> int:
+    print(f"tlpipe: error: {message}", file=sys.stderr)
+    return code
+
+
+def _config(args: argparse.Namespace) -> PipelineConfig:
+    config = load_config(args.config, args.set, work_dir=args.work_dir)
+    validate(config)
+    return config
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    try:
+        config = _config(args)
+        rows = select(gather(config, args.model), args.versions)
+    except (ConfigError, CompareError) as err:
+        return _error(str(err))
+    if not rows:
+        return _error(f"no trained version under {config.work_dir}: run the pipeline first", 1)
+    h2h = (head_to_head(*rows, paired=not args.no_paired_test)
+           if args.versions and len(rows) == 2 else None)
+    if args.format == "json":
+        print(json.dumps({"versions": [r.to_dict() for r in rows], "head_to_head": h2h},
+                         indent=2, sort_keys=True))
+        return 0
+    print("\n".join(table_lines(rows)))
+    if h2h:
+        print("\n".join(head_to_head_lines(h2h)))
+    if args.format == "html":
+        from pipeline.compare_report import write_report
+
+        out = args.out or os.path.join(os.path.abspath(config.work_dir), "compare")
+        print(f"report: {write_report(rows, h2h, out)} (charts as PNG beside it)")
+    return 0
+
+
+def cmd_label(args: argparse.Namespace) -> int:
+    from serving import layout
+
+    try:
+        config = _config(args)
+        model_dir = os.path.join(config.serving_base, args.model or config.model_name)
+        path = layout.set_label(model_dir, args.label, args.version)
+    except (ConfigError, ValueError) as err:
+        return _error(str(err))
+    labels = ", ".join(f"{k}={v}" for k, v in sorted(layout.read_labels(model_dir).items()))
+    print(f"tlpipe: {args.label} -> version {args.version} of {os.path.basename(model_dir)} "
+          f"({labels}); written to {os.path.join(model_dir, layout.LABELS_FILE)} and {path}")
+    return 0
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", help="model name under the serving dir (default: model_name)")
+    parser.add_argument("--config", help="YAML config file")
+    parser.add_argument("--work-dir", help="the runs' work dir (default ./tlpipe-work)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+
+
+def register(subparsers) -> None:
+    compare = subparsers.add_parser(
+        "compare", help="compare trained versions by their evaluation metrics",
+        description="Every trained version (ML Metadata and the serving dir), one row each; "
+                    "with exactly two --versions, a head to head with McNemar's exact test on "
+                    "the same eval examples.")
+    _common(compare)
+    compare.add_argument("--versions", nargs="+", metavar="V",
+                         help="serving versions (3) or ML Metadata model ids (m17); two give "
+                              "a head to head, the second compared with the first")
+    compare.add_argument("--format", choices=FORMATS, default="table")
+    compare.add_argument("--out", help="html: report folder (default <work-dir>/compare)")
+    compare.add_argument("--no-paired-test", action="store_true",
+                         help="head to head without re-running both models on the eval split")
+    compare.set_defaults(func=cmd_compare)
+
+    label = subparsers.add_parser(
+        "label", help="point a serving label (stable, canary) at a version",
+        description="Writes the label to labels.json (read by tlpipe serve) and to the "
+                    "ModelServerConfig models.config beside the model dirs (TF Serving's "
+                    "--model_config_file).")
+    _common(label)
+    label.add_argument("--version", type=int, required=True)
+    label.add_argument("--label", choices=LABELS, required=True)
+    label.set_defaults(func=cmd_label)
