@@ -114,7 +114,8 @@ def test_feature_cache_is_reused_and_rebuilt_when_base_or_size_changes(
     features_a, _ = first.get("train", SIZE, classifier)
     again = model_lib.FeatureCache(str(tmp_path), {"data": "a"}, datasets, settings)
     features_b, _ = again.get("train", SIZE, classifier)
-    assert (first.stats, again.stats) == ({"built": 1, "reused": 0}, {"built": 0, "reused": 1})
+    assert (first.stats, again.stats) == ({"built": 1, "reused": 0, "in_memory": 0},
+                                          {"built": 0, "reused": 1, "in_memory": 0})
     np.testing.assert_array_equal(features_a, features_b)
 
     bigger = copy.deepcopy(settings)
@@ -127,7 +128,9 @@ def test_feature_cache_is_reused_and_rebuilt_when_base_or_size_changes(
                                   other_base).key(SIZE) != first.key(SIZE)
     new_data = model_lib.FeatureCache(str(tmp_path), {"data": "b"}, datasets, settings)
     new_data.get("train", SIZE, classifier)
-    assert new_data.stats == {"built": 1, "reused": 0}
+    assert new_data.stats == {"built": 1, "reused": 0, "in_memory": 0}
+    new_data.get("train", SIZE, classifier)
+    assert new_data.stats == {"built": 1, "reused": 0, "in_memory": 1}
 
 
 def test_cut_at_ends_the_base_at_that_layer_and_bad_names_list_near_ones(monkeypatch):
@@ -185,3 +188,11 @@ def test_warm_start_loads_the_blessed_weights_only_for_the_same_architecture(mon
 def test_a_trial_scores_its_best_epoch_not_an_average():
     history = {"loss": [1.0, 0.5, 0.7], "val_accuracy": [0.5, 0.9, 0.8], "val_loss": [1, .4, .6]}
     assert model_lib.best_epoch(history) == {"loss": 0.5, "val_accuracy": 0.9, "val_loss": 0.4}
+
+
+def test_each_augmentation_layer_draws_its_own_random_sequence(monkeypatch):
+    settings = model_settings(None, monkeypatch, augment=True)
+    layers = model_lib.build_augmentation(settings)
+    assert len(layers) == 5
+    seeds = [layer.seed if hasattr(layer, "seed") else None for layer in layers]
+    assert None not in seeds and len(set(seeds)) == len(layers), seeds

@@ -226,21 +226,24 @@ def build_augmentation(settings: dict[str, Any]) -> list[keras.layers.Layer]:
     trainer = settings["trainer"]
     if not trainer["augment"]:
         return []
+    # One seed per layer: layers sharing a seed draw the same sequence, so every flipped image
+    # would also be rotated and zoomed the same way.
     seed = trainer["seed"]
     layers = [keras.layers.RandomFlip("horizontal", seed=seed)]
     if trainer.get("rotation", 0):
         layers.append(keras.layers.RandomRotation(trainer["rotation"], fill_mode="reflect",
-                                                  seed=seed))
+                                                  seed=seed + 1))
     if trainer.get("zoom", 0):
-        layers.append(keras.layers.RandomZoom(trainer["zoom"], fill_mode="reflect", seed=seed))
+        layers.append(keras.layers.RandomZoom(trainer["zoom"], fill_mode="reflect",
+                                              seed=seed + 2))
     if trainer.get("translation", 0):
         layers.append(keras.layers.RandomTranslation(trainer["translation"],
                                                      trainer["translation"],
-                                                     fill_mode="reflect", seed=seed))
+                                                     fill_mode="reflect", seed=seed + 3))
     if trainer.get("contrast", 0):
         # RandomContrast clips to [0, 255]; our pixels are already normalized, so scale around
         # each image's mean by hand instead.
-        layers.append(_NormalizedContrast(trainer["contrast"], seed=seed))
+        layers.append(_NormalizedContrast(trainer["contrast"], seed=seed + 4))
     return layers
 
 
@@ -249,7 +252,7 @@ class _NormalizedContrast(keras.layers.Layer):
 
     def __init__(self, factor: float, seed: int, **kwargs):
         super().__init__(**kwargs)
-        self.factor = factor
+        self.factor, self.seed = factor, seed
         self.seed_generator = keras.random.SeedGenerator(seed)
 
     def call(self, images, training=None):
@@ -262,7 +265,7 @@ class _NormalizedContrast(keras.layers.Layer):
         return (images - mean) * scale + mean
 
     def get_config(self):
-        return {**super().get_config(), "factor": self.factor}
+        return {**super().get_config(), "factor": self.factor, "seed": self.seed}
 
 
 def build_model(hp: keras_tuner.HyperParameters, settings: dict[str, Any], num_classes: int
@@ -364,7 +367,7 @@ class FeatureCache:
         self._dir, self._identity, self._datasets = cache_dir, data_identity, datasets
         self._settings = settings
         self._memory: dict[tuple[int, str], tuple[np.ndarray, np.ndarray]] = {}
-        self.stats = {"built": 0, "reused": 0}
+        self.stats = {"built": 0, "reused": 0, "in_memory": 0}
 
     def key(self, size: int) -> str:
         import hashlib
@@ -385,6 +388,7 @@ class FeatureCache:
     def get(self, split: str, size: int, classifier: keras.Model) -> tuple[np.ndarray, np.ndarray]:
         """(features, labels) of a split, from memory, disk, or one pass of the base."""
         if (size, split) in self._memory:
+            self.stats["in_memory"] += 1
             return self._memory[(size, split)]
         folder = self.path(size)
         file = os.path.join(folder, f"{split}.npz")
@@ -421,16 +425,22 @@ class FeatureCache:
         return result
 
 
-def feature_cache(fn_args, tf_transform_output, settings: dict[str, Any]) -> FeatureCache:
-    """The Trainer's and Tuner's cache over their train and eval files (same key for both)."""
+def feature_cache(fn_args, tf_transform_output, settings: dict[str, Any],
+                  base_weights: str = "pretrained") -> FeatureCache:
+    """The Trainer's and Tuner's cache over their train and eval files (same key for both).
+
+    `base_weights` names base weights other than the configured pretrained ones (a warm start
+    loads fine-tuned layers into the base): features of another base are other features."""
     files = {features.TRAIN_SPLIT: fn_args.train_files, features.EVAL_SPLIT: fn_args.eval_files}
 
     def split_dataset(split: str) -> Callable[[], tf.data.Dataset]:
         return lambda: make_dataset(files[split], fn_args.data_accessor, tf_transform_output,
                                     settings, shuffle=False)
 
-    return FeatureCache(fn_args.custom_config["feature_cache_dir"],
-                        {k: sorted(v) for k, v in files.items()},
+    identity = {k: sorted(v) for k, v in files.items()}
+    if base_weights != "pretrained":
+        identity["base_weights"] = base_weights
+    return FeatureCache(fn_args.custom_config["feature_cache_dir"], identity,
                         {split: split_dataset(split) for split in files}, settings)
 
 

@@ -82,12 +82,9 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
         return model_lib.make_dataset(files, fn_args.data_accessor, tf_transform_output,
                                       settings, shuffle)
 
-    cache = None
-    if cached:
-        cache = model_lib.feature_cache(fn_args, tf_transform_output, settings)
     hypermodel = model_lib.TransferHyperModel(
         settings, len(names), "both" if trainer["phase2_epochs"] > 0 else "phase1",
-        feature_cache=cache, class_weight=weights)
+        class_weight=weights)
     model = hypermodel.build(hp)
     info = {
         "base": backbone.name, "class_names": names, "hyperparameters": hp.values,
@@ -97,6 +94,12 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     }
     warm_start = _warm_start(model, fn_args.base_model, info) if trainer["warm_start"] else "off"
     logging.info("trainer: warm start: %s", warm_start)
+    cache = None
+    if cached:  # after the warm start: it may change the base, and with it the features
+        cache = model_lib.feature_cache(fn_args, tf_transform_output, settings,
+                                        warm_start if warm_start.startswith("from ") else
+                                        "pretrained")
+        hypermodel.feature_cache = cache
     tensorboard = keras.callbacks.TensorBoard(os.path.join(fn_args.model_run_dir, "logs"),
                                               write_graph=False)
     started = time.time()
