@@ -145,12 +145,17 @@ def test_tuner_tried_both_sizes_and_the_trainer_exports_the_winner(pipeline_runs
     from tensorflow.core.protobuf import saved_model_pb2
 
     root = pipeline_runs.work_dir / "pipeline"
-    (trials_file,) = glob.glob(str(root / "tuner" / "tuner_results" / "*" / "trials.json"))
+
+    def first_run(pattern):  # later tests add executions; the first run's has the lowest id
+        return min(glob.glob(str(root / pattern)),
+                   key=lambda p: int(Path(p).relative_to(root).parts[2]))
+
+    trials_file = first_run("tuner/tuner_results/*/trials.json")
     trials = json.loads(Path(trials_file).read_text())
     assert [t["status"] for t in trials] == ["COMPLETED", "COMPLETED"]
     assert {t["hyperparameters"]["input_size"] for t in trials} == {64, 96}
     assert Path(trials_file).with_name("trials.png").read_bytes()[:4] == b"\x89PNG"
-    (best_file,) = glob.glob(str(root / "tuner" / "best_hyperparameters" / "*" / "*.txt"))
+    best_file = first_run("tuner/best_hyperparameters/*/*.txt")
     winner = json.loads(Path(best_file).read_text())["values"]["input_size"]
     loaded = tf.saved_model.load(str(pushed_model_dir / "1"))
     assert int(loaded.input_size.numpy()) == winner
@@ -159,7 +164,7 @@ def test_tuner_tried_both_sizes_and_the_trainer_exports_the_winner(pipeline_runs
     classify = proto.meta_graphs[0].signature_def["classification"]
     assert classify.method_name == "tensorflow/serving/classify"
     assert set(classify.inputs) == {"inputs"} and set(classify.outputs) == {"classes", "scores"}
-    (run_dir,) = glob.glob(str(root / "trainer" / "model_run" / "*"))
+    run_dir = first_run("trainer/model_run/*")
     summary = json.loads(Path(run_dir, "training_summary.json").read_text())
     assert summary["input_size"] == winner and summary["phases"]["phase2"]["epochs"] == 1
     assert summary["phases"]["phase1"]["images_per_second"] > 0
@@ -173,24 +178,27 @@ def test_tuner_tried_both_sizes_and_the_trainer_exports_the_winner(pipeline_runs
 
 def test_tuner_with_no_successful_trial_fails_the_run_and_says_why(pipeline_runs, tiny_images,
                                                                    keras_home, tmp_path):
-    """Every trial fails to build (a corrupt weights file): the tuner node fails, with the
-    first trial's error in the run's output. Upstream nodes come from the shared run's cache
-    (a copy of its ML Metadata), so only the tuner runs."""
+    """Every trial fails in fit (phase 1 on cached features, and the feature cache cannot be
+    written: a file sits where its folder should be): the tuner node fails, with the first
+    trial's error in the run's output. Ingest comes from the shared run's cache (a copy of its
+    ML Metadata)."""
     import shutil
 
     from conftest import E2E_SETTINGS
 
     shutil.copy(pipeline_runs.work_dir / "metadata.sqlite", tmp_path / "metadata.sqlite")
-    corrupt = tmp_path / "corrupt_weights.h5"
-    corrupt.write_bytes(b"this is not an HDF5 file")
-    settings = [*E2E_SETTINGS, f"base.weights={corrupt}"]
+    (tmp_path / "cache").write_text("not a folder")
+    settings = [*E2E_SETTINGS, "trainer.phase1_features=cached"]
+    if keras_home is None:
+        settings.append("base.weights=none")
     result = tlpipe("run", "--data", str(tiny_images), "--work-dir", str(tmp_path), "--to",
                     "tuner", *[a for s in settings for a in ("--set", s)],
                     env=tlpipe_env(keras_home), timeout=600)
     assert result.returncode == 1, result.stdout + result.stderr
-    assert re.search(r"^\s+transform\s+CACHED", result.stdout, re.M), result.stdout
+    assert re.search(r"^\s+ingest\s+CACHED", result.stdout, re.M), result.stdout
     assert re.search(r"^\s+tuner\s+FAILED", result.stdout, re.M), result.stdout
-    assert "no successful trial" in result.stderr and "first error" in result.stderr
+    assert "no successful trial out of 1" in result.stderr, result.stderr
+    assert "first error:" in result.stderr and "cache" in result.stderr, result.stderr
 
 
 def test_retune_every_reuses_tuned_values_of_the_same_settings(pipeline_runs, keras_home,
