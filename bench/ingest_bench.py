@@ -3,7 +3,8 @@
 Both read the same files and write the same gzipped TFRecords (same examples, same splits, same
 quarantine decisions: the loop calls the same per-image inspection and split rule); the loop just
 does it in one Python process with no Beam. Prints images/second for each and their ratio,
-the fixed per-run cost (measured on 2 images per class) and the marginal rate beyond it.
+the fixed per-run cost (measured on 2 images per class), the marginal rate beyond it, CPU
+seconds (steadier than wall time on a shared machine) and the load average.
 
     .venv/bin/python bench/ingest_bench.py [--data DIR] [--repeat N] [--modes in_memory,...]
 
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shutil
 import sys
 import tempfile
@@ -110,9 +112,20 @@ def _beam_config(mode: str) -> PipelineConfig:
     return cfg
 
 
-def _timed(fn) -> float:
-    start = time.perf_counter()
+def _cpu() -> float:
+    """CPU seconds of this process and its reaped children (multi_processing workers)."""
+    return sum(r.ru_utime + r.ru_stime for r in (resource.getrusage(resource.RUSAGE_SELF),
+                                                 resource.getrusage(resource.RUSAGE_CHILDREN)))
+
+
+_CPU: dict[str, float] = {}  # label -> least CPU seconds of a full run
+
+
+def _timed(fn, cpu_label: str = "") -> float:
+    start, cpu = time.perf_counter(), _cpu()
     fn()
+    if cpu_label:
+        _CPU[cpu_label] = min(_CPU.get(cpu_label, 1e9), _cpu() - cpu)
     return time.perf_counter() - start
 
 
@@ -131,6 +144,7 @@ def main() -> int:
     n_images = sum(1 for _, _, files in os.walk(args.data) for f in files
                    if has_image_extension(f, exts))
     modes = args.modes.split(",")
+    load_before = " ".join(f"{x:.2f}" for x in os.getloadavg())
     work = tempfile.mkdtemp(prefix="ingest_bench_")
     try:
         small = subset(args.data, 2, os.path.join(work, "small"))
@@ -149,7 +163,7 @@ def main() -> int:
         for r in range(args.repeat):  # interleaved, so background load hits every side alike
             out = os.path.join(work, f"plain{r}")
             keep(best, "plain loop", _timed(lambda: outputs.__setitem__(
-                "plain loop", plain_loop(args.data, out, config))))
+                "plain loop", plain_loop(args.data, out, config)), "plain loop"))
             keep(fixed, "plain loop", _timed(lambda: plain_loop(
                 small, os.path.join(work, f"plain_small{r}"), config)))
             for mode in modes:
@@ -159,7 +173,7 @@ def main() -> int:
                     continue
                 out = os.path.join(work, f"beam_{mode}{r}")
                 try:
-                    keep(best, label, _timed(lambda: run_ingest(cfg, args.data, out)))
+                    keep(best, label, _timed(lambda: run_ingest(cfg, args.data, out), label))
                     keep(fixed, label, _timed(lambda: run_ingest(
                         cfg, small, os.path.join(work, f"beam_small_{mode}{r}"))))
                 except Exception as err:  # e.g. the executor's own consistency check
@@ -181,9 +195,10 @@ def main() -> int:
         base = n_images / best["plain loop"]
         base_marginal = (n_images - n_small) / (best["plain loop"] - fixed["plain loop"])
         print(f"{n_images} images in {args.data}; {os.cpu_count()} cores; best of {args.repeat}; "
-              f"fixed cost measured on {n_small} images")
+              f"fixed cost measured on {n_small} images; load average {load_before} before, "
+              f"{' '.join(f'{x:.2f}' for x in os.getloadavg())} after")
         print(f"{'what':28s} {'seconds':>8s} {'images/s':>9s} {'vs loop':>8s} {'fixed s':>8s} "
-              f"{'marginal/s':>11s} {'vs loop':>8s}")
+              f"{'marginal/s':>11s} {'vs loop':>8s} {'cpu s':>7s} {'vs loop':>8s}")
         for label, seconds in best.items():
             rate = n_images / seconds
             variable = seconds - fixed[label]
@@ -192,11 +207,14 @@ def main() -> int:
                 tail = f"{marginal:11.1f} {marginal / base_marginal:7.2f}x"
             else:
                 tail = f"{'n/a':>11s} {'':>8s}"
+            cpu = _CPU.get(label)
+            cpu_tail = (f"{cpu:7.2f} {_CPU['plain loop'] / cpu:7.2f}x" if cpu else "")
             print(f"{label:28s} {seconds:8.2f} {rate:9.1f} {rate / base:7.2f}x "
-                  f"{fixed[label]:8.2f} {tail}")
+                  f"{fixed[label]:8.2f} {tail} {cpu_tail}")
         for label, why in failed.items():
             print(f"{label:28s} FAILED: {why}")
-        print(f"(identical examples and splits in every output; not timed above: TFX's "
+        print(f"(identical examples and splits in every output; cpu s: least CPU seconds of a "
+              f"full run, this process and its reaped children; not timed above: TFX's "
               f"per-Beam-executor packaging, {packaging:.1f} s once per node and run)")
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -49,6 +49,10 @@ class DataConfig:
     # Ingest fails when more of the image files than this are quarantined
     # (not counted: non-image file names, folders, duplicates kept once).
     max_rejected_share: float = 0.05
+    # A class added or dropped by new data, against the label domain pinned by the first run
+    # (components/schema/): fail (stop before Transform), warn (report, go on, keep the domain),
+    # accept (report, go on, pin this data's classes).
+    on_class_change: str = "fail"
 
 
 @dataclass
@@ -358,6 +362,7 @@ def validate(config: PipelineConfig, data_root: Optional[str] = None) -> None:
         raise ConfigError("tuner.max_trials and tuner.epochs_per_trial must be >= 1")
     if not 0 < config.tuner.learning_rate_min <= config.tuner.learning_rate_max:
         raise ConfigError("tuner.learning_rate_min must be > 0 and <= tuner.learning_rate_max")
+    _one_of("data.on_class_change", config.data.on_class_change, ("fail", "warn", "accept"))
     _one_of("transform.resize", config.transform.resize, RESIZE_POLICIES)
     _one_of("tuner.algorithm", config.tuner.algorithm, ("random", "bayesian", "hyperband"))
     _one_of("tuner.tune_phases", config.tuner.tune_phases, ("phase1", "both"))

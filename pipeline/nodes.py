@@ -1,7 +1,8 @@
 """Node ids of the DAG in run order; light to import (the CLI validates --to with it)."""
 
-NODE_ORDER = ["ingest", "statistics_gen", "schema_gen", "example_validator", "transform",
-              "tuner", "trainer", "latest_blessed_model", "evaluator", "pusher"]
+NODE_ORDER = ["ingest", "statistics_gen", "schema_gen", "latest_label_domain", "label_domain",
+              "example_validator", "transform", "tuner", "trainer", "latest_blessed_model",
+              "evaluator", "pusher"]
 
 # The baseline Resolver: resolves inputs, runs no executor of its own.
 RESOLVER_NODE = "latest_blessed_model"

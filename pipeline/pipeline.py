@@ -18,6 +18,7 @@ from components import features
 from components.evaluator.eval_config import make_eval_config
 from components.ingest.component import make_ingest
 from components.pusher.component import ServingPusher
+from components.schema.component import make_label_domain
 from pipeline.config import PipelineConfig
 from pipeline.nodes import HYPERPARAMETERS_NODE, NODE_ORDER, RESOLVER_NODE
 
@@ -69,9 +70,13 @@ def create_pipeline(config: PipelineConfig, data_root: str, to_node: Optional[st
     schema_gen = tfx.components.SchemaGen(
         statistics=statistics_gen.outputs["statistics"],
         infer_feature_shape=True).with_id("schema_gen")
+    # The label domain pinned by the first run (components/schema/): a class added or dropped
+    # by new data fails the run here (data.on_class_change), before Transform.
+    latest_label_domain, label_domain = make_label_domain(
+        ingest, schema_gen, config.data.on_class_change)
     example_validator = tfx.components.ExampleValidator(
         statistics=statistics_gen.outputs["statistics"],
-        schema=schema_gen.outputs["schema"]).with_id("example_validator")
+        schema=label_domain.outputs["schema"]).with_id("example_validator")
     transform = tfx.components.Transform(
         examples=ingest.outputs["examples"],
         schema=schema_gen.outputs["schema"],
@@ -89,6 +94,9 @@ def create_pipeline(config: PipelineConfig, data_root: str, to_node: Optional[st
             "code": code_fingerprint(COMPONENTS_DIR / "features.py",
                                      COMPONENTS_DIR / "trainer" / "backbones.py"),
         }).with_id("transform")
+    # schema_gen's schema (as inferred, so Transform stays cached when nothing changed), but
+    # only after the label domain check passed.
+    transform.add_upstream_node(label_domain)
     custom_config = model_custom_config(config)
     if tune:
         tuner = tfx.components.Tuner(
@@ -140,8 +148,8 @@ def create_pipeline(config: PipelineConfig, data_root: str, to_node: Optional[st
         keep_versions=config.pusher.keep_versions,
         warmup_requests=config.pusher.warmup_requests).with_id("pusher")
 
-    nodes = [ingest, statistics_gen, schema_gen, example_validator, transform, tuner, trainer,
-             latest_blessed_model, evaluator, pusher]
+    nodes = [ingest, statistics_gen, schema_gen, latest_label_domain, label_domain,
+             example_validator, transform, tuner, trainer, latest_blessed_model, evaluator, pusher]
     assert [n.id for n in nodes] == [n if tune or n != "tuner" else HYPERPARAMETERS_NODE
                                      for n in NODE_ORDER]
     if to_node is not None:
@@ -158,19 +166,20 @@ def create_pipeline(config: PipelineConfig, data_root: str, to_node: Optional[st
 
 
 def _producers(node) -> set[str]:
-    """Ids of the nodes whose outputs `node` reads (its input channels' producers)."""
+    """Ids of the nodes `node` waits for: the producers of the outputs it reads (a Resolver's
+    query of earlier runs' artifacts is no dependency) and explicit `add_upstream_node`s."""
     ids = set()
     for channel in node.inputs.values():
-        producer = getattr(channel, "producer_component_id", None)
-        if producer:
-            ids.add(producer)
+        ids.update(channel.get_data_dependent_node_ids())
+    ids.update(n.id for n in node.upstream_nodes)
     return ids
 
 
 def _upstream_of(nodes, target: str):
     """The nodes `target` depends on, and itself: what `--to target` runs.
 
-    Read from the input channels: `upstream_nodes` is only filled in once a Pipeline is built.
+    Read from the input channels (`upstream_nodes` holds only explicit dependencies until a
+    Pipeline is built); explicit links to nodes left out are cut, or TFX's compiler refuses them.
     """
     by_id = {n.id: n for n in nodes}
     if target not in by_id:
@@ -182,4 +191,8 @@ def _upstream_of(nodes, target: str):
             continue
         keep.add(node_id)
         todo.extend(p for p in _producers(by_id[node_id]) if p in by_id)
-    return [n for n in nodes if n.id in keep]
+    kept = [n for n in nodes if n.id in keep]
+    for node in kept:
+        for down in [d for d in node.downstream_nodes if d.id not in keep]:
+            node.remove_downstream_node(down)
+    return kept

@@ -114,6 +114,14 @@ def _fill_ingest(summary: RunSummary, artifacts) -> None:
             summary.ingest_lines = quarantine_summary(artifact.uri)["lines"]
 
 
+def _fill_label_domain(summary: RunSummary, artifacts) -> None:
+    from components.schema.report import LABEL_DOMAIN_FILE, label_domain_lines
+
+    for artifact in artifacts:
+        if os.path.exists(os.path.join(artifact.uri, LABEL_DOMAIN_FILE)):
+            summary.ingest_lines += label_domain_lines(artifact.uri)
+
+
 def _fill_evaluation(summary: RunSummary, artifacts) -> None:
     for artifact in artifacts:
         blessed = custom_property(artifact, "blessed")
@@ -202,6 +210,7 @@ def summarize_run(config: PipelineConfig, store: metadata_store.MetadataStore,
     elif HYPERPARAMETERS_NODE in outputs:
         summary.hyperparameters_source = "reused from an earlier tuning"
     _fill_ingest(summary, outputs.get("ingest", []))
+    _fill_label_domain(summary, outputs.get("label_domain", []))
     _fill_trials(summary, outputs.get("tuner", []))
     _fill_training(summary, outputs.get("trainer", []))
     if with_transform:

@@ -6,15 +6,25 @@ input fingerprinting (the cache key) come from TFX's FileBasedDriver (components
 adds a rolling window of spans); everything else happens on Beam, so no process holds the list of
 all files: class folders are listed one per element, manifests are read as text shards.
 
-    patterns ─┬─ folders: glob class folders ─ Reshuffle ─ list each folder ─┐
+    patterns ─┬─ folders: glob the class folders ─ list each folder ─────────┐
               └─ manifest: CSV lines ─ parse ─ group by path (one row each) ─┴─ candidates
-    candidates ─ Reshuffle ─ read + inspect (images.py) ─┬─ rejected ──────────────────┐
-                                                         └─ described (bytes + info)    │
-    metadata ─ group by sha256 ─ losers: duplicates, label conflicts ─ side input ─┐    │
-    kept metadata ─ class names, per-class split corrections ─ side inputs ────────┤    │
-    described ─ tf.Example into its split ─ TFRecords (gzip)      losers ──────────┴────┤
-    every outcome + counters ─ one combine ─ quarantine.csv, summary.json, vocabulary ─┘
-    then, here: the checks (rejected share, classes, counts add up) that fail the run.
+    candidates ─ Reshuffle ─ read once + inspect (images.py) ─ rejected | metadata | described
+    metadata ─ group by sha256 ─ losers (duplicates, label conflicts): a side input
+                               └ kept ─ one combine: class names, split fixes: a side input
+    described ─ decided, tf.Example written by its bundle into a staging file of its split
+    rejected + counters + staged files ─ one combine ─ quarantine.csv, summary.json,
+        label_vocabulary.json and the list of staged files
+    then, here: the listed staging files move into Split-<name>/ (a failed bundle's files are
+    never listed), and the checks (rejected share, classes, counts add up) fail the run.
+
+Profiled with cProfile on the DirectRunner (bench/ingest_bench.py): beyond the per-image work
+any loop pays (read, TensorFlow decode check, sha256, gzip), Beam costs about 0.5 s per run
+(building, translating and setting up the stages: it grows with the number of transforms, hence
+one Reshuffle (of files, not folders), counters summed per folder or bundle rather than one
+element per image, and no TFRecord sink stages) and about 0.4 ms per image to hand its bytes from
+the reading stage to the writing stage (the in-memory data plane copies them). That hand-over is
+the price of deciding duplicates, class ids and split fixes over the whole input while reading
+each file once; Beam's WriteToTFRecord would have added a second one.
 """
 from __future__ import annotations
 
@@ -23,12 +33,16 @@ import fnmatch
 import io
 import json
 import os
+import uuid
 from dataclasses import dataclass
 from typing import Any, Iterable, NamedTuple
 
 import apache_beam as beam
 import tensorflow as tf
 from absl import logging
+from apache_beam.transforms.window import GlobalWindow
+from apache_beam.utils.timestamp import MIN_TIMESTAMP
+from apache_beam.utils.windowed_value import WindowedValue
 from google.protobuf import json_format, struct_pb2
 from tfx.components.example_gen import write_split
 from tfx.components.util import examples_utils
@@ -107,48 +121,65 @@ class Meta(NamedTuple):
 # ---------------------------------------------------------------------------------------------
 # Listing (inside Beam)
 
-def _class_folders(head_glob: str) -> Iterable[str]:
+def _class_folders(_, head_glob: str) -> Iterable[str]:
     """Folders matching the pattern's directory part: one element per class folder."""
     for path in tf.io.gfile.glob(head_glob):
         if tf.io.gfile.isdir(path):
             yield path
 
 
+def _counted(counts: dict[str, int], item: Candidate | Rejected) -> Candidate | Rejected:
+    """Counts one listed input (the report's `inputs` and per-class inputs) and returns it."""
+    for key in ("inputs", f"input_class:{item.label_name}"):
+        counts[key] = counts.get(key, 0) + 1
+    return item
+
+
 class _ListFolder(beam.DoFn):
-    """Streams one folder's entries that match the pattern's file part."""
+    """Streams one folder's entries that match the pattern's file part; counts them per folder."""
 
     def __init__(self, input_base: str, file_glob: str, extensions: frozenset[str]):
         self._base, self._glob, self._exts = input_base, file_glob, extensions
 
     def process(self, folder: str):
-        seen = 0
+        counts: dict[str, int] = {}
         for name, is_dir in iter_directory(folder):
             if not fnmatch.fnmatchcase(name, self._glob):
                 continue
-            seen += 1
-            outcome = classify_entry(name, is_dir, folder, self._base, self._exts)
+            outcome = _counted(counts, classify_entry(name, is_dir, folder, self._base,
+                                                      self._exts))
             if isinstance(outcome, Rejected):
                 yield beam.pvalue.TaggedOutput("rejected", outcome)
             else:
                 yield outcome
-        if not seen:
-            yield beam.pvalue.TaggedOutput(
-                "stats", f"empty_folder:{relative_to(folder.rstrip('/'), self._base)}")
+        if not counts:
+            counts[f"empty_folder:{relative_to(folder.rstrip('/'), self._base)}"] = 1
+        yield beam.pvalue.TaggedOutput("stats", counts)
 
 
 class _ParseManifest(beam.DoFn):
+    """CSV rows -> candidates or rejections; counts them per bundle."""
+
     def __init__(self, input_base: str, extensions: frozenset[str], split_names: list[str]):
         self._base, self._exts, self._splits = input_base, extensions, split_names
+
+    def start_bundle(self):
+        self._counts: dict[str, int] = {}
 
     def process(self, item: tuple[str, str]):
         filename, line = item
         outcome = parse_manifest_row(line, filename, self._base, self._exts, self._splits)
         if outcome is None:
             return
-        if isinstance(outcome, Rejected):
+        if isinstance(_counted(self._counts, outcome), Rejected):
             yield beam.pvalue.TaggedOutput("rejected", outcome)
         else:
             yield outcome
+
+    def finish_bundle(self):
+        if self._counts:
+            yield beam.pvalue.TaggedOutput("stats", _windowed(self._counts))
+        self._counts = {}
 
 
 def _one_row_per_path(item: tuple[str, Iterable[Candidate]]):
@@ -172,6 +203,23 @@ def _one_row_per_path(item: tuple[str, Iterable[Candidate]]):
 # Reading and deciding
 
 _METRICS = "tlpipe_ingest"
+STAGING_DIR = ".ingest-staging"  # in the Examples artifact; removed once the shards are moved
+SHARDS_FILE = "shards.json"
+_EXAMPLE_FILE = write_split.DEFAULT_TF_RECORD_FILE_NAME + "-{index:05d}-of-{count:05d}.gz"
+
+
+def _windowed(value):
+    """An element emitted from finish_bundle (which has no input element to inherit from)."""
+    return WindowedValue(value, MIN_TIMESTAMP, [GlobalWindow()])
+
+
+def _read_bytes(path: str) -> bytes:
+    """The file's bytes: one read, no header probe first (local paths skip tf.io.gfile)."""
+    if "://" in path:
+        with tf.io.gfile.GFile(path, "rb") as fh:
+            return fh.read()
+    with open(path, "rb") as fh:
+        return fh.read()
 
 
 class _Inspect(beam.DoFn):
@@ -182,9 +230,8 @@ class _Inspect(beam.DoFn):
     def process(self, c: Candidate):
         self._read.inc()
         try:
-            with tf.io.gfile.GFile(c.path, "rb") as fh:
-                data = fh.read()
-        except tf.errors.NotFoundError:
+            data = _read_bytes(c.path)
+        except (FileNotFoundError, tf.errors.NotFoundError):
             yield beam.pvalue.TaggedOutput("rejected", Rejected(
                 c.relative_path, images.MISSING_FILE, "no such file", c.label_name))
             return
@@ -199,70 +246,66 @@ class _Inspect(beam.DoFn):
                 c.relative_path, outcome.reason, outcome.detail, c.label_name))
         else:
             yield Described(c, outcome, data)
+            yield beam.pvalue.TaggedOutput("meta", (outcome.sha256, Meta(
+                outcome.sha256, c.relative_path, c.label_name, c.given_split)))
 
 
-def _meta(d: Described) -> Meta:
-    return Meta(d.info.sha256, d.candidate.relative_path, d.candidate.label_name,
-                d.candidate.given_split)
-
-
-def _duplicate_losers(item: tuple[str, Iterable[Meta]]):
+def _deduplicate(item: tuple[str, Iterable[Meta]]):
     """Byte-identical files: kept once within a class (smallest path), all rejected across classes.
 
-    Yields (relative_path, (reason, detail)) for each file that is not kept.
+    Yields the kept file's metadata; each file that is not kept goes to the `lost` output as
+    (relative_path, (reason, detail)).
     """
     _, group = item
     group = sorted(group, key=lambda m: m.relative_path)
-    if len(group) < 2:
+    if len(group) == 1:
+        yield group[0]
         return
     labels = sorted({m.label_name for m in group})
     if len(labels) > 1:
         for m in group:
             others = [f"{o.relative_path} ({o.label_name})" for o in group if o is not m]
-            yield m.relative_path, (images.LABEL_CONFLICT,
-                                    f"same bytes as {'; '.join(others[:5])}"[:300])
+            yield beam.pvalue.TaggedOutput("lost", (m.relative_path, (
+                images.LABEL_CONFLICT, f"same bytes as {'; '.join(others[:5])}"[:300])))
         return
+    yield group[0]
     for m in group[1:]:
-        yield m.relative_path, (images.DUPLICATE, f"same bytes as {group[0].relative_path}")
+        yield beam.pvalue.TaggedOutput("lost", (m.relative_path, (
+            images.DUPLICATE, f"same bytes as {group[0].relative_path}")))
 
 
-class _SortedSet(beam.CombineFn):
-    def create_accumulator(self):
-        return set()
-
-    def add_input(self, acc, value):
-        acc.add(value)
-        return acc
-
-    def merge_accumulators(self, accs):
-        return set().union(*accs)
-
-    def extract_output(self, acc):
-        return sorted(acc)
-
-
-class _ClassSplits(beam.CombineFn):
-    """Per class: the bounded summary that decides the few split corrections (splits.py)."""
+class _ClassPlan(beam.CombineFn):
+    """Kept files -> (sorted class names, split corrections): one bounded summary per class
+    (splits.py), so the accumulator grows with the number of classes, not of files."""
 
     def __init__(self, ratios: SplitRatios):
         self._ratios = ratios
 
     def create_accumulator(self):
-        return ClassSplitSummary(self._ratios)
+        return {}
 
-    def add_input(self, acc, value):
-        relative_path, given_split = value
-        return acc.add(relative_path, given_split)
+    def add_input(self, acc, m: Meta):
+        summary = acc.get(m.label_name)
+        if summary is None:
+            summary = acc[m.label_name] = ClassSplitSummary(self._ratios)
+        summary.add(m.relative_path, m.given_split)
+        return acc
 
     def merge_accumulators(self, accs):
-        accs = iter(accs)
-        first = next(accs)
+        out: dict[str, ClassSplitSummary] = {}
         for acc in accs:
-            first.merge(acc)
-        return first
+            for label, summary in acc.items():
+                if label in out:
+                    out[label].merge(summary)
+                else:
+                    out[label] = summary
+        return out
 
     def extract_output(self, acc):
-        return acc.corrections()
+        corrections: dict[str, str] = {}
+        for summary in acc.values():
+            corrections.update(summary.corrections())
+        return sorted(acc), corrections
 
 
 def _bytes(v: bytes) -> tf.train.Feature:
@@ -289,12 +332,34 @@ def make_example(c: Candidate, info: images.ImageInfo, data: bytes, label_id: in
     })).SerializeToString()
 
 
-class _ToExample(beam.DoFn):
-    def __init__(self, ratios: SplitRatios):
-        self._ratios = ratios
+class Shard(NamedTuple):
+    """One gzipped TFRecord file a bundle wrote into the staging folder."""
+    split: str
+    path: str
+    records: int
+
+
+class _WriteExamples(beam.DoFn):
+    """Decides each image (kept or lost, its split) and writes its tf.Example straight into a
+    per-bundle gzipped TFRecord file per split in the staging folder (TensorFlow's writer, as
+    TFX's readers expect), so example bytes never cross a stage boundary again. The bundle emits
+    its files (`Shard`s) and its counters once it has closed them: a failed and retried bundle's
+    files are never listed, and the executor moves only listed files into the splits (the
+    temp-file-then-rename scheme of Beam's own file sinks)."""
+
+    def __init__(self, ratios: SplitRatios, staging_dir: str):
+        self._ratios, self._staging = ratios, staging_dir
         self._seen = beam.metrics.Metrics.counter(_METRICS, "images_decided")
 
-    def process(self, d: Described, losers: dict, class_names: list[str], corrections: dict):
+    def start_bundle(self):
+        self._writers: dict[str, list] = {}
+        self._counts: dict[str, int] = {}
+        self._plan, self._ids = None, {}
+
+    def _count(self, key: str) -> None:
+        self._counts[key] = self._counts.get(key, 0) + 1
+
+    def process(self, d: Described, losers: dict, plan: tuple):
         self._seen.inc()
         c = d.candidate
         lost = losers.get(c.relative_path)
@@ -302,47 +367,68 @@ class _ToExample(beam.DoFn):
             yield beam.pvalue.TaggedOutput("rejected", Rejected(
                 c.relative_path, lost[0], lost[1], c.label_name))
             return
-        split = (c.given_split or corrections.get(c.relative_path)
+        if plan is not self._plan:
+            self._plan, self._ids = plan, {name: i for i, name in enumerate(plan[0])}
+        split = (c.given_split or plan[1].get(c.relative_path)
                  or self._ratios.natural(unit_hash(c.relative_path)))
-        yield beam.pvalue.TaggedOutput(split, make_example(
-            c, d.info, d.data, class_names.index(c.label_name)))
-        yield beam.pvalue.TaggedOutput("stats", f"written:{split}")
-        yield beam.pvalue.TaggedOutput("stats", f"class:{c.label_name}:{split}")
+        shard = self._writers.get(split)
+        if shard is None:
+            path = join(self._staging, split, f"{uuid.uuid4().hex}.gz")
+            shard = self._writers[split] = [tf.io.TFRecordWriter(path, options="GZIP"), path, 0]
+        shard[0].write(make_example(c, d.info, d.data, self._ids[c.label_name]))
+        shard[2] += 1
+        self._count(f"written:{split}")
+        self._count(f"class:{c.label_name}:{split}")
         for note in d.info.notes:
-            yield beam.pvalue.TaggedOutput("stats", f"note:{note}")
+            self._count(f"note:{note}")
 
-
-def _input_stats(item: Candidate | Rejected) -> Iterable[str]:
-    yield "inputs"
-    yield f"input_class:{item.label_name}"
+    def finish_bundle(self):
+        for split, (writer, path, records) in sorted(self._writers.items()):
+            writer.close()
+            yield _windowed(Shard(split, path, records))
+        if self._counts:
+            yield beam.pvalue.TaggedOutput("stats", _windowed(self._counts))
+        self._writers, self._counts = {}, {}
 
 
 class _Report(beam.CombineFn):
-    """Every outcome -> (counters, quarantine rows sorted by path): the report's one element."""
+    """Every outcome -> (counters, quarantine rows sorted by path, shards): one element.
+
+    Items: a Rejected (a row, counted by reason), a counter dict, a counter name, or a Shard."""
 
     def create_accumulator(self):
-        return {}, []
+        return {}, [], []
 
     def add_input(self, acc, item):
-        counts, rows = acc
+        counts, rows, shards = acc
         if isinstance(item, Rejected):
             rows.append(item)
             item = f"rejected:{item.reason}"
-        counts[item] = counts.get(item, 0) + 1
+        elif isinstance(item, Shard):
+            shards.append(item)
+            return acc
+        if isinstance(item, dict):
+            for k, v in item.items():
+                counts[k] = counts.get(k, 0) + v
+        else:
+            counts[item] = counts.get(item, 0) + 1
         return acc
 
     def merge_accumulators(self, accs):
         counts: dict[str, int] = {}
         rows: list[Rejected] = []
-        for c, r in accs:
+        shards: list[Shard] = []
+        for c, r, s in accs:
             for k, v in c.items():
                 counts[k] = counts.get(k, 0) + v
             rows.extend(r)
-        return counts, rows
+            shards.extend(s)
+        return counts, rows, shards
 
     def extract_output(self, acc):
-        counts, rows = acc
-        return counts, sorted(rows, key=lambda r: (r.relative_path, r.reason))
+        counts, rows, shards = acc
+        return (counts, sorted(rows, key=lambda r: (r.relative_path, r.reason)),
+                sorted(shards, key=lambda s: (s.split, s.path)))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -350,14 +436,15 @@ class _Report(beam.CombineFn):
 
 @dataclass
 class IngestCollections:
-    examples: dict[str, beam.PCollection]  # split -> serialized tf.Examples
-    report: beam.PCollection                # one (counters, sorted quarantine rows)
-    class_names: beam.PCollection           # one sorted list
+    report: beam.PCollection                # one (counters, sorted quarantine rows, shards)
+    plan: beam.pvalue.AsSingleton           # (sorted class names, split corrections)
 
 
 def build_ingest(pipeline: beam.Pipeline, input_base: str, patterns: list[str],
-                 options: IngestOptions, ratios: SplitRatios) -> IngestCollections:
-    """The whole ingest as Beam transforms (no I/O of outputs: see `write_outputs`)."""
+                 options: IngestOptions, ratios: SplitRatios,
+                 staging_dir: str) -> IngestCollections:
+    """The whole ingest as Beam transforms. Examples are written into `staging_dir/<split>/` by
+    the bundles (see _WriteExamples); the report lists them, `commit_shards` moves them."""
     exts = normalize_extensions(options.extensions)
     split_names = ratios.names
     rejected_parts, stats_parts = [], []
@@ -366,81 +453,69 @@ def build_ingest(pipeline: beam.Pipeline, input_base: str, patterns: list[str],
             join(input_base, p)) for i, p in enumerate(patterns)]
         parsed = (lines | "FlattenManifests" >> beam.Flatten()
                   | "ParseRows" >> beam.ParDo(_ParseManifest(input_base, exts, split_names))
-                  .with_outputs("rejected", main="candidates"))
+                  .with_outputs("rejected", "stats", main="candidates"))
         rows = (parsed.candidates
                 | "KeyByPath" >> beam.Map(lambda c: (c.relative_path, c))
                 | "GroupByPath" >> beam.GroupByKey()
                 | "OneRowPerPath" >> beam.FlatMap(_one_row_per_path)
                 .with_outputs("rejected", main="candidates"))
-        listed = [parsed.candidates, parsed.rejected]
         rejected_parts += [parsed.rejected, rows.rejected]
+        stats_parts.append(parsed.stats)
         candidates = rows.candidates
     else:
         folders = []
         for i, pattern in enumerate(patterns):
             head, tail = split_folder_pattern(pattern)
+            # One glob of the class folders (as Beam's MatchFiles does), their listings streamed,
+            # then the files (not the folders) spread across workers.
             listing = (pipeline
-                       | f"Pattern[{i}]" >> beam.Create([join(input_base, head)])
-                       | f"FindClassFolders[{i}]" >> beam.FlatMap(_class_folders)
-                       | f"SpreadFolders[{i}]" >> beam.Reshuffle()
+                       | f"Start[{i}]" >> beam.Impulse()
+                       | f"FindClassFolders[{i}]" >> beam.FlatMap(
+                           _class_folders, join(input_base, head))
                        | f"ListFolders[{i}]" >> beam.ParDo(_ListFolder(input_base, tail, exts))
                        .with_outputs("rejected", "stats", main="candidates"))
             folders.append(listing)
         candidates = ([f.candidates for f in folders] | "FlattenCandidates" >> beam.Flatten()
                       | "SpreadFiles" >> beam.Reshuffle())
-        listed = [candidates] + [f.rejected for f in folders]
         rejected_parts += [f.rejected for f in folders]
         stats_parts += [f.stats for f in folders]
-    stats_parts.append(listed | "FlattenInputs" >> beam.Flatten()
-                       | "InputStats" >> beam.FlatMap(_input_stats))
 
     inspected = candidates | "ReadAndInspect" >> beam.ParDo(
-        _Inspect(options.max_pixels)).with_outputs("rejected", main="described")
+        _Inspect(options.max_pixels)).with_outputs("rejected", "meta", main="described")
     rejected_parts.append(inspected.rejected)
-    meta = inspected.described | "Metadata" >> beam.Map(_meta)
-    losers = (meta
-              | "KeyByContent" >> beam.Map(lambda m: (m.sha256, m))
-              | "GroupByContent" >> beam.GroupByKey()
-              | "Duplicates" >> beam.FlatMap(_duplicate_losers))
-    kept = meta | "Kept" >> beam.Filter(
-        lambda m, lost: m.relative_path not in lost, lost=beam.pvalue.AsDict(losers))
-    class_names = (kept | "Labels" >> beam.Map(lambda m: m.label_name)
-                   | "ClassNames" >> beam.CombineGlobally(_SortedSet()))
-    corrections = (kept
-                   | "KeyByClass" >> beam.Map(lambda m: (m.label_name,
-                                                        (m.relative_path, m.given_split)))
-                   | "SplitSummaries" >> beam.CombinePerKey(_ClassSplits(ratios))
-                   | "Corrections" >> beam.FlatMap(lambda kv: kv[1].items()))
-    final = inspected.described | "ToExample" >> beam.ParDo(
-        _ToExample(ratios), losers=beam.pvalue.AsDict(losers),
-        class_names=beam.pvalue.AsSingleton(class_names),
-        corrections=beam.pvalue.AsDict(corrections)).with_outputs(
-            "rejected", "stats", *split_names)
-    rejected_parts.append(final.rejected)
-    stats_parts.append(final.stats)
+    # Duplicates, class names and split corrections are decided on metadata (no bytes shuffled).
+    kept = (inspected.meta
+            | "GroupByContent" >> beam.GroupByKey()
+            | "Deduplicate" >> beam.FlatMap(_deduplicate).with_outputs("lost", main="kept"))
+    plan = beam.pvalue.AsSingleton(
+        kept.kept | "ClassPlan" >> beam.CombineGlobally(_ClassPlan(ratios)).without_defaults(),
+        default_value=([], {}))  # nothing kept: no classes
+    written = inspected.described | "WriteExamples" >> beam.ParDo(
+        _WriteExamples(ratios, staging_dir), losers=beam.pvalue.AsDict(kept.lost),
+        plan=plan).with_outputs("rejected", "stats", main="shards")
+    rejected_parts.append(written.rejected)
+    stats_parts.append(written.stats)
 
-    report = (rejected_parts + stats_parts | "Outcomes" >> beam.Flatten()
-              | "Report" >> beam.CombineGlobally(_Report()))
-    return IngestCollections(examples={name: final[name] for name in split_names},
-                             report=report, class_names=class_names)
+    report = (rejected_parts + stats_parts + [written.shards] | "Outcomes" >> beam.Flatten()
+              | "Report" >> beam.CombineGlobally(_Report()).without_defaults())
+    return IngestCollections(report=report, plan=plan)
 
 
-def write_outputs(collections: IngestCollections, split_uris: dict[str, str],
-                  quarantine_dir: str, vocabulary_dir: str, options: IngestOptions,
+def write_outputs(collections: IngestCollections, staging_dir: str, quarantine_dir: str,
+                  vocabulary_dir: str, options: IngestOptions, split_names: list[str],
                   spans: list[int]) -> None:
-    """The splits as gzipped TFRecords; the report and vocabulary as three small files."""
-    for name, pcoll in collections.examples.items():
-        _ = pcoll | f"WriteSplit[{name}]" >> beam.io.WriteToTFRecord(
-            os.path.join(split_uris[name], write_split.DEFAULT_TF_RECORD_FILE_NAME), file_name_suffix=".gz")
+    """The report, the vocabulary and the list of written shards, as four small files."""
     _ = collections.report | "WriteReport" >> beam.Map(
-        _write_report, quarantine_dir, vocabulary_dir, options, list(split_uris), spans,
-        class_names=beam.pvalue.AsSingleton(collections.class_names))
+        _write_report, staging_dir, quarantine_dir, vocabulary_dir, options, split_names, spans,
+        plan=collections.plan)
 
 
-def _write_report(report, quarantine_dir: str, vocabulary_dir: str, options: IngestOptions,
-                  split_names: list[str], spans: list[int], class_names: list[str]) -> None:
+def _write_report(report, staging_dir: str, quarantine_dir: str, vocabulary_dir: str,
+                  options: IngestOptions, split_names: list[str], spans: list[int],
+                  plan: tuple) -> None:
     """One element, so one writer; rewriting the same content on a retry is harmless."""
-    counts, rows = report
+    counts, rows, shards = report
+    class_names = plan[0]
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(QUARANTINE_COLUMNS)
@@ -450,10 +525,31 @@ def _write_report(report, quarantine_dir: str, vocabulary_dir: str, options: Ing
                        (os.path.join(quarantine_dir, SUMMARY_FILE),
                         json.dumps(summary, indent=2, ensure_ascii=False)),
                        (os.path.join(vocabulary_dir, LABEL_VOCABULARY_FILE),
-                        json.dumps(class_names, ensure_ascii=False))):
+                        json.dumps(class_names, ensure_ascii=False)),
+                       (join(staging_dir, SHARDS_FILE),
+                        json.dumps([s._asdict() for s in shards]))):
         with tf.io.gfile.GFile(path, "w") as fh:
             fh.write(text)
 
+
+def commit_shards(staging_dir: str, split_uris: dict[str, str]) -> dict[str, int]:
+    """Moves the shards the pipeline listed into `Split-<name>/data_tfrecord-i-of-n.gz` (an
+    empty file for a split without examples, as Beam's sink writes) and removes the staging
+    folder with anything a failed bundle left there. Returns the records per split."""
+    shards = _read_json(join(staging_dir, SHARDS_FILE))
+    records = {}
+    for split, uri in split_uris.items():
+        mine = [s for s in shards if s["split"] == split]
+        tf.io.gfile.makedirs(uri)
+        if not mine:
+            tf.io.TFRecordWriter(join(uri, _EXAMPLE_FILE.format(index=0, count=1)),
+                                 options="GZIP").close()
+        for i, shard in enumerate(mine):
+            tf.io.gfile.rename(shard["path"], join(uri, _EXAMPLE_FILE.format(
+                index=i, count=len(mine))), overwrite=True)
+        records[split] = sum(s["records"] for s in mine)
+    tf.io.gfile.rmtree(staging_dir)
+    return records
 
 # ---------------------------------------------------------------------------------------------
 # After the pipeline: the summary and the checks
@@ -559,12 +655,16 @@ class ImageExampleGenExecutor(base_beam_executor.BaseBeamExecutor):
                      exec_properties[standard_component_specs.INPUT_BASE_KEY], patterns,
                      split_names)
 
+        staging = join(examples.uri, STAGING_DIR)
+        for name in split_names:
+            tf.io.gfile.makedirs(join(staging, name))
         with self._make_beam_pipeline() as pipeline:
             collections = build_ingest(
                 pipeline, exec_properties[standard_component_specs.INPUT_BASE_KEY], patterns,
-                options, ratios)
-            write_outputs(collections, split_uris, quarantine.uri, vocabulary.uri, options,
-                          spans)
+                options, ratios, staging)
+            write_outputs(collections, staging, quarantine.uri, vocabulary.uri, options,
+                          split_names, spans)
+        records = commit_shards(staging, split_uris)
 
         summary = _read_json(os.path.join(quarantine.uri, SUMMARY_FILE))
         # The id -> name table also travels with the examples, as before.
@@ -589,5 +689,8 @@ class ImageExampleGenExecutor(base_beam_executor.BaseBeamExecutor):
                      summary["inputs"], summary["written"], summary["written_by_split"],
                      summary["quarantined"], summary["quarantined_by_reason"], report_path)
         found = problems(summary, options, report_path)
+        if records != summary["written_by_split"]:  # what the files hold = what was counted
+            found.insert(0, f"internal error: the split files hold {records} records but "
+                            f"{summary['written_by_split']} were written")
         if found:
             raise IngestError("ingest: " + "; ".join(found))
