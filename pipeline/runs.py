@@ -54,6 +54,7 @@ def _records(config: PipelineConfig, with_summary: bool) -> Iterator[RunRecord]:
         return
     from ml_metadata.proto import metadata_store_pb2
 
+    from pipeline.nodes import RESOLVER_NODES
     from pipeline.summary import (custom_property, execution_artifacts, execution_state,
                                   node_executions, open_store, run_contexts, summarize_run)
 
@@ -64,7 +65,8 @@ def _records(config: PipelineConfig, with_summary: bool) -> Iterator[RunRecord]:
         executions = node_executions(config, store, run)
         if not executions:
             continue
-        states = {node: execution_state(e) for node, e in executions}
+        states = {node: execution_state(e) for node, e in executions
+                  if node not in RESOLVER_NODES}
         if "FAILED" in states.values():
             status = "failed"
         elif any(s not in _OK for s in states.values()):
