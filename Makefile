@@ -11,14 +11,14 @@ RUN_ENV := $(if $(FLOWERS_MIRROR),TLPIPE_FLOWERS_MIRROR=$(FLOWERS_MIRROR)) \
            $(if $(SHARED_KERAS_HOME),KERAS_HOME=$${KERAS_HOME:-$(SHARED_KERAS_HOME)})
 ARGS ?=
 
-.PHONY: setup run schedule serve test test-fast clean help
+.PHONY: setup run schedule serve lint test test-fast clean help
 
 help:
 	@echo "make setup   create .venv with the pinned TFX 1.21 stack (upgrades glibc on Debian 12 if needed)"
 	@echo "make run     run the whole pipeline on the flowers demo into $(WORK_DIR)/ (ARGS='--set k=v')"
 	@echo "make schedule retrain unattended: tlpipe schedule (ARGS='--every 6h' or ARGS=\"--cron '0 3 * * *'\")"
 	@echo "make serve   serve the pushed models over TF Serving's gRPC (8500) and REST (8501) APIs"
-	@echo "make test    the test suite, including the end-to-end DAG test"
+	@echo "make test    ruff, then the test suite, including the end-to-end DAG tests"
 
 setup:
 	@bash scripts/setup.sh
@@ -32,7 +32,10 @@ schedule: setup
 serve: setup
 	$(VENV)/bin/tlpipe serve --model_name flowers --model_base_path $(abspath $(WORK_DIR))/serving/flowers $(ARGS)
 
-test: setup
+lint: setup
+	$(VENV)/bin/ruff check .
+
+test: lint
 	$(RUN_ENV) $(PY) -m pytest -q $(ARGS)
 
 test-fast: setup

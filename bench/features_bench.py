@@ -38,10 +38,9 @@ import warnings
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import trainer_bench as tb  # noqa: E402  (sets sys.path, KERAS_HOME, TF log level)
-
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
+import trainer_bench as tb  # noqa: E402  (sets sys.path, KERAS_HOME, TF log level)
 from absl import logging as absl_logging  # noqa: E402
 
 from components import features  # noqa: E402
@@ -125,7 +124,7 @@ def print_table(live: dict, cached: dict) -> None:
 
     print("\n| figure | live | cached | live/cached |\n|---|---|---|---|")
     row("tuning wall s (6-trial lr search)", "tuning_seconds")
-    seconds = {k: ", ".join("%.0f" % t["seconds"] for t in r["trials"])
+    seconds = {k: ", ".join("{:.0f}".format(t["seconds"]) for t in r["trials"])
                for k, r in (("live", live), ("cached", cached))}
     print(f"| trial seconds | {seconds['live']} | {seconds['cached']} | |")
     print(f"| best lr (trial val acc) | {live['best_learning_rate']:.2g} "

@@ -31,13 +31,13 @@ from absl import logging as absl_logging  # noqa: E402
 from tfx.dsl.components.base import base_beam_executor  # noqa: E402
 
 from components import features  # noqa: E402
+from components.config import PipelineConfig  # noqa: E402
 from components.ingest import images  # noqa: E402
 from components.ingest.component import split_buckets  # noqa: E402
 from components.ingest.executor import ImageExampleGenExecutor, make_example  # noqa: E402
 from components.ingest.listing import Candidate, has_image_extension  # noqa: E402
 from components.ingest.local import run_ingest  # noqa: E402
 from components.ingest.splits import SplitRatios, assign_splits  # noqa: E402
-from pipeline.config import PipelineConfig  # noqa: E402
 
 DEFAULT_DATA = REPO.parent / "shared" / "datasets" / "tf_flowers"
 
@@ -162,9 +162,9 @@ def main() -> int:
 
         for r in range(args.repeat):  # interleaved, so background load hits every side alike
             out = os.path.join(work, f"plain{r}")
-            keep(best, "plain loop", _timed(lambda: outputs.__setitem__(
+            keep(best, "plain loop", _timed(lambda out=out: outputs.__setitem__(
                 "plain loop", plain_loop(args.data, out, config)), "plain loop"))
-            keep(fixed, "plain loop", _timed(lambda: plain_loop(
+            keep(fixed, "plain loop", _timed(lambda r=r: plain_loop(
                 small, os.path.join(work, f"plain_small{r}"), config)))
             for mode in modes:
                 cfg = _beam_config(mode)
@@ -173,8 +173,8 @@ def main() -> int:
                     continue
                 out = os.path.join(work, f"beam_{mode}{r}")
                 try:
-                    keep(best, label, _timed(lambda: run_ingest(cfg, args.data, out), label))
-                    keep(fixed, label, _timed(lambda: run_ingest(
+                    keep(best, label, _timed(lambda cfg=cfg, out=out: run_ingest(cfg, args.data, out), label))
+                    keep(fixed, label, _timed(lambda cfg=cfg, mode=mode, r=r: run_ingest(
                         cfg, small, os.path.join(work, f"beam_small_{mode}{r}"))))
                 except Exception as err:  # e.g. the executor's own consistency check
                     failed[label] = f"{type(err).__name__}: {str(err)[:160]}"

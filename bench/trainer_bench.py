@@ -45,9 +45,9 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from absl import logging as absl_logging  # noqa: E402
 
+from components.config import PipelineConfig  # noqa: E402
 from components.trainer import model as model_lib  # noqa: E402
 from components.trainer.backbones import BACKBONES, CONVENTIONS, build_base  # noqa: E402
-from pipeline.config import PipelineConfig  # noqa: E402
 
 SEED = 42
 LEARNING_RATE = 1e-3
@@ -111,11 +111,11 @@ def uptime() -> str:
     try:
         return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
     except OSError:
-        return "load %.2f %.2f %.2f" % os.getloadavg()
+        return "load {:.2f} {:.2f} {:.2f}".format(*os.getloadavg())
 
 
 def load_avg() -> str:
-    return "%.2f %.2f %.2f" % os.getloadavg()
+    return "{:.2f} {:.2f} {:.2f}".format(*os.getloadavg())
 
 
 class PhaseProbe(keras.callbacks.Callback):

@@ -30,11 +30,11 @@ import tensorflow as tf  # noqa: E402
 from absl import logging as absl_logging  # noqa: E402
 
 from components import features  # noqa: E402
+from components.config import PipelineConfig  # noqa: E402
 from components.ingest.local import run_ingest  # noqa: E402
 from components.trainer.backbones import BACKBONES, CONVENTIONS  # noqa: E402
 from components.transform.local import run_transform, write_raw_schema  # noqa: E402
 from components.transform.preprocessing import RESIZERS  # noqa: E402
-from pipeline.config import PipelineConfig  # noqa: E402
 
 DEFAULT_DATA = REPO.parent / "shared" / "datasets" / "tf_flowers"
 BATCH = 32
@@ -149,7 +149,7 @@ def main() -> int:
             for name in ("full", "small"):
                 for i, (label, side) in enumerate(sides.items()):
                     out = os.path.join(work, f"out_{name}_{i}_{r}")
-                    seconds, result = _timed(lambda: side(name, out))
+                    seconds, result = _timed(lambda side=side, name=name, out=out: side(name, out))
                     best[name][label] = min(best[name].get(label, 1e9), seconds)
                     if name == "full" and label != "plain tf.data":
                         transformed[label] = result

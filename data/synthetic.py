@@ -13,7 +13,7 @@ import hashlib
 import io
 import os
 import tarfile
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 from PIL import Image

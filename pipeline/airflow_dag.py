@@ -10,10 +10,9 @@ Each component becomes one Airflow task; ML Metadata stays the SQLite file under
 import datetime
 import os
 
-from tfx.orchestration.airflow.airflow_dag_runner import (AirflowDagRunner,
-                                                          AirflowPipelineConfig)
+from tfx.orchestration.airflow.airflow_dag_runner import AirflowDagRunner, AirflowPipelineConfig
 
-from pipeline.config import ConfigError, load_config, validate
+from components.config import ConfigError, load_config, validate
 from pipeline.pipeline import create_pipeline
 from pipeline.schedule import airflow_schedule_interval
 

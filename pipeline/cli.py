@@ -7,9 +7,8 @@ import argparse
 import os
 import sys
 import time
-from typing import Optional
 
-from pipeline.config import ConfigError, PipelineConfig, load_config, validate
+from components.config import ConfigError, PipelineConfig, load_config, validate
 from pipeline.nodes import NODE_ORDER as NODES
 from pipeline.nodes import RESOLVER_NODE
 
@@ -19,7 +18,7 @@ def _fail(message: str, code: int = 2) -> int:
     return code
 
 
-def resolve_data_root(config: PipelineConfig, mirror: Optional[str]) -> str:
+def resolve_data_root(config: PipelineConfig, mirror: str | None) -> str:
     """The user's image root, or the flowers demo (mirror, cache, or download)."""
     if config.data.root:
         root = config.data.root
@@ -153,7 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TF's C++ start-up chatter
     args = build_parser().parse_args(argv)
     return args.func(args)

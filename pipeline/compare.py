@@ -20,10 +20,10 @@ import os
 import sys
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
-from typing import Any, Optional
+from typing import Any
 
 from components import features
-from pipeline.config import ConfigError, PipelineConfig, load_config, validate
+from components.config import ConfigError, PipelineConfig, load_config, validate
 
 LABELS = ("stable", "canary")
 FORMATS = ("table", "json", "html")
@@ -41,30 +41,30 @@ class VersionRow:
     """One trained model: its serving version when pushed, its ML Metadata id when known."""
 
     key: str                       # "3" (serving version) or "m17" (ML Metadata model id)
-    version: Optional[int] = None
-    model_id: Optional[int] = None
-    created: Optional[str] = None
-    data_span: Optional[int] = None
-    base: Optional[str] = None
-    input_size: Optional[int] = None
-    phase1_learning_rate: Optional[float] = None
-    phase2_learning_rate: Optional[float] = None
-    phase1_epochs: Optional[int] = None
-    phase2_epochs: Optional[int] = None
-    training_seconds: Optional[float] = None
+    version: int | None = None
+    model_id: int | None = None
+    created: str | None = None
+    data_span: int | None = None
+    base: str | None = None
+    input_size: int | None = None
+    phase1_learning_rate: float | None = None
+    phase2_learning_rate: float | None = None
+    phase1_epochs: int | None = None
+    phase2_epochs: int | None = None
+    training_seconds: float | None = None
     metrics: dict[str, float] = field(default_factory=dict)
     per_class: dict[str, dict[str, Any]] = field(default_factory=dict)
     class_names: list[str] = field(default_factory=list)
     confusion_matrix: list[list[float]] = field(default_factory=list)
-    blessed: Optional[bool] = None
+    blessed: bool | None = None
     forced: bool = False
     pushed: bool = False
     labels: list[str] = field(default_factory=list)
     history: dict[str, list[float]] = field(default_factory=dict)
-    model_uri: Optional[str] = None
-    saved_model_dir: Optional[str] = None
-    evaluation_uri: Optional[str] = None
-    eval_examples_uri: Optional[str] = None
+    model_uri: str | None = None
+    saved_model_dir: str | None = None
+    evaluation_uri: str | None = None
+    eval_examples_uri: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -119,7 +119,7 @@ def _fill_evaluation(row: VersionRow, evaluation_uri: str) -> None:
                                              verdict.class_metrics(evaluation_uri))
 
 
-def _local_time(stamp: Optional[str]) -> Optional[str]:
+def _local_time(stamp: str | None) -> str | None:
     """metadata.json's pushed_at (ISO with offset) in the table's local format."""
     if not stamp:
         return None
@@ -162,7 +162,7 @@ def _mlmd_rows(config: PipelineConfig) -> list[VersionRow]:
                 by_key.setdefault(event.execution_id, {}).setdefault(key, []).append(
                     event.artifact_id)
 
-        def artifact(execution_id: int, key: str):
+        def artifact(execution_id: int, key: str, by_key=by_key):
             ids = by_key.get(execution_id, {}).get(key)
             return store.get_artifacts_by_id(ids[:1])[0] if ids else None
 
@@ -185,7 +185,7 @@ def _mlmd_rows(config: PipelineConfig) -> list[VersionRow]:
     return rows
 
 
-def gather(config: PipelineConfig, model_name: Optional[str] = None) -> list[VersionRow]:
+def gather(config: PipelineConfig, model_name: str | None = None) -> list[VersionRow]:
     """Every trained version: ML Metadata's models joined with the serving directory."""
     from serving import layout
 
@@ -213,7 +213,7 @@ def gather(config: PipelineConfig, model_name: Optional[str] = None) -> list[Ver
     return sorted(rows, key=lambda r: (r.created or "", r.model_id or 0))
 
 
-def select(rows: list[VersionRow], keys: Optional[list[str]]) -> list[VersionRow]:
+def select(rows: list[VersionRow], keys: list[str] | None) -> list[VersionRow]:
     """The rows named by `--versions` (serving versions, or m<id> for ML Metadata models)."""
     if not keys:
         return rows

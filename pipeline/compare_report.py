@@ -7,7 +7,8 @@ import html
 import io
 import os
 import time
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any
 
 from pipeline.compare import HEADLINE_METRICS, VersionRow, head_to_head_lines, table
 
@@ -134,7 +135,7 @@ def _head_to_head_html(h2h: dict[str, Any]) -> str:
             f"{per_class}</table><p class=test>{test}</p>")
 
 
-def render_html(rows: list[VersionRow], h2h: Optional[dict[str, Any]],
+def render_html(rows: list[VersionRow], h2h: dict[str, Any] | None,
                 charts: dict[str, bytes]) -> str:
     esc = html.escape
     header, body = table(rows)
@@ -145,7 +146,8 @@ def render_html(rows: list[VersionRow], h2h: Optional[dict[str, Any]],
         for name, png in charts.items())
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>tlpipe compare</title>
 <style>body{{font:14px system-ui,sans-serif;margin:2em;color:#1f2328}}table{{border-collapse:collapse;margin:1em 0}}
-td,th{{border:1px solid #d0d7de;padding:4px 8px;text-align:right;white-space:nowrap}}.wide{{overflow-x:auto}}th{{background:#f6f8fa}}
+td,th{{border:1px solid #d0d7de;padding:4px 8px;text-align:right;white-space:nowrap}}
+.wide{{overflow-x:auto}}th{{background:#f6f8fa}}
 td:first-child{{font-weight:600}}img{{max-width:100%;display:block;margin:0.5em 0}}.test{{font-weight:600}}</style>
 </head><body><h1>Model versions compared</h1>
 <p>{len(rows)} version(s), generated {esc(time.strftime('%Y-%m-%d %H:%M:%S'))}. m&lt;id&gt;: trained,
@@ -154,7 +156,7 @@ not pushed (ML Metadata model id). Metrics from TFMA on each version's eval spli
 {_head_to_head_html(h2h) if h2h else ''}{images}</body></html>"""
 
 
-def write_report(rows: list[VersionRow], h2h: Optional[dict[str, Any]], out_dir: str) -> str:
+def write_report(rows: list[VersionRow], h2h: dict[str, Any] | None, out_dir: str) -> str:
     """Writes the PNG charts and the HTML page into out_dir; returns the page's path."""
     os.makedirs(out_dir, exist_ok=True)
     charts = {name: draw(rows) for name, (_, draw) in CHARTS.items()}

@@ -11,10 +11,10 @@ import os
 import re
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, Optional
 
-from pipeline.config import PipelineConfig
+from components.config import PipelineConfig
 
 _RUNNING = re.compile(r"Component (\S+) is running\.")
 _FINISHED = re.compile(r"Component (\S+) is finished\.")
@@ -30,7 +30,7 @@ class ProgressHandler(logging.Handler):
     def __init__(self, emit_line: Callable[[str], None]):
         super().__init__(level=logging.INFO)
         self._emit_line = emit_line
-        self.node: Optional[str] = None
+        self.node: str | None = None
         self.cached = False
         self.started = 0.0
         self.results: list[tuple[str, str, float]] = []
@@ -56,11 +56,11 @@ class ProgressHandler(logging.Handler):
             self.node = None
 
 
-def run_pipeline(config: PipelineConfig, data_root: str, to_node: Optional[str] = None,
+def run_pipeline(config: PipelineConfig, data_root: str, to_node: str | None = None,
                  out=sys.stdout, retune: bool = False) -> list[str]:
     """Runs the DAG (up to `to_node`); returns the ids of the components it ran (not
-    resolvers). Raises on the first failing node after reporting which one failed. `out` receives the header line; progress
-    lines go to the process's real stdout."""
+    resolvers). Raises on the first failing node after reporting which one failed. `out`
+    receives the header line; progress lines go to the process's real stdout."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from absl import logging as absl_logging
     from tfx import v1 as tfx
@@ -76,7 +76,8 @@ def run_pipeline(config: PipelineConfig, data_root: str, to_node: Optional[str] 
     # Libraries print to fd 1/2 directly (KerasTuner summaries, pip installing the module
     # wheel, TF's C++ logs): send both descriptors to the log file for the run, and keep a
     # duplicate of the real stdout for the progress lines.
-    sys.stdout.flush(); sys.stderr.flush()
+    sys.stdout.flush()
+    sys.stderr.flush()
     saved_fds = os.dup(1), os.dup(2)
     console = os.fdopen(os.dup(saved_fds[0]), "w", buffering=1)
     progress = ProgressHandler(lambda line: print(line, file=console, flush=True))
@@ -97,7 +98,9 @@ def run_pipeline(config: PipelineConfig, data_root: str, to_node: Optional[str] 
           f"full log: {log_path}", file=out, flush=True)
     print(f"tlpipe: hyperparameters: {tuning.reason}", file=out, flush=True)
     log_fd = os.open(log_path, os.O_WRONLY | os.O_APPEND)
-    os.dup2(log_fd, 1); os.dup2(log_fd, 2); os.close(log_fd)
+    os.dup2(log_fd, 1)
+    os.dup2(log_fd, 2)
+    os.close(log_fd)
     try:
         pipeline = create_pipeline(config, data_root, to_node, tuning.hyperparameters_uri)
         tfx.orchestration.LocalDagRunner().run(pipeline)
@@ -107,8 +110,10 @@ def run_pipeline(config: PipelineConfig, data_root: str, to_node: Optional[str] 
                   f"  (see {log_path})", file=console, flush=True)
         raise
     finally:
-        sys.stdout.flush(); sys.stderr.flush()
-        os.dup2(saved_fds[0], 1); os.dup2(saved_fds[1], 2)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.dup2(saved_fds[0], 1)
+        os.dup2(saved_fds[1], 2)
         for fd in saved_fds:
             os.close(fd)
         console.close()

@@ -12,9 +12,9 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
-from pipeline.config import PipelineConfig
+from components.config import PipelineConfig
 from pipeline.summary import RunSummary
 
 FAILED = "failed"
@@ -23,7 +23,7 @@ ALERTS_LOG = "alerts.log"
 WEBHOOK_TIMEOUT_S = 10
 
 
-def served_version(config: PipelineConfig) -> Optional[int]:
+def served_version(config: PipelineConfig) -> int | None:
     """The version TF Serving serves now (the highest), so an alert says what stays live."""
     from serving.layout import versions
 
@@ -32,7 +32,7 @@ def served_version(config: PipelineConfig) -> Optional[int]:
 
 
 def payload(config: PipelineConfig, event: str, message: str,
-            summary: Optional[RunSummary] = None) -> dict[str, Any]:
+            summary: RunSummary | None = None) -> dict[str, Any]:
     return {
         "event": event,
         "message": message,
@@ -51,7 +51,7 @@ def payload(config: PipelineConfig, event: str, message: str,
 
 
 def notify(config: PipelineConfig, event: str, message: str,
-           summary: Optional[RunSummary] = None) -> dict[str, Any]:
+           summary: RunSummary | None = None) -> dict[str, Any]:
     """Logs the alert line and posts the JSON summary when a webhook is configured."""
     body = payload(config, event, message, summary)
     served = body["served_version"]
@@ -77,7 +77,7 @@ def notify(config: PipelineConfig, event: str, message: str,
     return body
 
 
-def notify_outcome(config: PipelineConfig, summary: Optional[RunSummary]) -> None:
+def notify_outcome(config: PipelineConfig, summary: RunSummary | None) -> None:
     """After a run that completed: alert when its model was not blessed."""
     if summary is None or summary.blessed is not False:
         return

@@ -12,9 +12,10 @@ import json
 import os
 import sys
 import tempfile
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
-from pipeline.config import ConfigError, PipelineConfig, load_config, validate
+from components.config import ConfigError, PipelineConfig, load_config, validate
 
 DEFAULT_IMAGE = "tlpipe:latest"  # an image with this project installed (README: Kubeflow)
 
@@ -23,17 +24,21 @@ DEFAULT_IMAGE = "tlpipe:latest"  # an image with this project installed (README:
 def _output_to_log() -> Iterator[None]:
     """Building the user-module wheels prints setuptools' chatter on fds 1 and 2: shown only
     when compiling fails."""
-    sys.stdout.flush(); sys.stderr.flush()
+    sys.stdout.flush()
+    sys.stderr.flush()
     saved = os.dup(1), os.dup(2)
     with tempfile.TemporaryFile() as log:
-        os.dup2(log.fileno(), 1); os.dup2(log.fileno(), 2)
+        os.dup2(log.fileno(), 1)
+        os.dup2(log.fileno(), 2)
         ok = False
         try:
             yield
             ok = True
         finally:
-            sys.stdout.flush(); sys.stderr.flush()
-            os.dup2(saved[0], 1); os.dup2(saved[1], 2)
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
             for fd in saved:
                 os.close(fd)
             if not ok:

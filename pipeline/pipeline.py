@@ -10,16 +10,15 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import Optional
 
 from tfx import v1 as tfx
 
 from components import features
+from components.config import PipelineConfig
 from components.evaluator.eval_config import make_eval_config
 from components.ingest.component import make_ingest
 from components.pusher.component import ServingPusher
 from components.schema.component import make_label_domain
-from pipeline.config import PipelineConfig
 from pipeline.nodes import HYPERPARAMETERS_NODE, NODE_ORDER, RESOLVER_NODE
 
 COMPONENTS_DIR = Path(__file__).resolve().parent.parent / "components"
@@ -59,8 +58,8 @@ def model_custom_config(config: PipelineConfig) -> dict:
             "feature_cache_dir": str(Path(config.work_dir).resolve() / "cache" / "features")}
 
 
-def create_pipeline(config: PipelineConfig, data_root: str, to_node: Optional[str] = None,
-                    reuse_hyperparameters: Optional[str] = None) -> tfx.dsl.Pipeline:
+def create_pipeline(config: PipelineConfig, data_root: str, to_node: str | None = None,
+                    reuse_hyperparameters: str | None = None) -> tfx.dsl.Pipeline:
     """The DAG; with `reuse_hyperparameters` (a HyperParameters artifact URI, see
     pipeline/retune.py) an Importer stands in for the tuner."""
     tune = reuse_hyperparameters is None

@@ -10,13 +10,12 @@ import getpass
 import glob
 import json
 import os
-from typing import Optional
 
 from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
 from components import features
-from pipeline.config import PipelineConfig
+from components.config import PipelineConfig
 from pipeline.summary import open_store
 
 
@@ -30,8 +29,8 @@ def _existing_store(config: PipelineConfig) -> metadata_store.MetadataStore:
     return open_store(config)
 
 
-def _latest(store, type_name: str, artifact_id: Optional[int] = None,
-            node_context: Optional[str] = None):
+def _latest(store, type_name: str, artifact_id: int | None = None,
+            node_context: str | None = None):
     """The newest live artifact of a type (of one node's, when given; Transform's examples
     share the Examples type with ingest's)."""
     if node_context:
@@ -51,8 +50,8 @@ def _latest(store, type_name: str, artifact_id: Optional[int] = None,
     return max(artifacts, key=lambda a: a.id)
 
 
-def promote(config: PipelineConfig, reason: str, model_id: Optional[int] = None,
-            promoted_by: Optional[str] = None) -> dict:
+def promote(config: PipelineConfig, reason: str, model_id: int | None = None,
+            promoted_by: str | None = None) -> dict:
     from components.pusher.component import SERVING_SUBDIR
     from components.pusher.warmup import warmup_records
     from serving import layout

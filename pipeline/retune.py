@@ -10,9 +10,9 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any
 
-from pipeline.config import PipelineConfig
+from components.config import PipelineConfig
 
 TUNER_NODE = "tuner"
 TUNER_OUTPUT = "best_hyperparameters"
@@ -25,7 +25,7 @@ _DONE = ("COMPLETE", "CACHED")
 class TuningDecision:
     tune: bool
     reason: str
-    hyperparameters_uri: Optional[str] = None  # what to reuse when not tuning
+    hyperparameters_uri: str | None = None  # what to reuse when not tuning
 
 
 def decide(config: PipelineConfig, tuner_custom_config: dict[str, Any], force: bool = False
@@ -52,7 +52,7 @@ def _compared(custom_config: dict[str, Any]) -> dict[str, Any]:
 
 
 def _latest_matching_tuning(config: PipelineConfig, wanted: dict[str, Any]
-                            ) -> Optional[tuple[int, str]]:
+                            ) -> tuple[int, str] | None:
     """(runs since the latest tuner execution with these settings, its hyperparameters URI)."""
     if not os.path.exists(config.metadata_path):
         return None

@@ -16,10 +16,11 @@ import os
 import re
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Iterator, Optional
+from typing import Any
 
-from pipeline.config import ConfigError, PipelineConfig, load_config
+from components.config import ConfigError, PipelineConfig, load_config
 from pipeline.summary import RunSummary
 
 # The line `tlpipe run --if-new-data` prints when it skips; the scheduler recognises it.
@@ -33,9 +34,9 @@ class RunRecord:
     start: float  # seconds since the epoch
     duration: float
     status: str  # complete, partial (a --to run), failed, incomplete (running or interrupted)
-    span: Optional[int] = None
-    hyperparameters_source: Optional[str] = None  # tuned (by this run) or reused
-    summary: Optional[RunSummary] = None
+    span: int | None = None
+    hyperparameters_source: str | None = None  # tuned (by this run) or reused
+    summary: RunSummary | None = None
 
     def to_dict(self) -> dict[str, Any]:
         s = self.summary or RunSummary(self.run_id)
@@ -55,8 +56,15 @@ def _records(config: PipelineConfig, with_summary: bool) -> Iterator[RunRecord]:
     from ml_metadata.proto import metadata_store_pb2
 
     from pipeline.nodes import RESOLVER_NODES
-    from pipeline.summary import (custom_property, execution_artifacts, execution_state,
-                                  node_executions, open_store, run_contexts, summarize_run)
+    from pipeline.summary import (
+        custom_property,
+        execution_artifacts,
+        execution_state,
+        node_executions,
+        open_store,
+        run_contexts,
+        summarize_run,
+    )
 
     store = open_store(config)
     hp_type = next((t.id for t in store.get_artifact_types() if t.name == "HyperParameters"),
@@ -96,7 +104,7 @@ def _records(config: PipelineConfig, with_summary: bool) -> Iterator[RunRecord]:
         yield record
 
 
-def run_history(config: PipelineConfig, last: Optional[int] = None) -> list[RunRecord]:
+def run_history(config: PipelineConfig, last: int | None = None) -> list[RunRecord]:
     """The last `last` runs (all when None), oldest first, with their summaries."""
     records = []
     for record in _records(config, with_summary=True):
@@ -106,12 +114,12 @@ def run_history(config: PipelineConfig, last: Optional[int] = None) -> list[RunR
     return records[::-1]
 
 
-def last_complete_run(config: PipelineConfig) -> Optional[RunRecord]:
+def last_complete_run(config: PipelineConfig) -> RunRecord | None:
     return next((r for r in _records(config, with_summary=False) if r.status == "complete"),
                 None)
 
 
-def latest_span_on_disk(root: str, source: str) -> Optional[int]:
+def latest_span_on_disk(root: str, source: str) -> int | None:
     """The highest span under `root` for a `data.pattern` / `data.manifest` holding `{SPAN}`
     (None without one). Globs only the span level, so it stays quick on large trees."""
     from components.ingest.listing import SPAN_SPEC, join

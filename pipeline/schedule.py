@@ -27,10 +27,10 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, Optional
 
-from pipeline.config import ConfigError, PipelineConfig, load_config, validate
+from components.config import ConfigError, PipelineConfig, load_config, validate
 from pipeline.nodes import NODE_ORDER
 
 LOCK_FILE = "schedule.lock"
@@ -115,7 +115,7 @@ class Cron:
         raise ScheduleError(f"cron expression {self.expression!r} never matches")
 
 
-def next_tick(every: Optional[str], cron: Optional[str]) -> Callable[[float, float], float]:
+def next_tick(every: str | None, cron: str | None) -> Callable[[float, float], float]:
     """A function (previous tick's planned time, now) -> the next tick's time (epoch seconds).
 
     An interval keeps its grid from the first tick: a run that overruns skips the slots it
@@ -147,8 +147,8 @@ class Lock:
 
     def __init__(self, work_dir: str):
         self.path = Path(work_dir).resolve() / LOCK_FILE
-        self._fd: Optional[int] = None
-        self.took_over: Optional[dict] = None
+        self._fd: int | None = None
+        self.took_over: dict | None = None
 
     @staticmethod
     def _read(fd: int) -> dict:
@@ -164,7 +164,7 @@ class Lock:
         return (f"pid {holder.get('pid', '?')} on host {holder.get('host', '?')}, "
                 f"started {holder.get('started', '?')}")
 
-    def acquire(self) -> "Lock":
+    def acquire(self) -> Lock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         while True:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -206,7 +206,7 @@ class Lock:
         os.close(self._fd)
         self._fd = None
 
-    def __enter__(self) -> "Lock":
+    def __enter__(self) -> Lock:
         return self.acquire()
 
     def __exit__(self, *exc) -> None:
@@ -218,14 +218,14 @@ class Scheduler:
 
     def __init__(self, work_dir: str, command: list[str],
                  next_time: Callable[[float, float], float], first_now: bool = True,
-                 max_runs: Optional[int] = None,
-                 on_killed: Optional[Callable[[str], None]] = None):
+                 max_runs: int | None = None,
+                 on_killed: Callable[[str], None] | None = None):
         self.work_dir = str(Path(work_dir).resolve())
         self.command, self.next_time = command, next_time
         self.first_now, self.max_runs, self.on_killed = first_now, max_runs, on_killed
-        self.stop_signal: Optional[str] = None
-        self._child: Optional[subprocess.Popen] = None
-        self._node: Optional[str] = None  # the child's running node
+        self.stop_signal: str | None = None
+        self._child: subprocess.Popen | None = None
+        self._node: str | None = None  # the child's running node
         self._push_next = False
 
     @staticmethod

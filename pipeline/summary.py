@@ -4,14 +4,13 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any
 
 from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
-from pipeline.config import PipelineConfig
-from components.features import TRAINING_CURVES_FILE, TRAINING_SUMMARY_FILE, TRIALS_JSON, \
-    TRIALS_PNG
+from components.config import PipelineConfig
+from components.features import TRAINING_CURVES_FILE, TRAINING_SUMMARY_FILE, TRIALS_JSON, TRIALS_PNG
 from pipeline.nodes import HYPERPARAMETERS_NODE
 
 _EXECUTION_STATES = {v: k for k, v in metadata_store_pb2.Execution.State.items()}
@@ -31,19 +30,19 @@ class NodeResult:
 class RunSummary:
     run_id: str
     nodes: list[NodeResult] = field(default_factory=list)
-    accuracy: Optional[float] = None
-    baseline_accuracy: Optional[float] = None
-    blessed: Optional[bool] = None
-    pushed: Optional[bool] = None
-    newly_pushed: Optional[bool] = None
-    pushed_path: Optional[str] = None
-    pushed_version: Optional[int] = None
+    accuracy: float | None = None
+    baseline_accuracy: float | None = None
+    blessed: bool | None = None
+    pushed: bool | None = None
+    newly_pushed: bool | None = None
+    pushed_path: str | None = None
+    pushed_version: int | None = None
     hyperparameters: dict[str, Any] = field(default_factory=dict)
-    verdict: Optional[dict[str, Any]] = None
+    verdict: dict[str, Any] | None = None
     ingest_lines: list[str] = field(default_factory=list)
-    verdict_html: Optional[str] = None
+    verdict_html: str | None = None
     # "tuned" (this run's tuner, or its cached result) or "reused" (imported earlier values).
-    hyperparameters_source: Optional[str] = None
+    hyperparameters_source: str | None = None
     trial_lines: list[str] = field(default_factory=list)
     training_lines: list[str] = field(default_factory=list)
     transform_lines: list[str] = field(default_factory=list)
@@ -87,7 +86,7 @@ def open_store(config: PipelineConfig) -> metadata_store.MetadataStore:
     return metadata_store.MetadataStore(conn)
 
 
-def latest_run_summary(config: PipelineConfig) -> Optional[RunSummary]:
+def latest_run_summary(config: PipelineConfig) -> RunSummary | None:
     """The summary printed after a run: the latest run, with the transform's means."""
     if not os.path.exists(config.metadata_path):
         return None

@@ -4,7 +4,8 @@ Like TF Serving's BasicBatchScheduler: a request joins the open batch; a batch t
 when it holds `max_batch_size` rows or `batch_timeout_micros` passed since its first request
 (timeout 0: run whatever is queued as soon as a thread is free, which batches by itself under
 load; and a request that finds the queue empty and a slot free runs at once in its own thread,
-so batching costs no thread hand-off at low load). Rows are concatenated on dimension 0 and the outputs split back. If a merged batch fails
+so batching costs no thread hand-off at low load). Rows are concatenated on dimension 0 and the
+outputs split back. If a merged batch fails
 (one undecodable image), each request is retried alone so only the bad one fails.
 """
 from __future__ import annotations
@@ -12,8 +13,8 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import Future
-from typing import Callable
 
 import numpy as np
 

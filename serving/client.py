@@ -11,8 +11,8 @@ import base64
 import json
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Optional, Sequence
 
 import numpy as np
 
@@ -33,7 +33,7 @@ class Prediction:
     class_name: str
     probability: float
     top: list[tuple[str, float]]  # (name, probability), best first, top_k long
-    version: Optional[int]  # the version that answered (gRPC echoes it; REST does not)
+    version: int | None  # the version that answered (gRPC echoes it; REST does not)
 
 
 def _top(probabilities: np.ndarray, names: dict[int, str], k: int) -> list[tuple[str, float]]:
@@ -42,7 +42,7 @@ def _top(probabilities: np.ndarray, names: dict[int, str], k: int) -> list[tuple
 
 
 def _predictions(probabilities: np.ndarray, class_ids, class_names, top_k: int,
-                 version: Optional[int], all_names: Optional[list[str]] = None
+                 version: int | None, all_names: list[str] | None = None
                  ) -> list[Prediction]:
     """`all_names`: the model's `classes` output (every name in id order), when it has one."""
     names = {int(i): n for i, n in zip(class_ids, class_names)}
@@ -54,7 +54,7 @@ def _predictions(probabilities: np.ndarray, class_ids, class_names, top_k: int,
 
 
 def predict_request(images: Sequence[bytes], model: str = "flowers",
-                    version: Optional[int] = None, label: Optional[str] = None,
+                    version: int | None = None, label: str | None = None,
                     signature: str = DEFAULT_SIGNATURE):
     """A PredictRequest carrying raw image bytes, for any TF Serving server."""
     from tensorflow_serving.apis import predict_pb2
@@ -78,7 +78,7 @@ class ServingClient:
     """`ServingClient("localhost:8500").predict([jpeg_bytes])`; `rest=True` for port 8501."""
 
     def __init__(self, server: str, *, rest: bool = False, timeout: float = 30.0,
-                 root_certificates: Optional[bytes] = None):
+                 root_certificates: bytes | None = None):
         self.server = server
         self.rest = rest
         self.timeout = timeout
@@ -106,14 +106,14 @@ class ServingClient:
         if self._channel is not None:
             self._channel.close()
 
-    def __enter__(self) -> "ServingClient":
+    def __enter__(self) -> ServingClient:
         return self
 
     def __exit__(self, *exc) -> None:
         self.close()
 
     def predict(self, images: Sequence[bytes], model: str = "flowers",
-                version: Optional[int] = None, label: Optional[str] = None,
+                version: int | None = None, label: str | None = None,
                 top_k: int = 1) -> list[Prediction]:
         if version is not None and label is not None:
             raise ValueError("give a version or a label, not both")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any
 
 from google.protobuf import text_format
 
@@ -114,7 +114,7 @@ _BATCHING_IGNORED = {"allowed_batch_sizes", "pad_variable_length_inputs", "threa
                      "enable_large_batch_splitting", "max_execution_batch_size"}
 
 
-def read_batching_parameters(path: Optional[str]) -> BatchingOptions:
+def read_batching_parameters(path: str | None) -> BatchingOptions:
     if not path:
         return BatchingOptions()
     fields = _parse_file(path)
@@ -142,7 +142,7 @@ class MonitoringOptions:
     path: str = "/monitoring/prometheus/metrics"
 
 
-def read_monitoring_config(path: Optional[str]) -> MonitoringOptions:
+def read_monitoring_config(path: str | None) -> MonitoringOptions:
     if not path:
         return MonitoringOptions()
     prometheus = _parse_file(path).get("prometheus_config", {})

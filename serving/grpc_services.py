@@ -7,11 +7,15 @@ Thin: resolve the ModelSpec through the manager, hand the request to `inference`
 from __future__ import annotations
 
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import grpc
-from tensorflow_serving.apis import (get_model_status_pb2, model_management_pb2,
-                                     model_service_pb2_grpc, prediction_service_pb2_grpc)
+from tensorflow_serving.apis import (
+    get_model_status_pb2,
+    model_management_pb2,
+    model_service_pb2_grpc,
+    prediction_service_pb2_grpc,
+)
 
 from serving import config as server_config
 from serving import inference

@@ -12,13 +12,11 @@ from dataclasses import dataclass
 import numpy as np
 from tensorflow.core.example import example_pb2
 from tensorflow.core.framework import types_pb2
-from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2, inference_pb2,
-                                     predict_pb2)
+from tensorflow_serving.apis import classification_pb2, get_model_metadata_pb2, inference_pb2, predict_pb2
 
 from serving import tensors
 from serving.loader import LoadedModel, Signature
-from serving.status import (ServingError, failed_precondition, from_exception, invalid_argument,
-                            unimplemented)
+from serving.status import ServingError, failed_precondition, from_exception, invalid_argument, unimplemented
 
 CLASSIFY_METHOD = "tensorflow/serving/classify"
 PREDICT_METHOD = "tensorflow/serving/predict"

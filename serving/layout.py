@@ -12,7 +12,7 @@ import os
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any
 
 import tensorflow as tf
 from tfx.v1.dsl.io import fileio
@@ -56,7 +56,7 @@ def read_metadata(version_path: str) -> dict[str, Any]:
         return json.loads(fh.read())
 
 
-def find_pushed(model_dir: str, source_model_uri: str) -> Optional[Version]:
+def find_pushed(model_dir: str, source_model_uri: str) -> Version | None:
     """The version already holding this trained model, so a re-run never pushes a duplicate."""
     for version in versions(model_dir):
         if version.metadata.get("source_model_uri") == source_model_uri:
@@ -74,7 +74,7 @@ def _copy_tree(src: str, dst: str) -> None:
 
 
 def push(saved_model_dir: str, model_dir: str, metadata: dict[str, Any],
-         extra_files: Optional[dict[str, bytes]] = None) -> Version:
+         extra_files: dict[str, bytes] | None = None) -> Version:
     """Copies a SavedModel in as the next integer version, atomically (temp dir, then rename).
 
     `extra_files` (relative path -> bytes, e.g. warmup requests) are written before the rename,

@@ -10,8 +10,8 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Optional
 
 import numpy as np
 
@@ -30,7 +30,7 @@ SERVE_TAG = "serve"
 @dataclass(frozen=True)
 class TensorSpec:
     dtype: int  # tensorflow.DataType enum value, as in TensorProto.dtype
-    shape: Optional[tuple[int, ...]]  # None: unknown rank; -1: unknown dimension
+    shape: tuple[int, ...] | None  # None: unknown rank; -1: unknown dimension
 
 
 @dataclass
@@ -46,8 +46,8 @@ class LoadedModel:
     """A servable: signatures ready to run, plus what GetModelMetadata reports."""
 
     def __init__(self, name: str, version: int, path: str, signature_defs, signatures,
-                 class_names: Optional[list[str]], saved_model=None,
-                 schedulers: Optional[list[BatchScheduler]] = None):
+                 class_names: list[str] | None, saved_model=None,
+                 schedulers: list[BatchScheduler] | None = None):
         self.name = name
         self.version = version
         self.path = path
@@ -121,7 +121,7 @@ def _make_call(function, output_keys: list[str]):
     return call
 
 
-def _class_names(path: str, function, num_classes: Optional[int]) -> Optional[list[str]]:
+def _class_names(path: str, function, num_classes: int | None) -> list[str] | None:
     """Class id -> name, for Classify's labels: the pusher's `label_vocabulary` in metadata.json,
     else the constant [C] string tensor the signature gathers `class_name` from.
 
@@ -142,7 +142,7 @@ def _class_names(path: str, function, num_classes: Optional[int]) -> Optional[li
 
 
 def load(name: str, version: int, path: str,
-         batching: Optional[BatchingOptions] = None, warmup: bool = True) -> LoadedModel:
+         batching: BatchingOptions | None = None, warmup: bool = True) -> LoadedModel:
     import tensorflow as tf
 
     started = time.monotonic()
@@ -182,8 +182,8 @@ def load(name: str, version: int, path: str,
 
 def warmup_records(path: str) -> list:
     """The PredictionLog records of a version's warmup file ([] when it has none)."""
-    from tensorflow_serving.apis import prediction_log_pb2
     import tensorflow as tf
+    from tensorflow_serving.apis import prediction_log_pb2
 
     warmup_path = os.path.join(path, WARMUP_FILE)
     if not os.path.exists(warmup_path):

@@ -13,8 +13,8 @@ import contextlib
 import logging
 import threading
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Callable, Iterator, Optional
 
 import grpc
 
@@ -54,7 +54,7 @@ class ModelManager:
         self._reconcile_lock = threading.Lock()
         self._status_lock = threading.Lock()
         self._stop = threading.Event()
-        self._poller: Optional[threading.Thread] = None
+        self._poller: threading.Thread | None = None
 
     # ---- the lifecycle -------------------------------------------------------------------
     def reconcile(self) -> None:
@@ -123,7 +123,7 @@ class ModelManager:
         self._set_status(name, VersionStatus(version, END))
         log.info("model %s version %d unloaded", name, version)
 
-    def _publish(self, name: str, versions: Optional[dict[int, LoadedModel]]) -> None:
+    def _publish(self, name: str, versions: dict[int, LoadedModel] | None) -> None:
         serving = dict(self._serving)
         if versions is None:
             serving.pop(name, None)
@@ -177,8 +177,8 @@ class ModelManager:
                     self._unload(name, version)
 
     # ---- serving requests ----------------------------------------------------------------
-    def resolve_version(self, name: str, version: Optional[int] = None,
-                        label: Optional[str] = None) -> LoadedModel:
+    def resolve_version(self, name: str, version: int | None = None,
+                        label: str | None = None) -> LoadedModel:
         versions = self._serving.get(name)
         if name not in self._models and not versions:
             raise not_found(f"Servable not found for request: Latest({name})")
@@ -209,8 +209,8 @@ class ModelManager:
         finally:
             model.release()
 
-    def version_status(self, name: str, version: Optional[int] = None,
-                       label: Optional[str] = None) -> list[VersionStatus]:
+    def version_status(self, name: str, version: int | None = None,
+                       label: str | None = None) -> list[VersionStatus]:
         with self._status_lock:
             statuses = dict(self._status.get(name, {}))
         if name not in self._models and not statuses:
@@ -236,7 +236,7 @@ def _still_on_disk(model: ModelConfig, version: int) -> bool:
     return listed is None or version in listed
 
 
-def spec_choice(model_spec) -> tuple[str, Optional[int], Optional[str]]:
+def spec_choice(model_spec) -> tuple[str, int | None, str | None]:
     """(name, version, label) of a tensorflow.serving.ModelSpec; INVALID_ARGUMENT without a name."""
     if not model_spec.name:
         raise invalid_argument("Missing ModelSpec name")

@@ -14,7 +14,6 @@ import ssl
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Optional
 
 from google.protobuf import json_format
 from tensorflow_serving.apis import classification_pb2, get_model_metadata_pb2
@@ -36,7 +35,7 @@ _ROUTE = re.compile(r"^/v1/models/(?P<name>[^/:]+)"
 class _Spec:
     """The ModelSpec fields a route names, in the shape the manager reads."""
 
-    def __init__(self, name: str, version: Optional[str], label: Optional[str]):
+    def __init__(self, name: str, version: str | None, label: str | None):
         from tensorflow_serving.apis import model_pb2
 
         self.proto = model_pb2.ModelSpec(name=name)
@@ -49,7 +48,7 @@ class _Spec:
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     timeout = 120  # idle keep-alive connections are closed after this many seconds
-    server: "_HttpServer"
+    server: _HttpServer
 
     def log_message(self, format, *args):  # access logs off, as TF Serving's REST
         return
@@ -192,7 +191,7 @@ class _HttpServer(ThreadingHTTPServer):
     block_on_close = True
     allow_reuse_address = True
 
-    def __init__(self, address, owner: "RestServer"):
+    def __init__(self, address, owner: RestServer):
         self.owner = owner
         self.connections: set = set()
         self._connections_lock = threading.Lock()
@@ -223,7 +222,7 @@ class _HttpServer(ThreadingHTTPServer):
 class RestServer:
     def __init__(self, host: str, port: int, manager: ModelManager, metrics: Metrics,
                  limits: InputLimits, monitoring: MonitoringOptions,
-                 tls: Optional[TlsOptions] = None):
+                 tls: TlsOptions | None = None):
         self.manager = manager
         self.metrics = metrics
         self.limits = limits
@@ -232,7 +231,7 @@ class RestServer:
         if tls is not None:
             self._http.socket = _tls_context(tls).wrap_socket(self._http.socket,
                                                               server_side=True)
-        self._thread: Optional[threading.Thread] = None
+        self._thread: threading.Thread | None = None
 
     @property
     def port(self) -> int:

@@ -11,7 +11,6 @@ import os
 import threading
 from concurrent import futures
 from dataclasses import dataclass, field
-from typing import Optional
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -52,13 +51,13 @@ class ServerOptions:
     models: list[ModelConfig]
     host: str = "127.0.0.1"
     grpc_port: int = 8500  # 0: any free port
-    rest_port: Optional[int] = 8501  # None: no REST; 0: any free port
+    rest_port: int | None = 8501  # None: no REST; 0: any free port
     file_system_poll_wait_seconds: float = 1.0
-    model_config_file: Optional[str] = None
+    model_config_file: str | None = None
     model_config_file_poll_wait_seconds: float = 0.0
-    batching: Optional[BatchingOptions] = None
+    batching: BatchingOptions | None = None
     monitoring: MonitoringOptions = field(default_factory=MonitoringOptions)
-    tls: Optional[TlsOptions] = None
+    tls: TlsOptions | None = None
     limits: InputLimits = DEFAULT_LIMITS
     grpc_max_workers: int = 32
 
@@ -72,18 +71,18 @@ class ModelServer:
         self.options = options
         self.metrics = Metrics()
         self.manager = ModelManager(options.models, self._load)
-        self._grpc: Optional[grpc.Server] = None
-        self._rest: Optional[RestServer] = None
+        self._grpc: grpc.Server | None = None
+        self._rest: RestServer | None = None
         self._health = health.HealthServicer()
-        self._config_poller: Optional[threading.Thread] = None
+        self._config_poller: threading.Thread | None = None
         self._stopping = threading.Event()
         self.grpc_port = 0
-        self.rest_port: Optional[int] = None
+        self.rest_port: int | None = None
 
     def _load(self, name: str, version: int, path: str):
         return loader.load(name, version, path, batching=self.options.batching)
 
-    def start(self) -> "ModelServer":
+    def start(self) -> ModelServer:
         options = self.options
         self.manager.reconcile()
         server = grpc.server(
@@ -163,7 +162,7 @@ class ModelServer:
             self._grpc.stop(grace).wait(grace + 5)
         self.manager.stop()
 
-    def __enter__(self) -> "ModelServer":
+    def __enter__(self) -> ModelServer:
         return self.start()
 
     def __exit__(self, *exc) -> None:

@@ -8,7 +8,6 @@ the layout's labels file, so a label moved on disk takes effect at the next poll
 from __future__ import annotations
 
 import logging
-from typing import Optional
 
 from serving import layout
 from serving.config import ModelConfig
@@ -16,7 +15,7 @@ from serving.config import ModelConfig
 log = logging.getLogger(__name__)
 
 
-def aspired_versions(model: ModelConfig) -> Optional[dict[int, str]]:
+def aspired_versions(model: ModelConfig) -> dict[int, str] | None:
     """Version number -> directory, for the versions the policy wants served; None when the
     directory could not be listed this time (a version retired mid-listing, a bad
     metadata.json), so the caller changes nothing rather than unloading what it serves."""

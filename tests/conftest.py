@@ -105,7 +105,7 @@ SIZE = 64
 def model_settings(keras_home, monkeypatch, **trainer) -> dict:
     """Settings dict (as the Trainer and Tuner get it) for TEST_BASE at SIZE px, with real
     ImageNet weights when the shared Keras cache is there."""
-    from pipeline.config import PipelineConfig
+    from components.config import PipelineConfig
 
     if keras_home is not None:
         monkeypatch.setenv("KERAS_HOME", str(keras_home))

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import E2E_SETTINGS, tlpipe, tlpipe_env
+
 from pipeline import compare
 from pipeline.cli import main as tlpipe_main
 from serving import config as server_config
@@ -46,7 +46,7 @@ def versions(pipeline_runs, tiny_images, keras_home, tmp_path_factory) -> TwoVer
 
 
 def _rows(work: Path) -> dict[str, compare.VersionRow]:
-    from pipeline.config import load_config
+    from components.config import load_config
 
     return {row.key: row for row in compare.gather(load_config(work_dir=str(work)))}
 

@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.config import ConfigError, PipelineConfig, load_config, validate
+from components.config import ConfigError, PipelineConfig, load_config, validate
 
 
 def test_defaults_round_trip_through_json():

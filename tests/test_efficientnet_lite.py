@@ -17,9 +17,11 @@ import numpy as np
 import pytest
 
 from components.trainer import efficientnet_lite as lite
-from components.trainer.efficientnet_lite import (EfficientNetLiteError,
-                                                  build_efficientnet_lite0,
-                                                  read_legacy_state_dict)
+from components.trainer.efficientnet_lite import (
+    EfficientNetLiteError,
+    build_efficientnet_lite0,
+    read_legacy_state_dict,
+)
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 DAISY_DIR = SHARED / "datasets" / "tf_flowers" / "daisy"

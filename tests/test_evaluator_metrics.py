@@ -74,9 +74,9 @@ def test_tfma_computes_every_listed_metric_and_the_verdict_shows_them(tmp_path):
     import pandas as pd
     import tensorflow_model_analysis as tfma
 
+    from components.config import PipelineConfig
     from components.evaluator import verdict as verdict_lib
     from components.evaluator.eval_config import make_eval_config
-    from pipeline.config import PipelineConfig
 
     labels, probabilities = _data()
     eval_config = make_eval_config(PipelineConfig())

@@ -20,10 +20,10 @@ import tensorflow as tf
 from PIL import Image
 
 from components import features
+from components.config import PipelineConfig
 from components.ingest.executor import IngestError
 from components.ingest.local import run_ingest
 from components.ingest.report import quarantine_summary
-from pipeline.config import PipelineConfig
 
 RNG = np.random.default_rng(7)
 

@@ -5,11 +5,19 @@ from pathlib import Path
 
 import pytest
 
-from components.ingest.listing import (Candidate, DatasetError, Rejected, check_image_tree,
-                                       check_input, classify_entry, normalize_extensions,
-                                       parse_manifest_row, split_folder_pattern)
+from components.config import IMAGE_EXTENSIONS
+from components.ingest.listing import (
+    Candidate,
+    DatasetError,
+    Rejected,
+    check_image_tree,
+    check_input,
+    classify_entry,
+    normalize_extensions,
+    parse_manifest_row,
+    split_folder_pattern,
+)
 from components.ingest.splits import SplitRatios, assign_splits, unit_hash
-from pipeline.config import IMAGE_EXTENSIONS
 
 EXTS = normalize_extensions(IMAGE_EXTENSIONS)
 

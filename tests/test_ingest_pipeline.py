@@ -17,8 +17,8 @@ from ml_metadata.proto import metadata_store_pb2
 from PIL import Image
 from tfx import v1 as tfx
 
+from components.config import PipelineConfig
 from components.ingest.report import quarantine_summary
-from pipeline.config import PipelineConfig
 from pipeline.pipeline import create_pipeline
 
 

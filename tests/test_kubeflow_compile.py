@@ -11,9 +11,9 @@ import sys
 import textwrap
 
 import yaml
-
 from conftest import REPO, tlpipe
-from pipeline.config import load_config
+
+from components.config import load_config
 from pipeline.nodes import NODE_ORDER
 from pipeline.schedule import airflow_schedule_interval
 

@@ -6,9 +6,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
-
 from conftest import tlpipe, tlpipe_env
+from PIL import Image
 
 pytestmark = pytest.mark.e2e
 
@@ -205,7 +204,8 @@ def test_retune_every_reuses_tuned_values_of_the_same_settings(pipeline_runs, ke
                                                                tiny_images):
     """Read-only on the shared runs' ML Metadata: which tuning a later run would reuse."""
     from conftest import E2E_SETTINGS
-    from pipeline.config import load_config
+
+    from components.config import load_config
     from pipeline.pipeline import create_pipeline, model_custom_config
     from pipeline.retune import decide
 

@@ -1,10 +1,10 @@
-"""The README's configuration reference must say what pipeline/config.py does."""
+"""The README's configuration reference must say what components/config.py does."""
 import re
 
 import yaml
-
 from conftest import REPO
-from pipeline.config import PipelineConfig
+
+from components.config import PipelineConfig
 
 
 def _flatten(tree, prefix=""):

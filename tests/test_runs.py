@@ -7,13 +7,19 @@ import json
 import time
 from pathlib import Path
 
+from conftest import tlpipe
 from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2 as pb
 
-from conftest import tlpipe
-from pipeline.config import load_config
-from pipeline.runs import (NO_NEW_DATA, history_lines, last_complete_run, latest_span_on_disk,
-                           new_data_check, run_history)
+from components.config import load_config
+from pipeline.runs import (
+    NO_NEW_DATA,
+    history_lines,
+    last_complete_run,
+    latest_span_on_disk,
+    new_data_check,
+    run_history,
+)
 
 
 def _history(work: Path, runs: list[tuple[str, int, dict[str, str]]]) -> None:

@@ -18,10 +18,18 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import E2E_SETTINGS, REPO, tlpipe, tlpipe_env
-from pipeline.schedule import (LOCK_FILE, SCHEDULE_LOG, Cron, Lock, Scheduler, ScheduleError,
-                               next_tick, parse_every)
+
+from pipeline.schedule import (
+    LOCK_FILE,
+    SCHEDULE_LOG,
+    Cron,
+    Lock,
+    ScheduleError,
+    Scheduler,
+    next_tick,
+    parse_every,
+)
 
 
 def test_interval_parsing():
@@ -199,7 +207,7 @@ def test_ctrl_c_never_interrupts_a_push(tmp_path):
 
 
 def test_a_webhook_that_is_down_never_fails_the_run(tmp_path, capfd):
-    from pipeline.config import load_config
+    from components.config import load_config
     from pipeline.notify import FAILED, notify
 
     with socket.socket() as s:  # a port nobody listens on
@@ -302,7 +310,7 @@ def test_three_spans_through_the_scheduler(tmp_path, keras_home):
 
     assert sorted(os.listdir(work / "serving" / "flowers")) == ["1", "2"], text  # v2 served
     assert not (work / LOCK_FILE).exists()
-    log = [json.loads(l) for l in (work / "logs" / SCHEDULE_LOG).read_text().splitlines()]
+    log = [json.loads(line) for line in (work / "logs" / SCHEDULE_LOG).read_text().splitlines()]
     assert [e["outcome"] for e in log if e["outcome"] != "no new data"] == ["ran"] * 3
 
     result = tlpipe("runs", "--work-dir", str(work), "--json", env=tlpipe_env(keras_home))

@@ -12,11 +12,11 @@ import time
 from pathlib import Path
 
 import pytest
+from test_serving_support import copy_model, model, start_server
 
 from serving.cli import register, server_options
 from serving.client import ClientError, ServingClient
 from serving.config import ConfigError
-from test_serving_support import copy_model, model, start_server
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -14,17 +14,30 @@ import tensorflow as tf
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from tensorflow.core.example import example_pb2
-from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2,
-                                     get_model_status_pb2, inference_pb2, model_management_pb2,
-                                     model_service_pb2_grpc, prediction_service_pb2_grpc,
-                                     regression_pb2)
+from tensorflow_serving.apis import (
+    classification_pb2,
+    get_model_metadata_pb2,
+    get_model_status_pb2,
+    inference_pb2,
+    model_management_pb2,
+    model_service_pb2_grpc,
+    prediction_service_pb2_grpc,
+    regression_pb2,
+)
+from test_serving_support import (
+    flat_png,
+    model,
+    noise_png,
+    predict_request,
+    sample_images,
+    start_server,
+    two_versions,
+)
 
 from serving.config import VersionPolicy
 from serving.inference import InputLimits
 from serving.manager import AVAILABLE
 from serving.server import service_descriptors_available
-from test_serving_support import (flat_png, model, noise_png, predict_request, sample_images,
-                                  start_server, two_versions)
 
 MAX_PIXELS = 1_000_000
 
@@ -144,7 +157,7 @@ def _malformed_requests(images) -> dict:
 
 def test_malformed_input_is_invalid_argument_and_the_server_keeps_serving(stub, images):
     for what, request in _malformed_requests(images).items():
-        assert _code(lambda: stub.Predict(request)) == grpc.StatusCode.INVALID_ARGUMENT, what
+        assert _code(lambda request=request: stub.Predict(request)) == grpc.StatusCode.INVALID_ARGUMENT, what
         ok = stub.Predict(predict_request([images["class_c.jpg"]]))
         assert _outputs(ok)["probabilities"].shape == (1, 3), what
 

@@ -8,14 +8,12 @@ import time
 
 import grpc
 import pytest
-from tensorflow_serving.apis import (get_model_status_pb2, model_service_pb2_grpc,
-                                     prediction_service_pb2_grpc)
+from tensorflow_serving.apis import get_model_status_pb2, model_service_pb2_grpc, prediction_service_pb2_grpc
+from test_serving_support import add_version, copy_model, model, predict_request, sample_images, start_server
 
 from serving import layout
 from serving.config import VersionPolicy
 from serving.manager import AVAILABLE, END
-from test_serving_support import (add_version, copy_model, model, predict_request,
-                                  sample_images, start_server)
 
 POLL_SECONDS = 0.2
 LOAD_DEADLINE_SECONDS = 90

@@ -8,9 +8,9 @@ import urllib.request
 
 import numpy as np
 import pytest
+from test_serving_support import model, sample_images, start_server, two_versions
 
 from serving.config import VersionPolicy
-from test_serving_support import model, sample_images, start_server, two_versions
 
 
 @pytest.fixture(scope="module")

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from tensorflow_serving.apis import prediction_service_pb2_grpc
+from test_serving_support import copy_model, model, predict_request, sample_images, start_server
 
 from serving.client import ServingClient
 from serving.config import BatchingOptions, TlsOptions
-from test_serving_support import copy_model, model, predict_request, sample_images, start_server
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +93,7 @@ def _self_signed() -> tuple[bytes, bytes]:
 
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
             .public_key(key.public_key()).serial_number(x509.random_serial_number())
             .not_valid_before(now - datetime.timedelta(minutes=5))

@@ -5,14 +5,13 @@ import io
 import os
 import shutil
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 from PIL import Image
 from tensorflow_serving.apis import prediction_log_pb2
 
-from serving.config import ModelConfig, VersionPolicy
 from serving.client import predict_request  # noqa: F401  (the tests' request builder)
+from serving.config import ModelConfig, VersionPolicy
 from serving.server import ModelServer, ServerOptions
 
 
@@ -26,7 +25,7 @@ def copy_model(pushed: Path, dst: Path) -> Path:
 
 
 def add_version(model_dir: Path, number: int, source: int = 1,
-                warmup: Optional[list] = None) -> Path:
+                warmup: list | None = None) -> Path:
     """Copies version `source` as version `number`, atomically (temp name, then rename)."""
     staging = model_dir / f".tmp-{number}"
     shutil.copytree(model_dir / str(source), staging)
@@ -89,6 +88,6 @@ def start_server(models: list[ModelConfig], **options) -> ModelServer:
     return ModelServer(ServerOptions(models=models, **options)).start()
 
 
-def model(base: Path, name: str = "flowers", policy: VersionPolicy = VersionPolicy(),
-          labels: Optional[dict[str, int]] = None) -> ModelConfig:
-    return ModelConfig(name, str(base), policy, labels or {})
+def model(base: Path, name: str = "flowers", policy: VersionPolicy | None = None,
+          labels: dict[str, int] | None = None) -> ModelConfig:
+    return ModelConfig(name, str(base), policy or VersionPolicy(), labels or {})

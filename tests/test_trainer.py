@@ -7,12 +7,11 @@ import copy
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
+from conftest import SIZE, TEST_BASE, image_batches, model_settings, normalized_images
 
+from components.config import PipelineConfig
 from components.trainer import model as model_lib
 from components.trainer.backbones import BACKBONES
-from conftest import SIZE, TEST_BASE, image_batches, model_settings, normalized_images
-from pipeline.config import PipelineConfig
 
 
 def _hp(settings, learning_rate=1e-3):

@@ -21,11 +21,11 @@ from tfx.components.util import tfxio_utils
 from tfx.types import standard_component_specs as specs
 
 from components import features
+from components.config import PipelineConfig
 from components.trainer import model as model_lib
 from components.trainer.backbones import BACKBONES, CONVENTIONS
 from components.transform import preprocessing
 from components.transform.local import run_transform, write_raw_schema
-from pipeline.config import PipelineConfig
 
 FLOWERS = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "tf_flowers"
 PHOTOS_PER_CLASS = 4  # 5 classes: 20 photos

@@ -4,11 +4,11 @@ from __future__ import annotations
 import json
 
 import pytest
+from conftest import image_batches, model_settings, normalized_images
 
 from components import features
 from components.trainer import model as model_lib
 from components.tuner import tuner_module
-from conftest import image_batches, model_settings, normalized_images
 
 
 def _search(settings, tmp_path, trials: int, **fit):

@@ -17,8 +17,8 @@ import json
 from tensorflow_model_analysis.proto import config_pb2 as tfma
 
 from components import features
+from components.config import PipelineConfig
 from components.evaluator import metrics as custom_metrics
-from pipeline.config import PipelineConfig
 
 ACCURACY_METRIC = "accuracy"
 TOP_K_METRIC = "top_k_accuracy"

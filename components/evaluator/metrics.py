@@ -11,7 +11,7 @@ Both accumulate fixed-size histograms per class, so memory stays bounded on any 
 """
 from __future__ import annotations
 
-from typing import Iterable, Optional
+from collections.abc import Iterable
 
 import apache_beam as beam
 import numpy as np

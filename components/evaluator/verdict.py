@@ -10,7 +10,7 @@ from __future__ import annotations
 import html
 import json
 import os
-from typing import Any, Optional
+from typing import Any
 
 import tensorflow_model_analysis as tfma
 from google.protobuf import json_format
@@ -18,10 +18,19 @@ from tensorflow_model_analysis.metrics.example_count import EXAMPLE_COUNT_NAME
 from tensorflow_model_analysis.proto import config_pb2
 
 from components import features
-from components.evaluator.eval_config import (ACCURACY_METRIC, CONFUSION_MATRIX_PLOT,
-                                              LOG_LOSS_METRIC, TOP_K_METRIC)
-from components.evaluator.metrics import (CALIBRATION_PLOT, CLASS_AUC_METRIC,
-                                          CLASS_CALIBRATION_METRIC, ECE_METRIC, MACRO_AUC_METRIC)
+from components.evaluator.eval_config import (
+    ACCURACY_METRIC,
+    CONFUSION_MATRIX_PLOT,
+    LOG_LOSS_METRIC,
+    TOP_K_METRIC,
+)
+from components.evaluator.metrics import (
+    CALIBRATION_PLOT,
+    CLASS_AUC_METRIC,
+    CLASS_CALIBRATION_METRIC,
+    ECE_METRIC,
+    MACRO_AUC_METRIC,
+)
 
 # What each overall metric means, for the verdict page.
 METRIC_MEANINGS = {
@@ -45,7 +54,7 @@ def _slice_name(slice_key) -> str:
                      for k in keys)
 
 
-def _class_of(slice_name: str) -> Optional[str]:
+def _class_of(slice_name: str) -> str | None:
     prefix = f"{features.LABEL_NAME_KEY}="
     return slice_name[len(prefix):] if slice_name.startswith(prefix) else None
 
@@ -119,8 +128,8 @@ def confusion_matrix(evaluation_uri: str, num_classes: int) -> list[list[float]]
 
 
 def per_class_scores(matrix: list[list[float]], names: list[str],
-                     by_class: Optional[dict[int, dict[str, float]]] = None,
-                     ) -> dict[str, dict[str, Optional[float]]]:
+                     by_class: dict[int, dict[str, float]] | None = None,
+                     ) -> dict[str, dict[str, float | None]]:
     """Precision, recall, F1 and support from the argmax confusion matrix, plus each class's
     one-vs-rest AUC and calibration (mean probability / frequency) when TFMA computed them."""
     scores = {}
@@ -264,17 +273,21 @@ def render_html(verdict: dict[str, Any]) -> str:
     peak = max((v for row in matrix for v in row), default=0) or 1
     cells = "".join(
         "<tr><th>" + esc(names[i]) + "</th>" + "".join(
-            f"<td style='background:rgba(9,105,218,{v / peak:.2f});color:{'#fff' if v / peak > .5 else '#000'}'>{v:.0f}</td>"
+            f"<td style='background:rgba(9,105,218,{v / peak:.2f});"
+            f"color:{'#fff' if v / peak > .5 else '#000'}'>{v:.0f}</td>"
             for v in row) + "</tr>" for i, row in enumerate(matrix))
     header = "".join(f"<th>{esc(n)}</th>" for n in names)
+    intro = ("First blessed model: there was no baseline, so change thresholds were not applied."
+             if verdict['first_run'] else "Compared with the last blessed model.")
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>tlpipe verdict: {status}</title>
 <style>body{{font:14px system-ui,sans-serif;margin:2em;color:#1f2328}}table{{border-collapse:collapse;margin:1em 0}}
 td,th{{border:1px solid #d0d7de;padding:4px 10px;text-align:right}}td:first-child,td:nth-child(2),th{{text-align:left}}
 .ok{{color:#1a7f37;font-weight:600}}.bad{{color:#cf222e;font-weight:600}}h1{{color:{colour}}}</style></head><body>
 <h1>{status}</h1>
-<p>{'First blessed model: there was no baseline, so change thresholds were not applied.' if verdict['first_run'] else 'Compared with the last blessed model.'}</p>
+<p>{intro}</p>
 <h2>Gate</h2><table><tr><th>result</th><th>rule</th><th>slice</th><th>candidate</th><th>baseline</th></tr>{rows}</table>
-<h2>Overall metrics</h2><table><tr><th>metric</th><th>meaning</th><th>candidate</th><th>baseline</th></tr>{overall}</table>
+<h2>Overall metrics</h2>
+<table><tr><th>metric</th><th>meaning</th><th>candidate</th><th>baseline</th></tr>{overall}</table>
 <h2>Per class</h2><p>AUC: this class against the rest, on its predicted probability. Calibration:
 mean predicted probability of the class / its share of the examples (1 is calibrated, above 1
 over-predicts).</p>

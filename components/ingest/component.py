@@ -14,6 +14,7 @@ from pathlib import Path
 from google.protobuf import any_pb2, struct_pb2
 from tfx import types
 from tfx import v1 as tfx
+
 # tfx.v1 exposes neither FileBasedExampleGen nor its spec or executor specs; a custom
 # ExampleGen with extra outputs needs all three.
 from tfx.components import FileBasedExampleGen
@@ -23,10 +24,10 @@ from tfx.types import standard_artifacts, standard_component_specs
 from tfx.types.component_spec import ChannelParameter
 
 from components import features
+from components.config import PipelineConfig
 from components.ingest.driver import SpanWindowDriver
 from components.ingest.executor import QUARANTINE_KEY, VOCABULARY_KEY, ImageExampleGenExecutor
 from components.ingest.listing import SPAN_SPEC
-from pipeline.config import PipelineConfig
 
 _BUCKETS = 100
 _PACKAGE = Path(__file__).resolve().parent

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Any, Dict
+from typing import Any
 
 from tfx.components.example_gen import driver, utils
 from tfx.proto import example_gen_pb2, range_config_pb2
@@ -25,7 +25,7 @@ INPUT_CONFIG = standard_component_specs.INPUT_CONFIG_KEY
 RANGE_CONFIG = standard_component_specs.RANGE_CONFIG_KEY
 
 
-def window_size(exec_properties: Dict[str, Any]) -> int:
+def window_size(exec_properties: dict[str, Any]) -> int:
     raw = exec_properties.get(RANGE_CONFIG)
     if not raw:
         return 1

@@ -34,8 +34,9 @@ import io
 import json
 import os
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Iterable, NamedTuple
+from typing import Any, NamedTuple
 
 import apache_beam as beam
 import tensorflow as tf
@@ -51,13 +52,21 @@ from tfx.proto import example_gen_pb2
 from tfx.types import artifact_utils, standard_component_specs
 
 from components import features
+from components.config import DataConfig
 from components.ingest import images
-from components.ingest.listing import (Candidate, Rejected, classify_entry, iter_directory, join,
-                                       normalize_extensions, parse_manifest_row, relative_to,
-                                       split_folder_pattern)
+from components.ingest.listing import (
+    Candidate,
+    Rejected,
+    classify_entry,
+    iter_directory,
+    join,
+    normalize_extensions,
+    parse_manifest_row,
+    relative_to,
+    split_folder_pattern,
+)
 from components.ingest.report import QUARANTINE_FILE, SUMMARY_FILE
 from components.ingest.splits import ClassSplitSummary, SplitRatios, unit_hash
-from pipeline.config import DataConfig
 
 EXAMPLES_KEY = standard_component_specs.EXAMPLES_KEY
 VOCABULARY_KEY = "label_vocabulary"
@@ -82,7 +91,7 @@ class IngestOptions:
     min_images_per_class: int = _DATA.min_images_per_class
 
     @classmethod
-    def from_exec_properties(cls, exec_properties: dict[str, Any]) -> "IngestOptions":
+    def from_exec_properties(cls, exec_properties: dict[str, Any]) -> IngestOptions:
         raw = ingest_options(exec_properties)
         return cls(source=str(raw.get("source", cls.source)),
                    extensions=tuple(raw.get("extensions", cls.extensions)),

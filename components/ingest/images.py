@@ -19,7 +19,6 @@ import io
 import re
 import warnings
 from dataclasses import dataclass, field
-from typing import Union
 
 from PIL import Image
 
@@ -112,7 +111,7 @@ def _tf_decodes(data: bytes) -> str:
         return _short(lines[-1] if lines else type(err).__name__)
 
 
-def inspect_image(data: bytes, max_pixels: int) -> Union[ImageInfo, Problem]:
+def inspect_image(data: bytes, max_pixels: int) -> ImageInfo | Problem:
     """Describes an image from its bytes, or says why it cannot be used."""
     if not data:
         return Problem(EMPTY_FILE, "0 bytes")

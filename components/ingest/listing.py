@@ -11,8 +11,8 @@ import glob
 import os
 import posixpath
 import re
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Callable, Iterable, Iterator, Optional
 
 SPAN_SPEC = re.compile(r"\{SPAN(:\d+)?\}")
 
@@ -114,7 +114,7 @@ MANIFEST_HEADER = ("path", "label")
 
 def parse_manifest_row(line: str, manifest_path: str, input_base: str,
                        extensions: frozenset[str], split_names: Iterable[str],
-                       ) -> Optional[Candidate | Rejected]:
+                       ) -> Candidate | Rejected | None:
     """One CSV line `path,label[,split]` -> a candidate, a rejection, or None (blank or header).
 
     Relative paths are relative to the CSV's folder; absolute paths and URLs are used as given.
@@ -156,7 +156,7 @@ class TreeCheck:
 
 
 def check_image_tree(root: str, pattern: str, extensions: Iterable[str], min_per_class: int = 1,
-                     glob_fn: Optional[Callable[[str], list[str]]] = None) -> TreeCheck:
+                     glob_fn: Callable[[str], list[str]] | None = None) -> TreeCheck:
     """Fast, bounded sanity check before anything runs (config validation).
 
     Lists only the class folders, and in each stops after `min_per_class` image names, so it
@@ -223,7 +223,7 @@ def check_manifest(root: str, manifest: str) -> str:
     raise DatasetError(f"manifest {path} is empty")
 
 
-def check_input(root: str, pattern: str, manifest: Optional[str], extensions: Iterable[str],
+def check_input(root: str, pattern: str, manifest: str | None, extensions: Iterable[str],
                 min_per_class: int, num_spans: int = 1) -> None:
     """Config validation of the data settings against the data root; raises DatasetError."""
     source = manifest or pattern

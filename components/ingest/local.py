@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any
 
 import apache_beam as beam
 from google.protobuf import message
@@ -17,11 +17,15 @@ from tfx.dsl.components.base import base_beam_executor
 from tfx.orchestration import data_types
 from tfx.utils import proto_utils
 
+from components.config import PipelineConfig
 from components.ingest.component import make_ingest
 from components.ingest.driver import SpanWindowDriver
-from components.ingest.executor import (LABEL_VOCABULARY_FILE, QUARANTINE_FILE, SUMMARY_FILE,
-                                        ImageExampleGenExecutor)
-from pipeline.config import PipelineConfig
+from components.ingest.executor import (
+    LABEL_VOCABULARY_FILE,
+    QUARANTINE_FILE,
+    SUMMARY_FILE,
+    ImageExampleGenExecutor,
+)
 
 
 @dataclass
@@ -45,7 +49,7 @@ def resolved_exec_properties(config: PipelineConfig, data_root: str) -> dict[str
 
 
 def run_ingest(config: PipelineConfig, data_root: str, output_dir: str,
-               beam_pipeline_args: Optional[list[str]] = None) -> IngestRun:
+               beam_pipeline_args: list[str] | None = None) -> IngestRun:
     """Driver + executor into `output_dir/<output key>/`; raises the executor's errors."""
     props = resolved_exec_properties(config, data_root)
     node = make_ingest(config, data_root)

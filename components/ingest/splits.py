@@ -16,10 +16,12 @@ split), so it runs as a Beam CombineFn without holding a class's file list in on
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable, Optional
 
-from components.features import EVAL_SPLIT as EVAL, TEST_SPLIT as TEST, TRAIN_SPLIT as TRAIN
+from components.features import EVAL_SPLIT as EVAL
+from components.features import TEST_SPLIT as TEST
+from components.features import TRAIN_SPLIT as TRAIN
 
 ORDER = (TRAIN, EVAL, TEST)  # hash order: train lowest, test highest
 _KEEP = 3  # extreme hashes kept per split and end: at most two corrections draw on one split
@@ -37,7 +39,7 @@ class SplitRatios:
     test: float = 0.0
 
     @classmethod
-    def from_buckets(cls, buckets: dict[str, int]) -> "SplitRatios":
+    def from_buckets(cls, buckets: dict[str, int]) -> SplitRatios:
         total = sum(buckets.values())
         return cls(train=buckets.get(TRAIN, 0) / total, eval=buckets.get(EVAL, 0) / total,
                    test=buckets.get(TEST, 0) / total)
@@ -76,7 +78,7 @@ class ClassSplitSummary:
         self.low: dict[str, list[tuple[float, str]]] = {name: [] for name in ORDER}
         self.high: dict[str, list[tuple[float, str]]] = {name: [] for name in ORDER}
 
-    def add(self, relative_path: str, given_split: str = "") -> "ClassSplitSummary":
+    def add(self, relative_path: str, given_split: str = "") -> ClassSplitSummary:
         if given_split:
             self.counts[given_split] += 1
             return self
@@ -87,7 +89,7 @@ class ClassSplitSummary:
         self.high[name] = _bound(self.high[name] + [(h, relative_path)], reverse=True)
         return self
 
-    def merge(self, other: "ClassSplitSummary") -> "ClassSplitSummary":
+    def merge(self, other: ClassSplitSummary) -> ClassSplitSummary:
         for name in ORDER:
             self.counts[name] += other.counts[name]
             self.low[name] = _bound(self.low[name] + other.low[name], reverse=False)
@@ -99,7 +101,7 @@ class ClassSplitSummary:
         counts = dict(self.counts)
         moved: dict[str, str] = {}
 
-        def extreme(split: str, highest: bool) -> Optional[tuple[float, str]]:
+        def extreme(split: str, highest: bool) -> tuple[float, str] | None:
             pool = self.high[split] if highest else self.low[split]
             return next((item for item in pool if item[1] not in moved), None)
 
@@ -132,7 +134,7 @@ class ClassSplitSummary:
 
 
 def assign_splits(files: Iterable[tuple[str, str]], ratios: SplitRatios,
-                  given: Optional[dict[str, str]] = None) -> dict[str, str]:
+                  given: dict[str, str] | None = None) -> dict[str, str]:
     """(relative_path, label) pairs -> {relative_path: split}; the same rule the executor runs.
 
     For tests and the benchmark's plain loop; the executor computes the same thing on Beam.

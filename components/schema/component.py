@@ -95,7 +95,7 @@ def LabelDomainGate(
     _write_text(os.path.join(schema.uri, SCHEMA_FILE), text_format.MessageToString(
         label_domain_lib.pin_schema(inferred, domain)))
 
-    now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     pinned_at = previous["pinned_at"] if previous and domain == previous["classes"] else now
     record = {
         "classes": domain,

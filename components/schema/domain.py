@@ -21,7 +21,7 @@ No TFX here: tests and the component share it.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any
 
 from tensorflow_metadata.proto.v0 import schema_pb2
 
@@ -54,8 +54,8 @@ class DomainCheck:
         return bool(self.unknown or self.dropped)
 
 
-def compare(pinned: list[str], current: list[str], examples: Optional[dict[str, int]] = None,
-            unusable: Optional[list[str]] = None) -> DomainCheck:
+def compare(pinned: list[str], current: list[str], examples: dict[str, int] | None = None,
+            unusable: list[str] | None = None) -> DomainCheck:
     pinned_set, current_set = set(pinned), set(current)
     return DomainCheck(pinned=sorted(pinned), current=sorted(current),
                        unknown=sorted(current_set - pinned_set),

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Optional
 
 
 @dataclass(frozen=True)
@@ -24,7 +23,7 @@ class Backbone:
     # First layer that phase 2 unfreezes (everything from here up trains, except BatchNorm).
     fine_tune_at: str
     # File Keras caches the no-top ImageNet weights under ($KERAS_HOME/models/...), if known.
-    weights_file: Optional[str] = None
+    weights_file: str | None = None
     kwargs: tuple = ()
     # Total downsampling of the no-top base (input size / feature map size).
     stride: int = 32
@@ -67,7 +66,7 @@ def keras_home() -> str:
     return os.environ.get("KERAS_HOME", os.path.join(os.path.expanduser("~"), ".keras"))
 
 
-def resolve_weights(backbone: Backbone, weights: str, input_size: int) -> Optional[str]:
+def resolve_weights(backbone: Backbone, weights: str, input_size: int) -> str | None:
     """What to hand keras.applications as `weights=`.
 
     A cached no-top file is passed by path, so any input size loads it offline (Keras would look

@@ -26,7 +26,6 @@ import stat
 import struct
 import tempfile
 import warnings
-from typing import Optional, Union
 
 import numpy as np
 from absl import logging
@@ -94,7 +93,7 @@ class _Storage:
     def __init__(self, dtype, numel: int):
         self.dtype = np.dtype(dtype).newbyteorder("<")
         self.numel = numel
-        self.data: Optional[np.ndarray] = None
+        self.data: np.ndarray | None = None
 
 
 class _Tensor:
@@ -174,7 +173,7 @@ class _StorageView:
         return self.base.data[self.offset:self.offset + self.numel]
 
 
-def read_legacy_state_dict(path: str) -> "collections.OrderedDict[str, np.ndarray]":
+def read_legacy_state_dict(path: str) -> collections.OrderedDict[str, np.ndarray]:
     """Read a PyTorch state dict saved in the legacy (non-zip) format, without torch.
 
     Returns {name: np.ndarray} in the file's order. Raises EfficientNetLiteError for a
@@ -422,7 +421,7 @@ def _writable(directory: str) -> bool:
     return os.access(probe, os.W_OK | os.X_OK)
 
 
-def _save_cache(model) -> Optional[str]:
+def _save_cache(model) -> str | None:
     keras_dir, user_dir = _keras_models_dir(), _user_cache_dir()
     for directory in (keras_dir, user_dir):
         if not _writable(directory):
@@ -505,7 +504,7 @@ def _load_file(model, no_top, path: str) -> None:
 
 
 def build_efficientnet_lite0(input_shape=(DEFAULT_SIZE, DEFAULT_SIZE, 3),
-                             weights: Union[str, os.PathLike, None] = "imagenet",
+                             weights: str | os.PathLike | None = "imagenet",
                              include_top: bool = False, classes: int = 1000,
                              classifier_activation="softmax"):
     """EfficientNet-Lite0 as a functional Keras 3 model.

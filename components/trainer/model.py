@@ -11,7 +11,8 @@ import io
 import json
 import os
 import time
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any
 
 import keras
 import keras_tuner
@@ -22,8 +23,7 @@ from absl import logging
 from tfx_bsl.public import tfxio
 
 from components import features
-from components.features import HP_DROPOUT, HP_INPUT_SIZE, HP_LEARNING_RATE, \
-    HP_PHASE2_LEARNING_RATE
+from components.features import HP_DROPOUT, HP_INPUT_SIZE, HP_LEARNING_RATE, HP_PHASE2_LEARNING_RATE
 from components.trainer.backbones import BACKBONES, CONVENTIONS, Backbone, build_base
 
 CLASSIFIER = "classifier"  # the exported sub-model: everything but augmentation
@@ -181,7 +181,7 @@ def fine_tune_boundary(base: keras.Model, settings: dict[str, Any]) -> str:
         if chosen not in names:
             near = difflib.get_close_matches(chosen, names, n=8, cutoff=0.4)
             raise CutLayerError(f"trainer.fine_tune_from: '{chosen}' is not a layer of base "
-                                f"'{backbone_of(settings).name}' (near it: {', '.join(near)})")
+                                f"'{backbone_of(settings).name}' (near it: {', '.join(near)})") from None
         return chosen
     if not 0.0 <= fraction < 1.0:
         raise CutLayerError(f"trainer.fine_tune_from: fraction {chosen} must be in [0, 1)")
@@ -467,8 +467,8 @@ class TransferHyperModel(keras_tuner.HyperModel):
     """
 
     def __init__(self, settings: dict[str, Any], num_classes: int, phases: str,
-                 feature_cache: Optional[FeatureCache] = None,
-                 class_weight: Optional[dict[int, float]] = None):
+                 feature_cache: FeatureCache | None = None,
+                 class_weight: dict[int, float] | None = None):
         super().__init__(name="transfer")
         self.settings, self.num_classes, self.phases = settings, num_classes, phases
         self.feature_cache, self.class_weight = feature_cache, class_weight
@@ -478,7 +478,7 @@ class TransferHyperModel(keras_tuner.HyperModel):
         return build_model(hp, self.settings, self.num_classes)
 
     def fit(self, hp, model, x, validation_data=None, epochs=1, callbacks=None,
-            phase2_epochs: Optional[int] = None, label: str = "trainer", **kwargs):
+            phase2_epochs: int | None = None, label: str = "trainer", **kwargs):
         callbacks = list(callbacks or [])
         kwargs.pop("verbose", None)
         started = time.time()
@@ -561,7 +561,7 @@ class _BoundTo(keras.callbacks.Callback):
         self._callback.on_train_end(logs)
 
 
-def _phase_record(history: dict, seconds: float, images_per_epoch: Optional[int]) -> dict:
+def _phase_record(history: dict, seconds: float, images_per_epoch: int | None) -> dict:
     epochs = len(history.get("loss", []))
     record = {"epochs": epochs, "seconds": round(seconds, 1)}
     if history.get("val_accuracy"):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from typing import Any, Optional
+from typing import Any
 
 import keras
 import keras_tuner
@@ -42,7 +42,7 @@ def keras_weights_path(serving_model_dir: str) -> str:
     return os.path.join(os.path.dirname(serving_model_dir.rstrip("/")), KERAS_WEIGHTS)
 
 
-def _warm_start(model: keras.Model, base_model_dir: Optional[str], info: dict[str, Any]) -> str:
+def _warm_start(model: keras.Model, base_model_dir: str | None, info: dict[str, Any]) -> str:
     """Loads the last blessed model's weights when it is the same architecture; says why not."""
     if not base_model_dir:
         return "no blessed model yet"

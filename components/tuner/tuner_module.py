@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from typing import Any, Optional
+from typing import Any
 
 import keras_tuner
 import tensorflow as tf
@@ -34,8 +34,8 @@ def current_rss_mb() -> float:
 class GatedSearchMixin:
     """Logs each trial, keeps a wall-clock budget, and refuses to end on failed trials."""
 
-    def __init__(self, *args, max_failed_trials: int = 0, max_seconds: Optional[float] = None,
-                 report_dir: Optional[str] = None, **kwargs):
+    def __init__(self, *args, max_failed_trials: int = 0, max_seconds: float | None = None,
+                 report_dir: str | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self._max_failed_trials, self._max_seconds = max_failed_trials, max_seconds
         self._report_dir = report_dir
@@ -96,7 +96,7 @@ class GatedSearchMixin:
             logging.info("tuner: %s", line)
 
 
-def _last_line(message: Optional[str]) -> str:
+def _last_line(message: str | None) -> str:
     lines = (message or "no message").strip().splitlines()
     return lines[-1] if lines else "no message"
 
@@ -117,7 +117,7 @@ ALGORITHMS = {"random": GatedRandomSearch, "bayesian": GatedBayesianOptimization
               "hyperband": GatedHyperband}
 
 
-def tuner_results_dir(working_dir: str) -> Optional[str]:
+def tuner_results_dir(working_dir: str) -> str | None:
     """The `tuner_results` artifact folder of this execution, found from the executor's temp dir
     (`<node root>/.system/executor_execution/<execution id>/...`): TFX gives `tuner_fn` no
     output paths, and the trials report belongs with the tuner's other results."""
@@ -131,7 +131,7 @@ def tuner_results_dir(working_dir: str) -> Optional[str]:
 
 
 def make_tuner(hypermodel: model_lib.TransferHyperModel, settings: dict[str, Any],
-               directory: str, report_dir: Optional[str] = None):
+               directory: str, report_dir: str | None = None):
     tuner = settings["tuner"]
     common = dict(hypermodel=hypermodel, hyperparameters=model_lib.search_space(settings),
                   objective=keras_tuner.Objective("val_accuracy", "max"), seed=tuner["seed"],

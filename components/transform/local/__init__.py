@@ -14,14 +14,15 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import apache_beam as beam
 import tensorflow as tf
 from tensorflow_transform.tf_metadata import schema_utils
 from tfx.components.transform.executor import Executor
 from tfx.dsl.components.base import base_beam_executor
-from tfx.types import standard_artifacts, standard_component_specs as specs
+from tfx.types import standard_artifacts
+from tfx.types import standard_component_specs as specs
 
 from components import features
 
@@ -61,7 +62,7 @@ def examples_artifact(uri: str, splits: list[str]) -> standard_artifacts.Example
 
 
 def run_transform(examples_uri: str, splits: list[str], schema_uri: str, output_dir: str,
-                  custom_config: dict[str, Any], beam_pipeline_args: Optional[list[str]] = None,
+                  custom_config: dict[str, Any], beam_pipeline_args: list[str] | None = None,
                   disable_statistics: bool = True) -> TransformRun:
     """Transform executor: analyze the train split, transform every split, into `output_dir`."""
     schema = standard_artifacts.Schema()

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
+import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import yaml
 
@@ -28,15 +28,15 @@ class ConfigError(ValueError):
 @dataclass
 class DataConfig:
     # Folder-per-class image root; None means the flowers demo (downloaded or mirrored).
-    root: Optional[str] = None
+    root: str | None = None
     # Offline mirror of the flowers demo (also TLPIPE_FLOWERS_MIRROR).
-    flowers_mirror: Optional[str] = None
+    flowers_mirror: str | None = None
     # Glob under root, relative; '{SPAN}' selects spans. Default: root/<class>/<file>.
     pattern: str = "*/*"
     extensions: list[str] = field(default_factory=lambda: list(IMAGE_EXTENSIONS))
     # CSV manifest `path,label[,split]` under root (or absolute) instead of class folders;
     # paths in it are relative to the CSV. May hold '{SPAN}'. None: the folder tree (pattern).
-    manifest: Optional[str] = None
+    manifest: str | None = None
     # Deterministic split by hash of the relative path, stratified per class.
     train_ratio: float = 0.8
     # Optional held-out test split (0: none); eval gets 1 - train_ratio - test_ratio.
@@ -72,7 +72,7 @@ class BaseModelConfig:
     # "imagenet" (Keras cache / download), a path to a weights file, or "none" (random init).
     weights: str = "imagenet"
     # Cut the base at this layer (its output becomes the features); None: the whole base.
-    cut_at: Optional[str] = None
+    cut_at: str | None = None
 
 
 @dataclass
@@ -93,7 +93,7 @@ class TunerConfig:
     tune_phase2_learning_rate: bool = False
     tune_dropout: bool = False
     # Wall-clock budget of the whole search in seconds (None: no budget).
-    max_seconds: Optional[float] = None
+    max_seconds: float | None = None
     # Re-tune every N runs and reuse the latest tuned hyperparameters in between (1: every run).
     retune_every: int = 1
 
@@ -105,7 +105,7 @@ class TrainerConfig:
     phase2_epochs: int = 4
     phase1_learning_rate: float = 1e-3
     # None: the phase-1 (tuned) rate / 10.
-    phase2_learning_rate: Optional[float] = None
+    phase2_learning_rate: float | None = None
     # live: phase 1 runs the frozen base every epoch (augmentation on); cached: base features
     # computed once per (base, input size, cut layer) and the head trained on them.
     phase1_features: str = "live"
@@ -116,7 +116,7 @@ class TrainerConfig:
     optimizer: str = "adam"
     # Phase 2 unfreezes from this layer name or fraction of the base's layers ("0.7": the top
     # 30%); None: the registry's boundary.
-    fine_tune_from: Optional[str] = None
+    fine_tune_from: str | None = None
     # Stop a phase after this many epochs without val_loss improving (0: off); best weights kept.
     early_stopping_patience: int = 3
     # Weight classes by inverse frequency in the train split.
@@ -158,9 +158,9 @@ class ScheduleConfig:
     # Interval between scheduled runs ("30m", "6h", "1d") unless `cron` is given.
     every: str = "24h"
     # A 5-field cron expression instead of `every`.
-    cron: Optional[str] = None
+    cron: str | None = None
     # POST a JSON summary here when a run fails or is not blessed (None: log only).
-    webhook_url: Optional[str] = None
+    webhook_url: str | None = None
 
 
 @dataclass
@@ -222,11 +222,11 @@ class PipelineConfig:
         return json.dumps(self.to_dict(), sort_keys=True)
 
     @classmethod
-    def from_dict(cls, raw: dict[str, Any]) -> "PipelineConfig":
+    def from_dict(cls, raw: dict[str, Any]) -> PipelineConfig:
         return _build(cls, raw, "")
 
     @classmethod
-    def from_json(cls, text: str) -> "PipelineConfig":
+    def from_json(cls, text: str) -> PipelineConfig:
         return cls.from_dict(json.loads(text))
 
 
@@ -251,7 +251,7 @@ def _build(cls, raw: dict[str, Any], prefix: str):
 def _coerce(value: Any, hint: Any, name: str) -> Any:
     origin = typing.get_origin(hint)
     args = typing.get_args(hint)
-    if origin is typing.Union:  # Optional[X]
+    if origin in (typing.Union, types.UnionType):  # X | None
         if value is None or (isinstance(value, str) and value.lower() in ("none", "null", "")):
             return None
         return _coerce(value, next(a for a in args if a is not type(None)), name)
@@ -277,7 +277,7 @@ def _coerce(value: Any, hint: Any, name: str) -> Any:
         raise ConfigError(f"'{name}' must be {hint.__name__}, got {value!r}") from None
 
 
-def load_config(path: Optional[str] = None, overrides: Optional[list[str]] = None,
+def load_config(path: str | None = None, overrides: list[str] | None = None,
                 **top_level: Any) -> PipelineConfig:
     """File, then `KEY=VALUE` overrides (dotted keys), then explicit top-level values."""
     raw: dict[str, Any] = {}
@@ -316,7 +316,7 @@ def _one_of(name: str, value: str, allowed: tuple[str, ...]) -> None:
         raise ConfigError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
 
 
-def validate(config: PipelineConfig, data_root: Optional[str] = None) -> None:
+def validate(config: PipelineConfig, data_root: str | None = None) -> None:
     """Checks that need no TFX: bad values fail here, before any component runs."""
     from components.trainer.backbones import BACKBONES  # light: no TensorFlow import
 
@@ -325,14 +325,16 @@ def validate(config: PipelineConfig, data_root: Optional[str] = None) -> None:
     backbone = BACKBONES[config.base.name]
     too_small = [s for s in config.tuner.input_sizes if s < backbone.min_size]
     if too_small:
-        raise ConfigError(f"tuner.input_sizes {too_small} below the minimum {backbone.min_size} of base '{backbone.name}'")
+        raise ConfigError(f"tuner.input_sizes {too_small} below the minimum {backbone.min_size} "
+                          f"of base '{backbone.name}'")
     if not config.tuner.input_sizes:
         raise ConfigError("tuner.input_sizes is empty")
     weights = config.base.weights
     if weights not in ("imagenet", "none") and not Path(weights).is_file():
         raise ConfigError(f"base.weights: no such weights file {weights!r} (or use 'imagenet' / 'none')")
     if config.transform.mean_source not in ("imagenet", "dataset"):
-        raise ConfigError(f"transform.mean_source must be 'imagenet' or 'dataset', got {config.transform.mean_source!r}")
+        raise ConfigError("transform.mean_source must be 'imagenet' or 'dataset', "
+                          f"got {config.transform.mean_source!r}")
     if not 0.0 < config.data.train_ratio < 1.0:
         raise ConfigError(f"data.train_ratio must be between 0 and 1, got {config.data.train_ratio}")
     if not 0.0 <= config.data.test_ratio < 1.0 or config.data.train_ratio + config.data.test_ratio > 0.99:
@@ -381,7 +383,7 @@ def validate(config: PipelineConfig, data_root: Optional[str] = None) -> None:
         if not 0.0 <= getattr(config.trainer, name) < 1.0:
             raise ConfigError(f"trainer.{name} must be in [0, 1)")
     if config.beam.direct_running_mode not in ("in_memory", "multi_threading", "multi_processing"):
-        raise ConfigError(f"beam.direct_running_mode must be in_memory, multi_threading or multi_processing")
+        raise ConfigError("beam.direct_running_mode must be in_memory, multi_threading or multi_processing")
     if data_root is not None:
         from components.ingest.listing import DatasetError, check_input
         try:
