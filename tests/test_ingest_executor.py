@@ -10,7 +10,6 @@ import csv
 import hashlib
 import io
 import json
-import os
 import shutil
 from pathlib import Path
 
@@ -406,21 +405,3 @@ def test_splits_hold_only_committed_shards_and_no_staging_is_left(bad_run):
         assert files and all(f.startswith("data_tfrecord-") and
                              f.endswith(f"-of-{len(files):05d}.gz") for f in files)
         assert written == len(records[split])
-
-
-def test_commit_shards_writes_an_empty_file_for_a_split_without_examples(tmp_path):
-    from components.ingest.executor import SHARDS_FILE, commit_shards
-
-    staging = tmp_path / "staging"
-    (staging / "train").mkdir(parents=True)
-    with tf.io.TFRecordWriter(str(staging / "train" / "a.gz"), options="GZIP") as writer:
-        writer.write(b"x")
-    (staging / "train" / "orphan.gz").write_bytes(b"from a failed bundle attempt")
-    (staging / SHARDS_FILE).write_text(json.dumps(
-        [{"split": "train", "path": str(staging / "train" / "a.gz"), "records": 1}]))
-    records = commit_shards(str(staging), {"train": str(tmp_path / "Split-train"),
-                                           "eval": str(tmp_path / "Split-eval")})
-    assert records == {"train": 1, "eval": 0} and not staging.exists()
-    assert os.listdir(tmp_path / "Split-train") == ["data_tfrecord-00000-of-00001.gz"]
-    empty = tmp_path / "Split-eval" / "data_tfrecord-00000-of-00001.gz"
-    assert list(tf.data.TFRecordDataset(str(empty), compression_type="GZIP")) == []
