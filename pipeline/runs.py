@@ -22,7 +22,7 @@ from typing import Any
 from components.config import ConfigError, PipelineConfig, load_config
 from pipeline.summary import RunSummary
 
-# The line `tlpipe run --if-new-data` prints when it skips; the scheduler recognises it.
+# The line `tlpipe run --if-new-data` prints when it skips (the scheduler reads its event).
 NO_NEW_DATA = "tlpipe: no new data:"
 
 

@@ -15,12 +15,14 @@ Production orchestration (Kubeflow, Airflow) uses the same DAG: pipeline/orchest
 from __future__ import annotations
 
 import argparse
+import codecs
 import datetime as dt
 import errno
 import fcntl
 import json
 import os
 import re
+import selectors
 import shlex
 import signal
 import socket
@@ -31,14 +33,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 from components.config import ConfigError, PipelineConfig, load_config, validate
+from pipeline.events import EVENTS_FILE_ENV, RUN_SKIPPED, STARTED, Event, EventFollower
 from pipeline.nodes import NODE_ORDER
 
 LOCK_FILE = "schedule.lock"
 SCHEDULE_LOG = "schedule.log"
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-# The child's progress lines (pipeline/local_runner.py): a node starts, a node ends.
-_STARTED = re.compile(r"^\s+(\S+)\s+running \.\.\.")
-_ENDED = re.compile(r"^\s+(\S+)\s+(COMPLETE|CACHED|FAILED)\b")
 # Once the evaluator has ended the pusher runs next: the run is left to finish.
 _PUSH_FOLLOWS = NODE_ORDER[NODE_ORDER.index("pusher") - 1]
 
@@ -257,41 +257,60 @@ class Scheduler:
         if self._child is not None and self._child.poll() is None:
             self._child.send_signal(signal.SIGINT)  # `tlpipe run` stops with exit status 130
 
-    def _run_once(self) -> tuple[int, str]:
-        """Runs the command, relaying its output; returns (exit status, outcome)."""
-        from pipeline.runs import NO_NEW_DATA
+    def _on_event(self, event: Event) -> None:
+        """The child's run events: which node runs, whether the push is next, a skipped run."""
+        if event.state == RUN_SKIPPED:
+            self._outcome = "no new data"
+        elif event.state == STARTED:
+            self._node = event.node
+        elif event.ended:
+            self._node = None
+            self._push_next = self._push_next or event.node == _PUSH_FOLLOWS
+            if self.stop_signal and not self._push_next:
+                self._interrupt()
 
-        self._node, self._push_next, outcome = None, False, "ran"
+    def _run_once(self, events_path: str) -> tuple[int, str]:
+        """Runs the command, relaying its output and following its events file; returns
+        (exit status, outcome)."""
+        self._node, self._push_next, self._outcome = None, False, "ran"
+        follower = EventFollower(events_path)
         self._child = subprocess.Popen(self.command, stdout=subprocess.PIPE,
-                                       stderr=subprocess.STDOUT, text=True, bufsize=1,
-                                       start_new_session=True)
+                                       stderr=subprocess.STDOUT, start_new_session=True,
+                                       env={**os.environ, EVENTS_FILE_ENV: events_path})
+        fd = self._child.stdout.fileno()
+        decode = codecs.getincrementaldecoder("utf-8")(errors="replace").decode
         try:
-            for line in self._child.stdout:
-                # The state first, then the line: a signal after the line sees the state.
-                if line.startswith(NO_NEW_DATA):
-                    outcome = "no new data"
-                if m := _STARTED.match(line):
-                    self._node = m.group(1)
-                elif m := _ENDED.match(line):
-                    self._node = None
-                    self._push_next = self._push_next or m.group(1) == _PUSH_FOLLOWS
-                    if self.stop_signal and not self._push_next:
-                        self._interrupt()
-                print(line, end="", flush=True)
+            with selectors.DefaultSelector() as selector:
+                selector.register(fd, selectors.EVENT_READ)
+                while True:
+                    ready = selector.select(timeout=0.2)
+                    # The events first, then the output: the child writes an event before its
+                    # progress line, so a signal after a line sees the state.
+                    for event in follower.poll():
+                        self._on_event(event)
+                    if ready:
+                        chunk = os.read(fd, 65536)
+                        if not chunk:
+                            break
+                        print(decode(chunk), end="", flush=True)
             code = self._child.wait()
+            for event in follower.poll():
+                self._on_event(event)
         finally:
             self._child.stdout.close()
             self._child = None
+        outcome = self._outcome
         if code != 0:
             outcome = "interrupted" if self.stop_signal and code in (130, -2) else "failed"
         return code, outcome
 
-    def _record(self, tick: int, started: float, code: int, outcome: str) -> None:
+    def _record(self, tick: int, started: float, code: int, outcome: str, events: Path) -> None:
         log = Path(self.work_dir) / "logs" / SCHEDULE_LOG
         log.parent.mkdir(parents=True, exist_ok=True)
         entry = {"tick": tick, "start": dt.datetime.fromtimestamp(started).isoformat(
             timespec="seconds"), "duration_s": round(time.time() - started, 1),
-                 "exit_status": code, "outcome": outcome}
+                 "exit_status": code, "outcome": outcome,
+                 "events": str(events) if events.exists() else None}
         with open(log, "a") as fh:
             fh.write(json.dumps(entry) + "\n")
 
@@ -327,8 +346,13 @@ class Scheduler:
                 tick += 1
                 started = time.time()
                 self.say(f"tick {tick}: {shlex.join(self.command)}")
-                code, outcome = self._run_once()
-                self._record(tick, started, code, outcome)
+                events = Path(self.work_dir) / "logs" / time.strftime(
+                    f"tick-%Y%m%d-%H%M%S-{tick}.events.jsonl")
+                events.parent.mkdir(parents=True, exist_ok=True)
+                code, outcome = self._run_once(str(events))
+                if outcome == "no new data":
+                    events.unlink(missing_ok=True)  # nothing ran: no file per idle tick
+                self._record(tick, started, code, outcome, events)
                 self.say(f"tick {tick} {outcome} (exit status {code}, "
                          f"{time.time() - started:.0f}s)")
                 if outcome == "failed" and code < 0 and self.on_killed:

@@ -8,24 +8,16 @@ from typing import Any
 
 from components.config import PipelineConfig
 from components.features import TRAINING_CURVES_FILE, TRAINING_SUMMARY_FILE, TRIALS_JSON, TRIALS_PNG
-from pipeline.lineage import INPUT, OK_STATES, OUTPUT, Lineage, custom_property, execution_state
+from pipeline.events import Event
+from pipeline.lineage import INPUT, OUTPUT, Lineage, custom_property, execution_state
 from pipeline.nodes import HYPERPARAMETERS_NODE
-
-
-@dataclass
-class NodeResult:
-    node: str
-    state: str  # COMPLETE, CACHED, FAILED, RUNNING, ...
-
-    @property
-    def ok(self) -> bool:
-        return self.state in OK_STATES
 
 
 @dataclass
 class RunSummary:
     run_id: str
-    nodes: list[NodeResult] = field(default_factory=list)
+    # Each node's end: the runner's events for the run just made, ML Metadata's for older runs.
+    nodes: list[Event] = field(default_factory=list)
     accuracy: float | None = None
     baseline_accuracy: float | None = None
     blessed: bool | None = None
@@ -75,13 +67,18 @@ class RunSummary:
         return out
 
 
-def latest_run_summary(config: PipelineConfig) -> RunSummary | None:
-    """The summary printed after a run: the latest run, with the transform's means."""
+def latest_run_summary(config: PipelineConfig, node_events: list[Event] | None = None
+                       ) -> RunSummary | None:
+    """The summary printed after a run: the latest run, with the transform's means; its nodes
+    are the runner's end events when given."""
     lineage = Lineage.open(config)
     runs = lineage.runs() if lineage else []  # one pipeline per metadata file
     if not runs:
         return None
-    return summarize_run(lineage, runs[-1], with_transform=True)
+    summary = summarize_run(lineage, runs[-1], with_transform=True)
+    if node_events is not None:
+        summary.nodes = list(node_events)
+    return summary
 
 
 def _fill_ingest(summary: RunSummary, artifacts) -> None:
@@ -145,7 +142,9 @@ def summarize_run(lineage: Lineage, run, with_transform: bool = False) -> RunSum
     summary = RunSummary(run_id=run.name)
     outputs: dict[str, list] = {}
     for node_id, execution in lineage.run_executions(run):
-        summary.nodes.append(NodeResult(node_id, execution_state(execution)))
+        summary.nodes.append(Event(execution_state(execution), node_id, (
+            execution.last_update_time_since_epoch - execution.create_time_since_epoch) / 1000,
+            execution.id, at=execution.create_time_since_epoch / 1000))
         outputs[node_id] = lineage.artifacts(execution.id, OUTPUT)
         if node_id == "trainer":
             for artifact in lineage.artifacts(execution.id, INPUT):

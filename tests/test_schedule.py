@@ -155,31 +155,57 @@ def test_a_failed_run_is_recorded_and_the_next_tick_goes_on(tmp_path, capfd):
     assert killed == []  # `tlpipe run` alerts on its own failures; only a kill is alerted here
 
 
-# Stand-ins for `tlpipe run`: progress lines as pipeline/local_runner.py prints them.
-_COMPONENTS_CHILD = textwrap.dedent("""
-    import sys, time
-    def say(text): print(text, flush=True)
+# Stand-ins for `tlpipe run`: node events as pipeline/local_runner.py emits them (the file the
+# scheduler names, then the progress line).
+_EMIT = textwrap.dedent("""
+    import os, sys, time
+    from pipeline.events import COMPLETE, EVENTS_FILE_ENV, STARTED, Event, EventWriter
+    from pipeline.local_runner import progress_line
+    events = EventWriter(os.environ[EVENTS_FILE_ENV], [lambda e: print(progress_line(e, "log"), flush=True)])
+    def node(name, seconds):
+        events.emit(Event(STARTED, name))
+        time.sleep(seconds)
+        events.emit(Event(COMPLETE, name, seconds))
+""")
+_COMPONENTS_CHILD = _EMIT + textwrap.dedent("""
     try:
-        say("  transform              running ...")
-        time.sleep(4)
-        say("  transform              COMPLETE      4.0s")
-        say("  tuner                  running ...")
-        time.sleep(60)
-        say("  tuner                  COMPLETE     60.0s")
+        node("transform", 4)
+        node("tuner", 60)
     except KeyboardInterrupt:
-        say("child: interrupted in the tuner")
+        print("child: interrupted in the tuner", flush=True)
         sys.exit(130)
 """)
-_PUSH_CHILD = textwrap.dedent("""
-    import time
-    def say(text): print(text, flush=True)
-    say("  evaluator              running ...")
-    say("  evaluator              COMPLETE      0.1s")
-    say("  pusher                 running ...")
-    time.sleep(4)
-    say("  pusher                 COMPLETE      4.0s")
-    say("child: run completed")
+_PUSH_CHILD = _EMIT + textwrap.dedent("""
+    node("evaluator", 0.1)
+    node("pusher", 4)
+    print("child: run completed", flush=True)
 """)
+
+
+def _fed(scheduler: Scheduler, *events) -> list:
+    """Feeds node events to the scheduler's handler; returns the interrupts it asked for."""
+    asked = []
+    scheduler._interrupt = lambda: asked.append(scheduler._node)
+    for event in events:
+        scheduler._on_event(event)
+    return asked
+
+
+def test_the_scheduler_follows_node_events():
+    from pipeline.events import CACHED, COMPLETE, RUN_SKIPPED, STARTED, Event
+
+    s = Scheduler("w", [], next_tick("1s", None))
+    s._node, s._push_next, s._outcome = None, False, "ran"
+    assert _fed(s, Event(STARTED, "transform")) == [] and s._node == "transform"
+    s.stop_signal = "SIGTERM"  # stop after the current component: the end interrupts
+    assert _fed(s, Event(COMPLETE, "transform", 4.0)) == [None] and s._node is None
+    s._node, s.stop_signal = None, None
+    _fed(s, Event(STARTED, "evaluator"), Event(CACHED, "evaluator", 0.1))
+    assert s._push_next  # the evaluator ended: the push follows, never interrupted
+    s.stop_signal = "SIGINT"
+    assert _fed(s, Event(STARTED, "pusher"), Event(COMPLETE, "pusher", 4.0)) == []
+    _fed(s, Event(RUN_SKIPPED, detail="latest span on disk is 4"))
+    assert s._outcome == "no new data"
 
 
 def test_sigterm_stops_after_the_current_component(tmp_path):
