@@ -31,6 +31,9 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from croniter import CroniterBadDateError, croniter
 
 from components.config import ConfigError, PipelineConfig, load_config, validate
 from pipeline.events import EVENTS_FILE_ENV, RUN_SKIPPED, STARTED, Event, EventFollower
@@ -55,77 +58,60 @@ def parse_every(text: str) -> float:
     return float(match.group(1)) * _UNITS[match.group(2)]
 
 
+def system_zone() -> dt.tzinfo:
+    """The machine's time zone, with its daylight-saving rules: TZ when set (an IANA name such
+    as Europe/Paris), else /etc/localtime; a fixed offset only when neither can be read."""
+    name = os.environ.get("TZ", "").lstrip(":")
+    try:
+        if name:
+            return ZoneInfo(name)
+        with open("/etc/localtime", "rb") as fh:
+            return ZoneInfo.from_file(fh, key="localtime")
+    except (OSError, ValueError, ZoneInfoNotFoundError):
+        return dt.datetime.now().astimezone().tzinfo
+
+
 class Cron:
-    """A standard 5-field cron expression (minute hour day-of-month month day-of-week), local
-    time: `*`, lists, ranges and steps; day-of-month and day-of-week OR-ed when both are set."""
+    """A standard 5-field cron expression (minute hour day-of-month month day-of-week) read by
+    croniter on the wall clock of one time zone (default: the machine's, see system_zone).
+    Day-of-month and day-of-week are OR-ed when both are set, and a field starting with '*'
+    does not restrict the day, as in Vixie cron (croniter's implement_cron_bug)."""
 
-    _RANGES = [(0, 59), (0, 23), (1, 31), (1, 12), (0, 7)]
-
-    def __init__(self, expression: str):
+    def __init__(self, expression: str, zone: dt.tzinfo | None = None):
         fields = (expression or "").split()
-        if len(fields) != 5:
+        if len(fields) != 5:  # croniter also takes 6 or 7 (seconds, years): not cron's syntax
             raise ScheduleError(f"cron expression needs 5 fields (minute hour day month "
                                 f"weekday), got {expression!r}")
-        self.expression = expression
-        sets = [self._field(f, lo, hi, expression) for f, (lo, hi) in zip(fields, self._RANGES)]
-        self.minutes, self.hours, self.days, self.months, weekdays = sets
-        self.weekdays = {d % 7 for d in weekdays}  # 0 and 7 are both Sunday
-        # As in Vixie cron: a field starting with '*' does not restrict the day.
-        self.any_day, self.any_weekday = fields[2].startswith("*"), fields[4].startswith("*")
+        if not croniter.is_valid(expression):
+            raise ScheduleError(f"bad cron expression {expression!r} (a field is out of range "
+                                f"or not a number, list, range or step)")
+        self.expression, self.zone = expression, zone or system_zone()
 
-    @staticmethod
-    def _field(text: str, lo: int, hi: int, expression: str) -> set[int]:
-        values: set[int] = set()
-        for part in text.split(","):
-            match = re.fullmatch(r"(\*|(\d+)(?:-(\d+))?)(?:/(\d+))?", part)
-            if not match:
-                raise ScheduleError(f"bad cron field {part!r} in {expression!r}")
-            start, end = (lo, hi) if match.group(1) == "*" else (
-                int(match.group(2)), int(match.group(3) or match.group(2)))
-            if match.group(4) and match.group(1) != "*" and not match.group(3):
-                end = hi  # '5/15': from 5 to the top of the range
-            step = int(match.group(4) or 1)
-            if not lo <= start <= end <= hi or step < 1:
-                raise ScheduleError(f"cron field {part!r} out of range {lo}-{hi} in {expression!r}")
-            values.update(range(start, end + 1, step))
-        return values
-
-    def _day_matches(self, day: dt.date) -> bool:
-        dom = day.day in self.days
-        dow = (day.weekday() + 1) % 7 in self.weekdays  # cron: 0 = Sunday
-        if self.any_day or self.any_weekday:
-            return dom and dow
-        return dom or dow
-
-    def next_after(self, moment: dt.datetime) -> dt.datetime:
-        """The first matching minute strictly after `moment`."""
-        t = moment.replace(second=0, microsecond=0) + dt.timedelta(minutes=1)
-        limit = t + dt.timedelta(days=366 * 5)
-        while t < limit:
-            if t.month not in self.months or not self._day_matches(t.date()):
-                t = t.replace(hour=0, minute=0) + dt.timedelta(days=1)
-                continue
-            if t.hour not in self.hours:
-                t = t.replace(minute=0) + dt.timedelta(hours=1)
-                continue
-            if t.minute not in self.minutes:
-                t += dt.timedelta(minutes=1)
-                continue
-            return t
-        raise ScheduleError(f"cron expression {self.expression!r} never matches")
+    def next_time(self, now: float) -> float:
+        """The first matching minute strictly after `now` (epoch seconds). A wall time skipped
+        by a daylight-saving change runs an hour later; a repeated one runs once."""
+        wall = dt.datetime.fromtimestamp(now, self.zone).replace(tzinfo=None)
+        times = croniter(self.expression, wall, implement_cron_bug=True)
+        try:
+            while True:  # at most twice: past the first pass of a repeated hour
+                when = times.get_next(dt.datetime).replace(tzinfo=self.zone).timestamp()
+                if when > now:
+                    return when
+        except CroniterBadDateError:
+            raise ScheduleError(f"cron expression {self.expression!r} never matches") from None
 
 
-def next_tick(every: str | None, cron: str | None) -> Callable[[float, float], float]:
+def next_tick(every: str | None, cron: str | None, zone: dt.tzinfo | None = None
+              ) -> Callable[[float, float], float]:
     """A function (previous tick's planned time, now) -> the next tick's time (epoch seconds).
 
     An interval keeps its grid from the first tick: a run that overruns skips the slots it
     covered rather than starting runs back to back.
     """
     if cron:
-        schedule = Cron(cron)
-        schedule.next_after(dt.datetime.now())  # one that never matches fails here
-        return lambda _previous, now: schedule.next_after(
-            dt.datetime.fromtimestamp(now)).timestamp()
+        schedule = Cron(cron, zone)
+        schedule.next_time(time.time())  # one that never matches fails here
+        return lambda _previous, now: schedule.next_time(now)
     seconds = parse_every(every)
 
     def after(previous: float, now: float) -> float:
@@ -137,7 +123,7 @@ def next_tick(every: str | None, cron: str | None) -> Callable[[float, float], f
 def airflow_schedule_interval(config: PipelineConfig):
     """`schedule.cron`, else `schedule.every` as a timedelta: what Airflow's DAG takes."""
     if config.schedule.cron:
-        Cron(config.schedule.cron)  # validated here, not at the DAG's first run
+        Cron(config.schedule.cron).next_time(time.time())  # checked here, not at the first run
         return config.schedule.cron
     return dt.timedelta(seconds=parse_every(config.schedule.every))
 
@@ -412,7 +398,8 @@ def register(sub) -> None:
                     "component and never mid-push. One scheduler per work dir (a lock file).")
     when = parser.add_mutually_exclusive_group()
     when.add_argument("--every", help="interval: 30m, 6h, 1d (default: schedule.every)")
-    when.add_argument("--cron", help="5-field cron expression, local time, e.g. '0 3 * * *'")
+    when.add_argument("--cron", help="5-field cron expression in the machine's time zone (or TZ, "
+                                     "e.g. TZ=Europe/Paris), e.g. '0 3 * * *'")
     parser.add_argument("--always", action="store_true",
                         help="run at every tick, not only when a new span arrived")
     parser.add_argument("--max-runs", type=int, metavar="N",

@@ -16,6 +16,7 @@ import textwrap
 import threading
 import time
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 from conftest import E2E_SETTINGS, REPO, tlpipe, tlpipe_env
@@ -46,6 +47,18 @@ def test_interval_keeps_its_grid_and_skips_slots_a_long_run_covered():
     assert after(1000.0, 1000.0 + 3 * 3600 + 5) == 1000.0 + 4 * 3600
 
 
+UTC = ZoneInfo("UTC")
+PARIS = ZoneInfo("Europe/Paris")
+
+
+def _at(text: str, zone: ZoneInfo) -> float:
+    return dt.datetime.strptime(text, "%Y-%m-%d %H:%M").replace(tzinfo=zone).timestamp()
+
+
+def _wall(seconds: float, zone: ZoneInfo) -> str:
+    return dt.datetime.fromtimestamp(seconds, zone).strftime("%Y-%m-%d %H:%M %Z")
+
+
 @pytest.mark.parametrize("expression, now, expected", [
     ("0 3 * * *", "2026-11-22 02:59", "2026-11-22 03:00"),
     ("0 3 * * *", "2026-11-22 03:00", "2026-11-23 03:00"),
@@ -53,20 +66,41 @@ def test_interval_keeps_its_grid_and_skips_slots_a_long_run_covered():
     ("30 2 1 * *", "2026-11-22 10:00", "2026-12-01 02:30"),
     ("0 9 * * 1-5", "2026-11-21 12:00", "2026-11-23 09:00"),  # Saturday -> Monday
     ("0 0 13 * 5", "2026-11-22 00:00", "2026-11-27 00:00"),  # day 13 OR a Friday
+    ("0 0 */2 * 1", "2026-11-23 00:00", "2026-12-07 00:00"),  # '*/2' does not OR: odd AND Monday
     ("0 12 29 2 *", "2026-03-01 00:00", "2028-02-29 12:00"),
     ("0 0 * * 7", "2026-11-22 00:00", "2026-11-29 00:00"),  # 7 is Sunday too
 ])
 def test_cron_next_time(expression, now, expected):
-    fmt = "%Y-%m-%d %H:%M"
-    got = Cron(expression).next_after(dt.datetime.strptime(now, fmt))
-    assert got.strftime(fmt) == expected
+    got = Cron(expression, UTC).next_time(_at(now, UTC))
+    assert _wall(got, UTC) == expected + " UTC"
 
 
-@pytest.mark.parametrize("bad", ["0 3 * *", "61 * * * *", "* 24 * * *", "a * * * *",
-                                 "0 0 31 2 *"])
+def test_cron_reads_the_wall_clock_of_its_time_zone_across_daylight_saving():
+    daily = Cron("0 3 * * *", PARIS)
+    assert _wall(daily.next_time(_at("2026-07-01 12:00", UTC)), UTC) == "2026-07-02 01:00 UTC"
+    # The night clocks go back (25 October 2026): 03:00 is still 03:00, now UTC+1.
+    assert _wall(daily.next_time(_at("2026-10-24 12:00", PARIS)), PARIS) == "2026-10-25 03:00 CET"
+    # 02:30 is repeated that night: it runs once, not again on the second pass.
+    repeated = Cron("30 2 * * *", PARIS)
+    first = repeated.next_time(_at("2026-10-24 12:00", PARIS))
+    assert _wall(first, PARIS) == "2026-10-25 02:30 CEST"
+    assert _wall(repeated.next_time(first + 3000), PARIS) == "2026-10-26 02:30 CET"  # from 02:20 CET
+    # 02:30 does not exist on 29 March 2026: it runs when the clock has jumped, at 03:30.
+    assert _wall(repeated.next_time(_at("2026-03-28 12:00", PARIS)), PARIS) == "2026-03-29 03:30 CEST"
+
+
+def test_cron_defaults_to_the_machine_zone_which_tz_sets(monkeypatch):
+    monkeypatch.setenv("TZ", "America/New_York")
+    daily = Cron("0 3 * * *")
+    assert daily.zone == ZoneInfo("America/New_York")
+    assert _wall(daily.next_time(_at("2026-07-01 12:00", UTC)), UTC) == "2026-07-02 07:00 UTC"
+
+
+@pytest.mark.parametrize("bad", ["0 3 * *", "0 3 * * * *", "61 * * * *", "* 24 * * *",
+                                 "a * * * *", "0 0 31 2 *"])
 def test_bad_cron_expressions_are_refused(bad):
     with pytest.raises(ScheduleError):
-        Cron(bad).next_after(dt.datetime(2026, 1, 1))
+        Cron(bad, UTC).next_time(_at("2026-01-01 00:00", UTC))
 
 
 def _scheduler_process(work: Path, child: str, max_runs: int = 1) -> subprocess.Popen:
