@@ -21,16 +21,8 @@ from zoneinfo import ZoneInfo
 import pytest
 from conftest import E2E_SETTINGS, REPO, tlpipe, tlpipe_env
 
-from pipeline.schedule import (
-    LOCK_FILE,
-    SCHEDULE_LOG,
-    Cron,
-    Lock,
-    ScheduleError,
-    Scheduler,
-    next_tick,
-    parse_every,
-)
+from pipeline.schedule import LOCK_FILE, SCHEDULE_LOG, Lock, Scheduler
+from pipeline.timing import Cron, ScheduleError, next_tick, parse_every
 
 
 def test_interval_parsing():
@@ -108,7 +100,8 @@ def _scheduler_process(work: Path, child: str, max_runs: int = 1) -> subprocess.
     script for `tlpipe run`, in its own process so signals reach only it."""
     code = textwrap.dedent(f"""
         import sys
-        from pipeline.schedule import Scheduler, next_tick
+        from pipeline.schedule import Scheduler
+        from pipeline.timing import next_tick
         sys.exit(Scheduler({str(work)!r}, [sys.executable, "-c", {child!r}],
                            next_tick("1s", None), max_runs={max_runs}).serve())
     """)
