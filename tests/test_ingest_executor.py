@@ -405,3 +405,22 @@ def test_splits_hold_only_committed_shards_and_no_staging_is_left(bad_run):
         assert files and all(f.startswith("data_tfrecord-") and
                              f.endswith(f"-of-{len(files):05d}.gz") for f in files)
         assert written == len(records[split])
+
+
+def test_the_executor_reads_the_typed_data_section_the_node_packed(tmp_path):
+    """What make_ingest packs comes back as the same typed settings (ints stay ints), and a
+    setting ingest does not read (on_class_change) leaves the node's cache key alone."""
+    from components.config import DataConfig
+    from components.ingest.component import make_ingest
+    from components.ingest.executor import data_config
+
+    settings = dict(extensions=["png"], max_pixels=1234, max_rejected_share=0.5,
+                    min_images_per_class=3, manifest="list.csv")
+    data = DataConfig(**settings)
+    props = make_ingest(data, str(tmp_path)).exec_properties
+    read = data_config(props)
+    assert (read.extensions, read.max_pixels, read.max_rejected_share, read.min_images_per_class,
+            read.manifest) == (["png"], 1234, 0.5, 3, "list.csv")
+    assert isinstance(read.max_pixels, int)
+    other = make_ingest(DataConfig(**settings, on_class_change="accept"), str(tmp_path))
+    assert other.exec_properties["custom_config"] == props["custom_config"]

@@ -8,6 +8,7 @@ Outputs:
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from pathlib import Path
 
@@ -109,7 +110,9 @@ def split_buckets(train_ratio: float, test_ratio: float) -> dict[str, int]:
 def make_ingest(data: DataConfig, data_root: str):
     """The ingest node of the data section, reading `data_root`."""
     options = struct_pb2.Struct()
-    options.update({DATA_SETTINGS_KEY: {k: getattr(data, k) for k in DATA_FIELDS},
+    # As JSON text: a Struct would turn every number into a float.
+    options.update({DATA_SETTINGS_KEY: json.dumps({k: getattr(data, k) for k in DATA_FIELDS},
+                                                  sort_keys=True),
                     "code": code_fingerprint()})
     packed = any_pb2.Any()
     packed.Pack(options)

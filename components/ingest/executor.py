@@ -55,10 +55,10 @@ def custom_settings(exec_properties: dict[str, Any]) -> dict[str, Any]:
 
 
 def data_config(exec_properties: dict[str, Any]) -> DataConfig:
-    """The typed data section, rebuilt by the config's own loader (a Struct turns ints into
-    floats; the loader coerces them back). Fields the node does not pass keep their defaults."""
-    return PipelineConfig.from_dict({"data": custom_settings(exec_properties).get(
-        DATA_SETTINGS_KEY, {})}).data
+    """The typed data section, rebuilt by the config's own loader from the JSON the node packed
+    (DATA_FIELDS; the other fields keep their defaults and are not read here)."""
+    packed = custom_settings(exec_properties).get(DATA_SETTINGS_KEY)
+    return PipelineConfig.from_dict({"data": json.loads(packed) if packed else {}}).data
 
 
 def _spans(exec_properties: dict[str, Any], input_config: example_gen_pb2.Input) -> list[int]:
