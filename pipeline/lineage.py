@@ -123,9 +123,9 @@ class Lineage:
                        if a.state == mlmd.Artifact.LIVE), key=lambda a: a.id)
 
     def is_blessed(self, model_id: int) -> bool | None:
-        """Whether an evaluation blessed this model (None: never evaluated)."""
-        blessings = [b for e in self.readers(model_id, "model")
-                     for b in self.artifacts(e, OUTPUT, "blessing")]
-        if not blessings:
+        """Whether an evaluation blessed this model (None: no evaluation read it)."""
+        evaluations = self.readers(model_id, "model")
+        if not evaluations:
             return None
-        return any(bool(custom_property(b, "blessed")) for b in blessings)
+        return any(bool(custom_property(b, "blessed"))
+                   for e in evaluations for b in self.artifacts(e, OUTPUT, "blessing"))

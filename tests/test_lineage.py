@@ -147,3 +147,12 @@ def test_promote_picks_the_newest_live_artifact_or_the_one_asked_for(recorded):
         _latest(models, "Model", 99)
     with pytest.raises(PromoteError, match="no PushedModel artifact in ML Metadata yet"):
         _latest([], "PushedModel")
+
+
+def test_compare_rows_come_from_the_trainers_models_and_their_evaluations(recorded):
+    from pipeline import compare
+
+    config, _, model1, model2 = recorded
+    rows = compare.gather(config)
+    assert [(r.model_id, r.model_uri, r.blessed) for r in rows] == [
+        (model1.id, "m1", False), (model2.id, "m2", True)]
