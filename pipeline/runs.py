@@ -49,6 +49,7 @@ class RunRecord:
 
 def _records(config: PipelineConfig, with_summary: bool) -> Iterator[RunRecord]:
     """Records newest first, read lazily (the new-data check stops at the first good run)."""
+    from pipeline.events import COMPLETE, FAILED
     from pipeline.lineage import INPUT, OK_STATES, OUTPUT, Lineage, custom_property, execution_state
     from pipeline.nodes import RESOLVER_NODES
     from pipeline.summary import summarize_run
@@ -64,7 +65,7 @@ def _records(config: PipelineConfig, with_summary: bool) -> Iterator[RunRecord]:
             continue
         states = {node: execution_state(e) for node, e in executions
                   if node not in RESOLVER_NODES}
-        if "FAILED" in states.values():
+        if FAILED in states.values():
             status = "failed"
         elif any(s not in OK_STATES for s in states.values()):
             status = "incomplete"
@@ -73,7 +74,7 @@ def _records(config: PipelineConfig, with_summary: bool) -> Iterator[RunRecord]:
         started = min(e.create_time_since_epoch for _, e in executions)  # milliseconds
         ended = max(e.last_update_time_since_epoch for _, e in executions)
         record = RunRecord(run.name, started / 1000, (ended - started) / 1000, status)
-        own = {e.id for _, e in executions if execution_state(e) == "COMPLETE"}
+        own = {e.id for _, e in executions if execution_state(e) == COMPLETE}
         for node, execution in executions:
             if node == "ingest":
                 for artifact in lineage.artifacts(execution.id, OUTPUT):
