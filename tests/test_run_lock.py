@@ -94,7 +94,8 @@ def test_wait_waits_for_the_holder_and_gives_up_at_its_deadline(tmp_path):
         WorkDirLock(str(tmp_path), "run", wait_seconds=0.3).acquire()
     assert time.monotonic() - started >= 0.3
     with WorkDirLock(str(tmp_path), "run", wait_seconds=60) as lock:
-        assert holder.poll() == 0 and lock.took_over is None  # it ended, then we got it
+        assert lock.took_over is None  # released cleanly by its holder, then ours
+    assert holder.wait(timeout=60) == 0 and time.monotonic() - started >= 1.5
     with pytest.raises(ValueError):
         WorkDirLock(str(tmp_path), "run", wait_seconds=float("nan"))
 
