@@ -112,3 +112,33 @@ def test_the_holder_record_keeps_no_command_line(tmp_path, monkeypatch):
     monkeypatch.setattr(sys, "argv", ["tlpipe", "run", "--set", "schedule.webhook_url=https://u:secret@h/x"])
     with WorkDirLock(str(tmp_path), "run"):
         assert "secret" not in (tmp_path / RUN_LOCK_FILE).read_text()
+
+
+def test_two_real_runs_on_one_work_dir_the_second_refuses(tmp_path, tiny_images, keras_home):
+    """Two `tlpipe run` (up to ingest, to stay quick): the second exits 2 while the first runs,
+    and the first completes alone: one ingest execution in ML Metadata."""
+    from components.config import PipelineConfig
+    from pipeline.summary import open_store
+
+    work = tmp_path / "work"
+    args = [sys.executable, "-m", "pipeline.cli", "run", "--to", "ingest", "--data", str(tiny_images),
+            "--work-dir", str(work)]
+    first = subprocess.Popen(args, cwd=REPO, env=tlpipe_env(keras_home), stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.time() + 120
+        while not (work / RUN_LOCK_FILE).exists() and time.time() < deadline and first.poll() is None:
+            time.sleep(0.05)
+        second = tlpipe("run", "--to", "ingest", "--data", str(tiny_images), "--work-dir", str(work),
+                        env=tlpipe_env(keras_home), timeout=300)
+        out = first.communicate(timeout=600)[0]
+    finally:
+        if first.poll() is None:
+            first.kill()
+    assert first.returncode == 0, out
+    assert second.returncode == 2, second.stdout + second.stderr
+    assert f"holds {work / RUN_LOCK_FILE} (pid {first.pid} on host {socket.gethostname()}" in second.stderr
+    store = open_store(PipelineConfig(work_dir=str(work)))
+    ingest_type = next(t.name for t in store.get_execution_types() if t.name.endswith("ImageExampleGen"))
+    assert len(store.get_executions_by_type(ingest_type)) == 1
+    assert not (work / RUN_LOCK_FILE).exists()  # released when the first ended
