@@ -260,7 +260,7 @@ class Scheduler:
                     break
                 tick += 1
                 started = time.time()
-                self.say(f"tick {tick}: {shlex.join(self.command)}")
+                self.say(f"tick {tick}: {shown_command(self.command)}")
                 code, outcome = self._run_once()
                 self._record(tick, started, code, outcome)
                 self.say(f"tick {tick} {outcome} (exit status {code}, "
@@ -277,6 +277,14 @@ class Scheduler:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
             lock.release()
+
+
+def shown_command(command: list[str]) -> str:
+    """The command as logged: a URL in a `--set key=URL` (a webhook: a secret) redacted."""
+    from pipeline.notify import redact_url
+
+    return shlex.join(f"{arg.split('=', 1)[0]}={redact_url(arg.split('=', 1)[1])}"
+                      if "=" in arg and "://" in arg else arg for arg in command)
 
 
 def _run_command(args: argparse.Namespace) -> list[str]:

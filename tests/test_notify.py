@@ -104,3 +104,15 @@ def test_only_http_and_https_are_posted_to(url, server):
 ])
 def test_redaction_keeps_scheme_host_and_path_head_only(url, shown):
     assert redact_url(url) == shown
+
+
+def test_the_scheduler_logs_its_runs_command_with_the_webhook_redacted():
+    from pipeline.schedule import shown_command
+
+    shown = shown_command(["python", "-m", "pipeline.cli", "run", "--set",
+                           "schedule.webhook_url=https://alice:s3cret@hooks.example.com/services/B0SECRET",
+                           "--set", "trainer.phase1_epochs=3"])
+    assert "schedule.webhook_url=https://hooks.example.com/services/…" in shown
+    assert "trainer.phase1_epochs=3" in shown
+    for secret in SECRETS:
+        assert secret not in shown
