@@ -10,6 +10,7 @@ import time
 
 from components.config import ConfigError, PipelineConfig, load_config, validate
 from pipeline.nodes import NODE_ORDER as NODES
+from pipeline.work_dir_lock import LockHeld, WorkDirLock, wait_seconds
 
 
 def _fail(message: str, code: int = 2) -> int:
@@ -43,6 +44,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         validate(config, data_root)
     except ConfigError as err:
         return _fail(str(err))
+    try:  # one run, promote or label per work dir at a time
+        with WorkDirLock(config.work_dir, "run", wait_seconds=args.wait):
+            return _run(args, config, data_root)
+    except LockHeld as err:
+        return _fail(str(err))
+
+
+def _run(args: argparse.Namespace, config: PipelineConfig, data_root: str) -> int:
     if args.if_new_data:
         from pipeline.runs import NO_NEW_DATA, new_data_check
 
@@ -92,8 +101,9 @@ def cmd_promote(args: argparse.Namespace) -> int:
     from pipeline.promote import PromoteError, promote
 
     try:
-        pushed = promote(config, args.reason, args.model_id, args.by)
-    except PromoteError as err:
+        with WorkDirLock(config.work_dir, "promote"):
+            pushed = promote(config, args.reason, args.model_id, args.by)
+    except (PromoteError, LockHeld) as err:
         return _fail(str(err))
     print(f"tlpipe: FORCED release of model {pushed['model_artifact_id']} as version "
           f"{pushed['version']} at {pushed['path']} (reason recorded in metadata.json)")
@@ -120,6 +130,8 @@ def build_parser() -> argparse.ArgumentParser:
                                       "<class>/*.jpg (or TLPIPE_FLOWERS_MIRROR)")
     run.add_argument("--retune", action="store_true",
                      help="tune now, even when tuner.retune_every says to reuse earlier values")
+    run.add_argument("--wait", type=wait_seconds, default=0.0, metavar="SECONDS",
+                     help="wait up to SECONDS for another run on this work dir to end (default: refuse)")
     run.set_defaults(func=cmd_run)
 
     promote = sub.add_parser(

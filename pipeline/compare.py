@@ -24,6 +24,7 @@ from typing import Any
 
 from components import features
 from components.config import ConfigError, PipelineConfig, load_config, validate
+from pipeline.work_dir_lock import LockHeld, WorkDirLock
 
 LABELS = ("stable", "canary")
 FORMATS = ("table", "json", "html")
@@ -374,13 +375,14 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_label(args: argparse.Namespace) -> int:
-    from serving import layout
-
     try:
         config = _config(args)
         model_dir = os.path.join(config.serving_base, args.model or config.model_name)
-        path = layout.set_label(model_dir, args.label, args.version)
-    except (ConfigError, ValueError) as err:
+        with WorkDirLock(config.work_dir, "label"):
+            from serving import layout  # imports TensorFlow (seconds): not before the lock says go
+
+            path = layout.set_label(model_dir, args.label, args.version)
+    except (ConfigError, ValueError, LockHeld) as err:
         return _error(str(err))
     labels = ", ".join(f"{k}={v}" for k, v in sorted(layout.read_labels(model_dir).items()))
     print(f"tlpipe: {args.label} -> version {args.version} of {os.path.basename(model_dir)} "

@@ -1,27 +1,22 @@
-"""EfficientNet-Lite0: the torch-free .pth reader, the Keras graph, the converted ImageNet weights
+"""EfficientNet-Lite0: its ImageNet .pth read without torch, the Keras graph, the converted ImageNet weights
 and their cache."""
 from __future__ import annotations
 
 import glob
 import logging
 import os
-import pickle
 import re
 import stat
 import sys
 import types
-import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from components.trainer import efficientnet_lite as lite
-from components.trainer.efficientnet_lite import (
-    EfficientNetLiteError,
-    build_efficientnet_lite0,
-    read_legacy_state_dict,
-)
+from components.trainer.efficientnet_lite import EfficientNetLiteError, build_efficientnet_lite0
+from components.trainer.legacy_pth import read_legacy_state_dict
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 DAISY_DIR = SHARED / "datasets" / "tf_flowers" / "daisy"
@@ -69,113 +64,6 @@ def test_reader_counts_names_and_shapes(state_dict):
     }
     for name, shape in expected.items():
         assert state_dict[name].shape == shape, name
-
-
-def _write_legacy(path, obj, storages, monkeypatch):
-    """Save like torch.save(..., _use_new_zipfile_serialization=False), with a stand-in torch.
-
-    `storages`: {key: float32 array}; tensors in `obj` are ("T", key, offset, size, stride).
-    """
-    torch = types.ModuleType("torch")
-    utils = types.ModuleType("torch._utils")
-
-    class FloatStorage:
-        pass
-
-    def _rebuild_tensor_v2(*args):
-        raise AssertionError("never called")
-
-    FloatStorage.__module__, _rebuild_tensor_v2.__module__ = "torch", "torch._utils"
-    FloatStorage.__qualname__ = "FloatStorage"
-    _rebuild_tensor_v2.__qualname__ = "_rebuild_tensor_v2"
-    torch.FloatStorage, torch._utils = FloatStorage, utils
-    utils._rebuild_tensor_v2 = _rebuild_tensor_v2
-
-    class StorageRef:
-        def __init__(self, key):
-            self.key = key
-
-    class TensorRef:
-        def __init__(self, key, offset, size, stride):
-            self.args = (StorageRef(key), offset, size, stride, False, {})
-
-        def __reduce__(self):
-            return _rebuild_tensor_v2, self.args
-
-    class Pickler(pickle.Pickler):
-        def persistent_id(self, o):
-            if isinstance(o, StorageRef):
-                return ("storage", FloatStorage, o.key, "cpu", storages[o.key].size, None)
-            return None
-
-    def convert(o):
-        if isinstance(o, tuple) and o and o[0] == "T":
-            return TensorRef(*o[1:])
-        if isinstance(o, dict):
-            return {k: convert(v) for k, v in o.items()}
-        return o
-
-    with monkeypatch.context() as m:
-        m.setitem(sys.modules, "torch", torch)
-        m.setitem(sys.modules, "torch._utils", utils)
-        with open(path, "wb") as f:
-            pickle.dump(0x1950A86A20F9469CFC6C, f, protocol=2)
-            pickle.dump(1001, f, protocol=2)
-            pickle.dump({"protocol_version": 1001, "little_endian": True}, f, protocol=2)
-            Pickler(f, protocol=2).dump(convert(obj))
-            pickle.dump(list(storages), f, protocol=2)
-            for array in storages.values():
-                f.write(np.int64(array.size).astype("<i8").tobytes())
-                f.write(array.astype("<f4").tobytes())
-
-
-def test_reader_honours_strides_and_offsets(tmp_path, monkeypatch):
-    data = np.arange(20, dtype=np.float32)
-    path = tmp_path / "strided.pth"
-    _write_legacy(path, {
-        "plain": ("T", "0", 0, (2, 3), (3, 1)),
-        "transposed": ("T", "0", 0, (3, 2), (1, 3)),  # a .t() view: non-contiguous
-        "offset": ("T", "0", 6, (2, 2), (4, 1)),
-        "scalar": ("T", "0", 19, (), ()),
-    }, {"0": data}, monkeypatch)
-    sd = read_legacy_state_dict(path)
-    np.testing.assert_array_equal(sd["plain"], data[:6].reshape(2, 3))
-    np.testing.assert_array_equal(sd["transposed"], data[:6].reshape(2, 3).T)
-    np.testing.assert_array_equal(sd["offset"], [[6, 7], [10, 11]])
-    assert sd["scalar"].shape == () and sd["scalar"] == 19
-    assert sd["transposed"].flags.c_contiguous
-
-
-def test_reader_rejects_zip_other_objects_and_corrupt_files(tmp_path, monkeypatch, state_dict):
-    zipped = tmp_path / "new_format.pth"
-    with zipfile.ZipFile(zipped, "w") as z:
-        z.writestr("archive/data.pkl", b"")
-    with pytest.raises(EfficientNetLiteError, match="zip-format"):
-        read_legacy_state_dict(zipped)
-
-    not_dict = tmp_path / "list.pth"
-    _write_legacy(not_dict, [("T", "0", 0, (2,), (1,))], {"0": np.zeros(2, np.float32)},
-                  monkeypatch)
-    with pytest.raises(EfficientNetLiteError, match="state dict"):
-        read_legacy_state_dict(not_dict)
-
-    evil = tmp_path / "evil.pth"
-    with open(evil, "wb") as f:
-        for header in (0x1950A86A20F9469CFC6C, 1001, {}):
-            pickle.dump(header, f)
-        pickle.dump(os.system, f)  # would run code if the reader trusted any global
-    with pytest.raises(EfficientNetLiteError, match="not a plain PyTorch state dict"):
-        read_legacy_state_dict(evil)
-
-    truncated = tmp_path / "truncated.pth"
-    truncated.write_bytes(Path(lite.pth_path()).read_bytes()[:200_000])
-    with pytest.raises(EfficientNetLiteError, match="truncated"):
-        read_legacy_state_dict(truncated)
-
-    garbage = tmp_path / "garbage.pth"
-    garbage.write_bytes(b"\x00not a pickle at all" * 10)
-    with pytest.raises(EfficientNetLiteError):
-        read_legacy_state_dict(garbage)
 
 
 def test_missing_package_is_named(monkeypatch):

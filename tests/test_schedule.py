@@ -21,7 +21,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from conftest import E2E_SETTINGS, REPO, tlpipe, tlpipe_env
 
-from pipeline.schedule import LOCK_FILE, SCHEDULE_LOG, Lock, Scheduler
+from pipeline.schedule import LOCK_FILE, SCHEDULE_LOG, Scheduler
 from pipeline.timing import Cron, ScheduleError, next_tick, parse_every
 
 
@@ -155,14 +155,6 @@ def test_a_stale_lock_from_a_dead_scheduler_is_taken_over(tmp_path, capfd):
             f"running (pid {dead.pid} on host {socket.gethostname()}, started "
             f"2026-01-01T03:00:00)") in out
     assert "fake run" in out and not (tmp_path / LOCK_FILE).exists()
-
-
-def test_the_lock_is_exclusive_within_one_process_too(tmp_path):
-    with Lock(str(tmp_path)):
-        with pytest.raises(ScheduleError, match=f"pid {os.getpid()} on host"):
-            Lock(str(tmp_path)).acquire()
-    with Lock(str(tmp_path)):  # released: free again
-        pass
 
 
 def test_a_failed_run_is_recorded_and_the_next_tick_goes_on(tmp_path, capfd):

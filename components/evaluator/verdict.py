@@ -29,6 +29,7 @@ from components.evaluator.metrics import (
     CLASS_AUC_METRIC,
     CLASS_CALIBRATION_METRIC,
     ECE_METRIC,
+    INVALID_OUTPUTS_METRIC,
     MACRO_AUC_METRIC,
 )
 
@@ -40,7 +41,9 @@ METRIC_MEANINGS = {
     LOG_LOSS_METRIC: "cross-entropy of the true class's probability (lower is better)",
     MACRO_AUC_METRIC: "mean over classes of one-vs-rest ROC AUC",
     ECE_METRIC: "expected calibration error of the top label (lower is better)",
+    INVALID_OUTPUTS_METRIC: "eval examples whose outputs are not finite probabilities summing to 1",
 }
+COUNT_METRICS = (EXAMPLE_COUNT_NAME, INVALID_OUTPUTS_METRIC)
 VERDICT_JSON = "verdict.json"
 VERDICT_HTML = "verdict.html"
 OVERALL = "overall"
@@ -171,6 +174,13 @@ def _failed(validation) -> set[tuple[str, str, str]]:
     return failed
 
 
+def _value_rule(name: str, threshold) -> str:
+    bounds = [f"{name} >= {threshold.lower_bound.value:g}"] if threshold.HasField("lower_bound") else []
+    if threshold.HasField("upper_bound"):
+        bounds.append(f"{name} <= {threshold.upper_bound.value:g}")
+    return " and ".join(bounds)
+
+
 def build_verdict(evaluation_uri: str, blessed: bool, class_names: list[str]) -> dict[str, Any]:
     metrics = load_metrics(evaluation_uri)
     has_baseline = any("baseline" in m for m in metrics.values())
@@ -187,10 +197,9 @@ def build_verdict(evaluation_uri: str, blessed: bool, class_names: list[str]) ->
                         value = values.get("candidate", {}).get(name)
                         t = per_slice.threshold
                         if t.HasField("value_threshold"):
-                            bound = t.value_threshold.lower_bound.value
                             checks.append({
                                 "slice": slice_name, "metric": name, "kind": "value",
-                                "rule": f"{name} >= {bound:g}", "value": value, "bound": bound,
+                                "rule": _value_rule(name, t.value_threshold), "value": value,
                                 "passed": (slice_name, name, "value") not in failed})
                         if t.HasField("change_threshold"):
                             allowed = -t.change_threshold.absolute.value
@@ -229,10 +238,12 @@ def verdict_lines(verdict: dict[str, Any]) -> list[str]:
         mark = "pass" if check["passed"] else "FAIL"
         where = "" if check["slice"] == OVERALL else f" [{check['slice']}]"
         if check["kind"] == "value":
-            detail = f"{check['value']:.4f}" if check["value"] is not None else "missing"
+            detail = _fmt(check["value"], check["metric"]) if check["value"] is not None else "missing"
         else:
             detail = (f"{check['value']:.4f} vs baseline {check['baseline']:.4f}"
                       if check["value"] is not None and check["baseline"] is not None else "missing")
+        if not check["passed"] and check["metric"] in METRIC_MEANINGS:
+            detail += f" ({METRIC_MEANINGS[check['metric']]})"
         lines.append(f"  {mark}: {check['rule']}{where}: {detail}")
     return lines
 
@@ -323,4 +334,4 @@ def _reliability_svg(buckets: list[dict[str, float]], size: int = 240) -> str:
 def _fmt(value, metric: str = "") -> str:
     if value is None:
         return ""
-    return f"{value:.0f}" if metric == EXAMPLE_COUNT_NAME else f"{value:.4f}"
+    return f"{value:.0f}" if metric in COUNT_METRICS else f"{value:.4f}"

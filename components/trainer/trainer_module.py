@@ -22,6 +22,7 @@ from tfx import v1 as tfx
 from components import features
 from components.trainer import model as model_lib
 from components.trainer.curves import plot_training_curves
+from components.trainer.finite import FailOnNonFinite
 
 KERAS_WEIGHTS = os.path.join("Format-Keras", "classifier.weights.h5")  # beside Format-Serving
 # What must match for a warm start from the last blessed model's weights.
@@ -106,7 +107,7 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     hypermodel.fit(hp, model, dataset(fn_args.train_files, True),
                    validation_data=dataset(fn_args.eval_files, False),
                    epochs=trainer["phase1_epochs"], phase2_epochs=trainer["phase2_epochs"],
-                   callbacks=[tensorboard])
+                   callbacks=[tensorboard, FailOnNonFinite()])  # a diverged model fails the run
     record = _with_images_per_second(hypermodel.record, int(counts.sum()))
     history = record.pop("history")
     model_info = {
