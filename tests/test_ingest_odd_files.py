@@ -148,13 +148,14 @@ def test_run_ingest_quarantines_odd_files_and_completes_with_default_settings(tm
     assert summary["written"] == 120 and summary["quarantined"] == len(odd)
 
 
+@pytest.mark.e2e
 def test_a_dag_run_over_odd_files_completes(tmp_path):
     """Through TFX's LocalDagRunner: its driver (our fingerprint) and the executor."""
     from tfx import v1 as tfx
 
     from components.ingest.report import quarantine_summary
+    from pipeline.lineage import Lineage
     from pipeline.pipeline import create_pipeline
-    from pipeline.summary import open_store
 
     root = tmp_path / "data"
     for label in ("ant", "bee"):
@@ -172,8 +173,7 @@ def test_a_dag_run_over_odd_files_completes(tmp_path):
     finally:
         signal.alarm(0)
         signal.signal(signal.SIGALRM, previous)
-    store = open_store(config)
-    [report] = store.get_artifacts_by_type("tlpipe.QuarantineReport")
+    [report] = Lineage.open(config).store.get_artifacts_by_type("tlpipe.QuarantineReport")
     summary = quarantine_summary(report.uri)
     assert summary["written"] == 10
     assert summary["by_reason"] == {DANGLING_SYMLINK: 1, NOT_A_REGULAR_FILE: 1}

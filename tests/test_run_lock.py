@@ -114,11 +114,12 @@ def test_the_holder_record_keeps_no_command_line(tmp_path, monkeypatch):
         assert "secret" not in (tmp_path / RUN_LOCK_FILE).read_text()
 
 
+@pytest.mark.e2e
 def test_two_real_runs_on_one_work_dir_the_second_refuses(tmp_path, tiny_images, keras_home):
     """Two `tlpipe run` (up to ingest, to stay quick): the second exits 2 while the first runs,
     and the first completes alone: one ingest execution in ML Metadata."""
     from components.config import PipelineConfig
-    from pipeline.summary import open_store
+    from pipeline.lineage import Lineage
 
     work = tmp_path / "work"
     args = [sys.executable, "-m", "pipeline.cli", "run", "--to", "ingest", "--data", str(tiny_images),
@@ -138,7 +139,6 @@ def test_two_real_runs_on_one_work_dir_the_second_refuses(tmp_path, tiny_images,
     assert first.returncode == 0, out
     assert second.returncode == 2, second.stdout + second.stderr
     assert f"holds {work / RUN_LOCK_FILE} (pid {first.pid} on host {socket.gethostname()}" in second.stderr
-    store = open_store(PipelineConfig(work_dir=str(work)))
-    ingest_type = next(t.name for t in store.get_execution_types() if t.name.endswith("ImageExampleGen"))
-    assert len(store.get_executions_by_type(ingest_type)) == 1
+    lineage = Lineage.open(PipelineConfig(work_dir=str(work)))
+    assert len(lineage.node_executions("ingest")) == 1
     assert not (work / RUN_LOCK_FILE).exists()  # released when the first ended
