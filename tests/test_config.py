@@ -27,8 +27,8 @@ def test_file_then_overrides_then_explicit(tmp_path: Path):
 
 @pytest.mark.parametrize("overrides, message", [
     (["trainer.epochs=3"], "unknown setting 'trainer.epochs'"),
-    (["trainer.phase1_epochs=abc"], "'trainer.phase1_epochs' must be int"),
-    (["trainer.augment=maybe"], "'trainer.augment' must be bool"),
+    (["trainer.phase1_epochs=abc"], "'trainer.phase1_epochs' must be a valid integer, got 'abc'"),
+    (["trainer.augment=maybe"], "'trainer.augment' must be a valid boolean"),
     (["nosuch=1"], "unknown setting 'nosuch'"),
     (["trainer"], "--set expects KEY=VALUE"),
 ])
@@ -66,3 +66,44 @@ def test_validation_checks_the_data_tree(tmp_path: Path, tiny_images: Path):
 def test_missing_config_file():
     with pytest.raises(ConfigError, match="config file not found"):
         load_config("/no/such.yaml")
+
+
+def test_module_code_rebuilds_typed_sections_from_custom_config():
+    """What crosses TFX's boundary as JSON comes back as the same typed sections."""
+    import json
+
+    from components.config import ModelSettings, TransformSettings
+    from pipeline.pipeline import model_custom_config
+
+    config = load_config(None, ["trainer.rotation=0.2", "tuner.input_sizes=[96,128]",
+                                "tuner.retune_every=3"])
+    custom = json.loads(json.dumps(model_custom_config(config)))
+    settings = ModelSettings.from_dict(custom["settings"])
+    assert settings.trainer == config.trainer and settings.base == config.base
+    assert "retune_every" not in custom["settings"]["tuner"]  # when to tune: not a cache key
+    assert settings.tuner.storage_size == 128
+    transform = TransformSettings.from_dict(json.loads(json.dumps(config.transform_settings().to_dict())))
+    assert transform.transform == config.transform and transform.storage_size == 128
+
+
+MODULE_CODE = ("trainer", "tuner", "transform", "evaluator", "pusher")
+
+
+def test_module_code_reads_no_setting_with_a_second_default():
+    """`.get("<setting>", ...)` in component code would be a second default that can disagree."""
+    import re
+
+    from conftest import REPO
+
+    names = set()
+    for section in PipelineConfig.model_fields.values():
+        annotation = section.annotation
+        if isinstance(annotation, type) and hasattr(annotation, "model_fields"):
+            names.update(annotation.model_fields)
+    names.discard("name")  # too common a key (metric configs)
+    alternatives = "|".join(sorted(names))
+    pattern = re.compile(rf"""\.get\(\s*["']({alternatives})["']""")
+    offenders = [f"{path.relative_to(REPO)}:{n}: {line.strip()}"
+                 for room in MODULE_CODE for path in sorted((REPO / "components" / room).rglob("*.py"))
+                 for n, line in enumerate(path.read_text().splitlines(), 1) if pattern.search(line)]
+    assert not offenders, offenders
