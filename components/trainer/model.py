@@ -6,7 +6,6 @@ normalize pixels with the same function.
 """
 from __future__ import annotations
 
-import difflib
 import io
 import json
 import os
@@ -25,8 +24,10 @@ from tfx_bsl.public import tfxio
 from components import features
 from components.config import ModelSettings
 from components.features import HP_DROPOUT, HP_INPUT_SIZE, HP_LEARNING_RATE, HP_PHASE2_LEARNING_RATE
+from components.trainer import base_layers
 from components.trainer.backbones import BACKBONES, CONVENTIONS, DENSE128_POOL, Backbone, build_base
 from components.trainer.backbones import min_input_size as base_min_input_size
+from components.trainer.base_layers import CutLayerError
 
 CLASSIFIER = "classifier"  # the exported sub-model: everything but augmentation
 HEAD = "head"              # the new layers on top of the base: what phase 1 trains
@@ -34,10 +35,6 @@ HEAD = "head"              # the new layers on top of the base: what phase 1 tra
 
 class InputSizeError(ValueError):
     """An input size the base plus head cannot take, caught before anything is built."""
-
-
-class CutLayerError(ValueError):
-    """`base.cut_at` names no layer of the base, or lies below the fine-tune boundary."""
 
 
 def backbone_of(settings: ModelSettings) -> Backbone:
@@ -150,36 +147,15 @@ def build_feature_base(settings: ModelSettings, size: int) -> keras.Model:
     cut_at = settings.base.cut_at
     if not cut_at:
         return base
-    names = [layer.name for layer in base.layers]
-    if cut_at not in names:
-        near = difflib.get_close_matches(cut_at, names, n=8, cutoff=0.4) or names[-8:]
-        raise CutLayerError(f"base.cut_at: '{cut_at}' is not a layer of base '{backbone.name}' "
-                            f"(near it: {', '.join(near)})")
-    boundary = fine_tune_boundary(base, settings)
-    if names.index(boundary) > names.index(cut_at):
-        raise CutLayerError(
-            f"base.cut_at: '{cut_at}' lies below the fine-tune boundary '{boundary}' of base "
-            f"'{backbone.name}': set trainer.fine_tune_from to a layer at or below the cut")
+    base_layers.check_cut(backbone.name, [layer.name for layer in base.layers], cut_at,
+                          settings.trainer.fine_tune_from)
     return keras.Model(base.inputs, base.get_layer(cut_at).output, name=f"{base.name}_cut")
 
 
 def fine_tune_boundary(base: keras.Model, settings: ModelSettings) -> str:
     """First layer phase 2 unfreezes: configured name or fraction, else the registry's."""
-    chosen = settings.trainer.fine_tune_from
-    names = [layer.name for layer in base.layers]
-    if not chosen:
-        return backbone_of(settings).fine_tune_at
-    try:
-        fraction = float(chosen)
-    except ValueError:
-        if chosen not in names:
-            near = difflib.get_close_matches(chosen, names, n=8, cutoff=0.4)
-            raise CutLayerError(f"trainer.fine_tune_from: '{chosen}' is not a layer of base "
-                                f"'{backbone_of(settings).name}' (near it: {', '.join(near)})") from None
-        return chosen
-    if not 0.0 <= fraction < 1.0:
-        raise CutLayerError(f"trainer.fine_tune_from: fraction {chosen} must be in [0, 1)")
-    return names[min(int(len(names) * fraction), len(names) - 1)]
+    return base_layers.fine_tune_boundary(settings.base.name, [layer.name for layer in base.layers],
+                                          settings.trainer.fine_tune_from)
 
 
 def build_head(feature_shape, num_classes: int, settings: ModelSettings, dropout: float
