@@ -61,9 +61,9 @@ def load_config(path: str | None = None, overrides: list[str] | None = None,
     return PipelineConfig.from_dict(raw)
 
 
-def validate(config: PipelineConfig, data_root: str | None = None) -> None:
-    """Checks across settings, against the backbone registry and (with `data_root`) the data tree:
-    bad values fail here, before any component runs. Single values were checked on loading."""
+def validate(config: PipelineConfig) -> None:
+    """Checks across settings and against the backbone registry: bad values fail here, before
+    any component runs. Single values were checked on loading."""
     from components.trainer.backbones import BACKBONES, min_input_size  # light: no TensorFlow
     from components.trainer.base_layers import CutLayerError, check_cut, layer_names
 
@@ -90,11 +90,14 @@ def validate(config: PipelineConfig, data_root: str | None = None) -> None:
     if config.tuner.learning_rate_min > config.tuner.learning_rate_max:
         raise ConfigError(f"tuner.learning_rate_min {config.tuner.learning_rate_min} is above "
                           f"tuner.learning_rate_max {config.tuner.learning_rate_max}")
-    if data_root is not None:
-        from components.ingest.listing import DatasetError, check_input
-        try:
-            check_input(data_root, config.data.pattern, config.data.manifest,
-                        config.data.extensions, config.data.min_images_per_class,
-                        config.data.num_spans)
-        except DatasetError as err:
-            raise ConfigError(str(err)) from None
+
+
+def check_data_tree(config: PipelineConfig, data_root: str) -> None:
+    """The images are there as the data settings describe them (enough classes and images)."""
+    from components.ingest.listing import DatasetError, check_input
+
+    try:
+        check_input(data_root, config.data.pattern, config.data.manifest, config.data.extensions,
+                    config.data.min_images_per_class, config.data.num_spans)
+    except DatasetError as err:
+        raise ConfigError(str(err)) from None

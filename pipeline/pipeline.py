@@ -20,6 +20,7 @@ from components.ingest.component import make_ingest
 from components.pusher.component import ServingPusher
 from components.schema.component import make_label_domain
 from pipeline.nodes import HYPERPARAMETERS_NODE, NODE_ORDER, RESOLVER_NODE
+from pipeline.retune import TuningDecision, decide
 
 COMPONENTS_DIR = Path(__file__).resolve().parent.parent / "components"
 TRANSFORM_MODULE = COMPONENTS_DIR / "transform" / "preprocessing.py"
@@ -51,10 +52,21 @@ def model_custom_config(config: PipelineConfig) -> dict:
             "feature_cache_dir": str(Path(config.work_dir).resolve() / "cache" / "features")}
 
 
+def plan_run(config: PipelineConfig, data_root: str, to_node: str | None = None,
+             retune: bool = False) -> tuple[tfx.dsl.Pipeline, TuningDecision]:
+    """The DAG a local run executes and whether it tunes, from one model custom config (the
+    tuning decision compares it with earlier tunings; the Tuner and Trainer get it)."""
+    model_config = model_custom_config(config)
+    tuning = decide(config, model_config, force=retune or to_node == "tuner")
+    return create_pipeline(config, data_root, to_node, tuning.hyperparameters_uri, model_config), tuning
+
+
 def create_pipeline(config: PipelineConfig, data_root: str, to_node: str | None = None,
-                    reuse_hyperparameters: str | None = None) -> tfx.dsl.Pipeline:
+                    reuse_hyperparameters: str | None = None,
+                    model_config: dict | None = None) -> tfx.dsl.Pipeline:
     """The DAG; with `reuse_hyperparameters` (a HyperParameters artifact URI, see
-    pipeline/retune.py) an Importer stands in for the tuner."""
+    pipeline/retune.py) an Importer stands in for the tuner. `model_config`: the Tuner's and
+    Trainer's custom config when the caller has built it (default: built here)."""
     tune = reuse_hyperparameters is None
     ingest = make_ingest(config, data_root)
     statistics_gen = tfx.components.StatisticsGen(
@@ -85,7 +97,7 @@ def create_pipeline(config: PipelineConfig, data_root: str, to_node: str | None 
     # schema_gen's schema (as inferred, so Transform stays cached when nothing changed), but
     # only after the label domain check passed.
     transform.add_upstream_node(label_domain)
-    custom_config = model_custom_config(config)
+    custom_config = model_config or model_custom_config(config)
     if tune:
         tuner = tfx.components.Tuner(
             module_file=str(TUNER_MODULE),

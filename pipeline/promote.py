@@ -16,11 +16,12 @@ from ml_metadata.proto import metadata_store_pb2
 
 from components import features
 from components.config import PipelineConfig
+from components.errors import UsageError
 from pipeline.summary import open_store
 
 
-class PromoteError(RuntimeError):
-    pass
+class PromoteError(UsageError, RuntimeError):
+    """Nothing to promote, or a model already serving."""
 
 
 def _existing_store(config: PipelineConfig) -> metadata_store.MetadataStore:

@@ -23,6 +23,7 @@ from tfx_bsl.public import tfxio
 
 from components import features
 from components.config import ModelSettings
+from components.errors import TlpipeError
 from components.features import HP_DROPOUT, HP_INPUT_SIZE, HP_LEARNING_RATE, HP_PHASE2_LEARNING_RATE
 from components.trainer import base_layers
 from components.trainer.backbones import BACKBONES, CONVENTIONS, DENSE128_POOL, Backbone, build_base
@@ -33,7 +34,7 @@ CLASSIFIER = "classifier"  # the exported sub-model: everything but augmentation
 HEAD = "head"              # the new layers on top of the base: what phase 1 trains
 
 
-class InputSizeError(ValueError):
+class InputSizeError(TlpipeError, ValueError):
     """An input size the base plus head cannot take, caught before anything is built."""
 
 
