@@ -1,7 +1,7 @@
 """`tlpipe`: the one command line, every parser in one place.
 
-Pipeline commands (pipeline/commands.py): `run`, `runs`, `compare`, `schedule`, `compile`, and
-the serving-layout actions `promote` and `label`. `serve` / `predict` follow TF Serving's own
+Pipeline commands (pipeline/commands.py): `run`, `runs`, `compare`, `schedule`, `compile`,
+`config`, and the serving-layout actions `promote` and `label`. `serve` / `predict` follow TF Serving's own
 flags (serving/cli.py). Commands that read the config share one parent for `--config`,
 `--work-dir` and `--set`; every listing takes `--format {table,json}` (`--json` for short).
 Errors: one line from `main`; exit 2 for usage or settings (nothing ran), 1 for a failed run.
@@ -124,13 +124,24 @@ def _pipeline_commands(sub, parents: dict[str, argparse.ArgumentParser]) -> None
                           help=f"container image with tlpipe installed (default {DEFAULT_IMAGE})")
 
 
+def _config_command(sub, parents: dict[str, argparse.ArgumentParser]) -> None:
+    config = sub.add_parser("config", parents=[parents["config"]], help="print the effective settings",
+                            description="The validated settings of --config and --set, as YAML; with "
+                                        "--markdown, the configuration reference (docs/configuration.md).")
+    config.add_argument("--markdown", action="store_true",
+                        help="print the configuration reference generated from components/config.py")
+    config.set_defaults(func=commands.cmd_config)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tlpipe",
         description="Folder of labelled images -> fine-tuned, evaluated, versioned classifier "
                     "served in TF Serving's layout (TFX on LocalDagRunner).")
     sub = parser.add_subparsers(dest="command", required=True)
-    _pipeline_commands(sub, _shared_parents())
+    parents = _shared_parents()
+    _pipeline_commands(sub, parents)
+    _config_command(sub, parents)
     from serving.cli import register as register_serving  # serve, predict: TF Serving's flags
 
     register_serving(sub)

@@ -145,6 +145,18 @@ def cmd_runs(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_config(args: argparse.Namespace) -> int:
+    if args.markdown:
+        from components.config_reference import markdown
+
+        print(markdown(), end="")
+        return 0
+    import yaml
+
+    print(yaml.safe_dump(config_from(args).to_dict(), sort_keys=False), end="")
+    return 0
+
+
 # ---------------------------------------------------------------- orchestration
 
 def scheduled_command(args: argparse.Namespace) -> list[str]:

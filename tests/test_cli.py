@@ -52,6 +52,7 @@ SUBCOMMANDS = {  # each subcommand that reads the config, with its own required 
     "label": ["--version", "1", "--label", "stable"],
     "schedule": ["--max-runs", "1"],
     "compile": ["--kubeflow", "spec.json", "--data", "gs://bucket/images"],
+    "config": [],
 }
 
 
