@@ -1,5 +1,5 @@
-"""`tlpipe compare` and `tlpipe label`: every trained version side by side, two of them head
-to head, and a serving label moved once the comparison has decided.
+"""What `tlpipe compare` shows: every trained version side by side, two of them head to head
+(text and HTML output: pipeline/compare_report.py).
 
 Rows come from ML Metadata (every Model the trainer produced, with its evaluations and
 blessings) joined with the serving directory (pushed versions, their metadata.json, labels); a
@@ -13,28 +13,24 @@ second version's run (TFMA keeps no per-example predictions).
 """
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
-import sys
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
 from components import features
-from components.config import ConfigError, PipelineConfig, load_config, validate
-from pipeline.work_dir_lock import LockHeld, WorkDirLock
+from components.config import PipelineConfig
+from components.errors import UsageError
 
-LABELS = ("stable", "canary")
-FORMATS = ("table", "json", "html")
 HEADLINE_METRICS = ("accuracy", "macro_auc", "log_loss")  # the table's metric columns
 SIGNIFICANCE = 0.05
 TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
 
 
-class CompareError(RuntimeError):
-    pass
+class CompareError(UsageError, RuntimeError):
+    """A version that is not there, or two versions that cannot be compared."""
 
 
 @dataclass
@@ -278,147 +274,3 @@ def head_to_head(a: VersionRow, b: VersionRow, paired: bool = True) -> dict[str,
             "per_class": {name: deltas(a.per_class[name], b.per_class[name])
                           for name in b.class_names if name in a.per_class and name in b.per_class},
             "paired_test": paired_test(a, b) if paired else {"skipped": "not requested"}}
-
-
-# ---------------------------------------------------------------- output
-
-def _fmt(value: Any, spec: str = ".4f") -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    return format(value, spec) if isinstance(value, float) else str(value)
-
-
-def table(rows: list[VersionRow]) -> tuple[list[str], list[list[str]]]:
-    """The comparison table's header and cells, shared by the text and HTML outputs."""
-    classes = sorted({name for row in rows for name in row.class_names})
-    header = ["version", "created", "span", "base", "size", "lr1", "lr2", "epochs", "train s",
-              *HEADLINE_METRICS, *(f"recall {c}" for c in classes), "blessed", "pushed", "labels"]
-    body = []
-    for r in rows:
-        epochs = f"{r.phase1_epochs}+{r.phase2_epochs}" if r.phase1_epochs is not None else "-"
-        blessed = "forced" if r.forced and not r.blessed else _fmt(r.blessed)
-        body.append([r.key, r.created or "-", _fmt(r.data_span), r.base or "-", _fmt(r.input_size),
-                     _fmt(r.phase1_learning_rate, ".2e"), _fmt(r.phase2_learning_rate, ".2e"),
-                     epochs, _fmt(r.training_seconds, ".0f"),
-                     *(_fmt(r.metrics.get(m)) for m in HEADLINE_METRICS),
-                     *(_fmt(r.per_class.get(c, {}).get("recall")) for c in classes),
-                     blessed, _fmt(r.pushed), ",".join(r.labels) or "-"])
-    return header, body
-
-
-def table_lines(rows: list[VersionRow]) -> list[str]:
-    header, body = table(rows)
-    widths = [max(len(str(x)) for x in column) for column in zip(header, *body)]
-    return ["  ".join(str(x).ljust(w) for x, w in zip(line, widths)).rstrip()
-            for line in [header, *body]]
-
-
-def head_to_head_lines(h2h: dict[str, Any]) -> list[str]:
-    a, b = h2h["a"], h2h["b"]
-    lines = [f"head to head: {b} vs {a} (delta = {b} - {a})",
-             f"  {'metric':28} {a:>8} {b:>8} {'delta':>8}"]
-    lines += [f"  {k:28} {v['a']:8.4f} {v['b']:8.4f} {v['delta']:+8.4f}"
-              for k, v in h2h["metrics"].items()]
-    for name, d in h2h["per_class"].items():
-        lines.append(f"  class {name}: " + ", ".join(
-            f"{k} {v:+.4f}" for k, v in d.items() if k != "support"))
-    test = h2h["paired_test"]
-    if "skipped" in test:
-        lines.append(f"  paired test skipped: {test['skipped']}")
-    else:
-        verdict = "significant" if test["significant"] else "not significant"
-        lines.append(
-            f"  McNemar exact test on the {test['examples']} eval examples of {b}'s run: "
-            f"only {a} right {test['only_a_right']}, only {b} right {test['only_b_right']}, "
-            f"p = {test['p_value']:.4g}: {verdict} at {test['alpha']}")
-    return lines
-
-
-# ---------------------------------------------------------------- commands
-
-def _error(message: str, code: int = 2) -> int:
-    print(f"tlpipe: error: {message}", file=sys.stderr)
-    return code
-
-
-def _config(args: argparse.Namespace) -> PipelineConfig:
-    config = load_config(args.config, args.set, work_dir=args.work_dir)
-    validate(config)
-    return config
-
-
-def cmd_compare(args: argparse.Namespace) -> int:
-    try:
-        config = _config(args)
-        rows = select(gather(config, args.model), args.versions)
-    except (ConfigError, CompareError) as err:
-        return _error(str(err))
-    if not rows:
-        return _error(f"no trained version under {config.work_dir}: run the pipeline first", 1)
-    h2h = (head_to_head(*rows, paired=not args.no_paired_test)
-           if args.versions and len(rows) == 2 else None)
-    if args.format == "json":
-        print(json.dumps({"versions": [r.to_dict() for r in rows], "head_to_head": h2h},
-                         indent=2, sort_keys=True))
-        return 0
-    print("\n".join(table_lines(rows)))
-    if h2h:
-        print("\n".join(head_to_head_lines(h2h)))
-    if args.format == "html":
-        from pipeline.compare_report import write_report
-
-        out = args.out or os.path.join(os.path.abspath(config.work_dir), "compare")
-        print(f"report: {write_report(rows, h2h, out)} (charts as PNG beside it)")
-    return 0
-
-
-def cmd_label(args: argparse.Namespace) -> int:
-    try:
-        config = _config(args)
-        model_dir = os.path.join(config.serving_base, args.model or config.model_name)
-        with WorkDirLock(config.work_dir, "label"):
-            from serving import layout  # imports TensorFlow (seconds): not before the lock says go
-
-            path = layout.set_label(model_dir, args.label, args.version)
-    except (ConfigError, ValueError, LockHeld) as err:
-        return _error(str(err))
-    labels = ", ".join(f"{k}={v}" for k, v in sorted(layout.read_labels(model_dir).items()))
-    print(f"tlpipe: {args.label} -> version {args.version} of {os.path.basename(model_dir)} "
-          f"({labels}); written to {os.path.join(model_dir, layout.LABELS_FILE)} and {path}")
-    return 0
-
-
-def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", help="model name under the serving dir (default: model_name)")
-    parser.add_argument("--config", help="YAML config file")
-    parser.add_argument("--work-dir", help="the runs' work dir (default ./tlpipe-work)")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
-
-
-def register(subparsers) -> None:
-    compare = subparsers.add_parser(
-        "compare", help="compare trained versions by their evaluation metrics",
-        description="Every trained version (ML Metadata and the serving dir), one row each; "
-                    "with exactly two --versions, a head to head with McNemar's exact test on "
-                    "the same eval examples.")
-    _common(compare)
-    compare.add_argument("--versions", nargs="+", metavar="V",
-                         help="serving versions (3) or ML Metadata model ids (m17); two give "
-                              "a head to head, the second compared with the first")
-    compare.add_argument("--format", choices=FORMATS, default="table")
-    compare.add_argument("--out", help="html: report folder (default <work-dir>/compare)")
-    compare.add_argument("--no-paired-test", action="store_true",
-                         help="head to head without re-running both models on the eval split")
-    compare.set_defaults(func=cmd_compare)
-
-    label = subparsers.add_parser(
-        "label", help="point a serving label (stable, canary) at a version",
-        description="Writes the label to labels.json (read by tlpipe serve) and to the "
-                    "ModelServerConfig models.config beside the model dirs (TF Serving's "
-                    "--model_config_file).")
-    _common(label)
-    label.add_argument("--version", type=int, required=True)
-    label.add_argument("--label", choices=LABELS, required=True)
-    label.set_defaults(func=cmd_label)

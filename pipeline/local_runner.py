@@ -109,8 +109,7 @@ def run_pipeline(config: PipelineConfig, data_root: str, to_node: str | None = N
     from absl import logging as absl_logging
     from tfx import v1 as tfx
 
-    from pipeline.pipeline import create_pipeline, model_custom_config
-    from pipeline.retune import decide
+    from pipeline.pipeline import plan_run
 
     log_dir = Path(config.work_dir).resolve() / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
@@ -141,7 +140,7 @@ def run_pipeline(config: PipelineConfig, data_root: str, to_node: str | None = N
     for handler in (file_handler, progress):
         root.addHandler(handler)
     root.setLevel(logging.INFO)
-    tuning = decide(config, model_custom_config(config), force=retune or to_node == "tuner")
+    pipeline, tuning = plan_run(config, data_root, to_node, retune)
     print(f"tlpipe: running {to_node and 'up to ' + to_node or 'the whole DAG'}; "
           f"full log: {log_path}; node events: {events.path}", file=out, flush=True)
     print(f"tlpipe: hyperparameters: {tuning.reason}", file=out, flush=True)
@@ -150,7 +149,6 @@ def run_pipeline(config: PipelineConfig, data_root: str, to_node: str | None = N
     os.dup2(log_fd, 2)
     os.close(log_fd)
     try:
-        pipeline = create_pipeline(config, data_root, to_node, tuning.hyperparameters_uri)
         with observed_nodes(events.emit):
             tfx.orchestration.LocalDagRunner().run(pipeline)
     finally:

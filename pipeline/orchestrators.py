@@ -6,7 +6,6 @@ gets a DAG file, pipeline/airflow_dag.py. Beam work goes where `beam.extra_args`
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import os
@@ -15,7 +14,7 @@ import tempfile
 from collections.abc import Iterator
 from typing import Any
 
-from components.config import ConfigError, PipelineConfig, load_config, validate
+from components.config import PipelineConfig
 
 DEFAULT_IMAGE = "tlpipe:latest"  # an image with this project installed (README: Kubeflow)
 
@@ -66,41 +65,3 @@ def compile_kubeflow(config: PipelineConfig, data_root: str, output_file: str,
         runner.run(create_pipeline(config, data_root), write_out=True)
     with open(output_file) as fh:
         return json.load(fh)
-
-
-def cmd_compile(args: argparse.Namespace) -> int:
-    try:
-        config = load_config(args.config, args.set, work_dir=args.work_dir,
-                             data__root=args.data)
-        validate(config)
-        if not config.data.root:
-            raise ConfigError("compile needs the images' location as the cluster sees it: "
-                              "--data gs://bucket/images (or data.root)")
-    except ConfigError as err:
-        print(f"tlpipe: error: {err}", file=sys.stderr)
-        return 2
-    from pipeline.cli import resolve_data_root  # a local root made absolute, a URL kept
-
-    spec = compile_kubeflow(config, resolve_data_root(config, None), args.kubeflow, args.image)
-    tasks = spec.get("pipelineSpec", spec).get("root", {}).get("dag", {}).get("tasks", {})
-    print(f"tlpipe: wrote the Kubeflow V2 pipeline spec {os.path.abspath(args.kubeflow)} "
-          f"({len(tasks)} tasks: {', '.join(tasks)}; image {args.image}; pipeline root "
-          f"{config.pipeline_root})")
-    return 0
-
-
-def register(sub) -> None:
-    parser = sub.add_parser(
-        "compile", help="compile the pipeline for Kubeflow Pipelines / Vertex AI",
-        description="Compile the same DAG with TFX's KubeflowV2DagRunner to a pipeline spec "
-                    "JSON (upload it to Kubeflow Pipelines or Vertex AI Pipelines and schedule "
-                    "recurring runs there). Needs the kfp package (requirements-kfp.lock).")
-    parser.add_argument("--kubeflow", required=True, metavar="FILE",
-                        help="where to write the pipeline spec JSON")
-    parser.add_argument("--image", default=DEFAULT_IMAGE,
-                        help=f"container image with tlpipe installed (default {DEFAULT_IMAGE})")
-    parser.add_argument("--config", help="YAML config file")
-    parser.add_argument("--data", help="image root as the cluster sees it (gs://...)")
-    parser.add_argument("--work-dir", help="work dir: pipeline root and serving dir")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
-    parser.set_defaults(func=cmd_compile)

@@ -20,6 +20,7 @@ from components.ingest.component import make_ingest
 from components.pusher.component import ServingPusher
 from components.schema.component import make_label_domain
 from pipeline.nodes import HYPERPARAMETERS_NODE, NODE_ORDER, RESOLVER_NODE
+from pipeline.retune import TuningDecision, decide
 
 COMPONENTS_DIR = Path(__file__).resolve().parent.parent / "components"
 TRANSFORM_MODULE = COMPONENTS_DIR / "transform" / "preprocessing.py"
@@ -42,26 +43,30 @@ def code_fingerprint(*paths: Path) -> str:
     return digest.hexdigest()[:16]
 
 
-def _settings(config: PipelineConfig, *sections: str) -> dict:
-    """Only the sections a component reads: editing other settings keeps it cached."""
-    full = config.to_dict()
-    return {name: full[name] for name in sections}
-
-
 def model_custom_config(config: PipelineConfig) -> dict:
-    """What the Tuner and Trainer get: their settings, the code they import, the feature cache."""
+    """What the Tuner and Trainer get: their settings (only the sections they read, so editing
+    others keeps them cached), the code they import, the feature cache."""
     shared_code = [COMPONENTS_DIR / "features.py", COMPONENTS_DIR / "trainer"]
-    settings = _settings(config, "base", "tuner", "trainer")
-    del settings["tuner"]["retune_every"]  # when to tune, not how: must not change cache keys
-    return {"settings": settings,
+    return {"settings": config.model_settings().to_custom_config(),
             "code": code_fingerprint(*shared_code),
             "feature_cache_dir": str(Path(config.work_dir).resolve() / "cache" / "features")}
 
 
+def plan_run(config: PipelineConfig, data_root: str, to_node: str | None = None,
+             retune: bool = False) -> tuple[tfx.dsl.Pipeline, TuningDecision]:
+    """The DAG a local run executes and whether it tunes, from one model custom config (the
+    tuning decision compares it with earlier tunings; the Tuner and Trainer get it)."""
+    model_config = model_custom_config(config)
+    tuning = decide(config, model_config, force=retune or to_node == "tuner")
+    return create_pipeline(config, data_root, to_node, tuning.hyperparameters_uri, model_config), tuning
+
+
 def create_pipeline(config: PipelineConfig, data_root: str, to_node: str | None = None,
-                    reuse_hyperparameters: str | None = None) -> tfx.dsl.Pipeline:
+                    reuse_hyperparameters: str | None = None,
+                    model_config: dict | None = None) -> tfx.dsl.Pipeline:
     """The DAG; with `reuse_hyperparameters` (a HyperParameters artifact URI, see
-    pipeline/retune.py) an Importer stands in for the tuner."""
+    pipeline/retune.py) an Importer stands in for the tuner. `model_config`: the Tuner's and
+    Trainer's custom config when the caller has built it (default: built here)."""
     tune = reuse_hyperparameters is None
     ingest = make_ingest(config.data, data_root)
     statistics_gen = tfx.components.StatisticsGen(
@@ -84,11 +89,7 @@ def create_pipeline(config: PipelineConfig, data_root: str, to_node: str | None 
         # (measured: 17 of 71 s on the 1,500 flowers).
         disable_statistics=True,
         custom_config={
-            "storage_size": config.storage_size,
-            "base": config.base.name,
-            "mean_source": config.transform.mean_source,
-            "std_scaling": config.transform.std_scaling,
-            "resize": config.transform.resize,
+            "settings": config.transform_settings().to_dict(),
             # preprocessing_fn imports these two; model code changes keep it cached.
             "code": code_fingerprint(COMPONENTS_DIR / "features.py",
                                      COMPONENTS_DIR / "trainer" / "backbones.py"),
@@ -96,7 +97,7 @@ def create_pipeline(config: PipelineConfig, data_root: str, to_node: str | None 
     # schema_gen's schema (as inferred, so Transform stays cached when nothing changed), but
     # only after the label domain check passed.
     transform.add_upstream_node(label_domain)
-    custom_config = model_custom_config(config)
+    custom_config = model_config or model_custom_config(config)
     if tune:
         tuner = tfx.components.Tuner(
             module_file=str(TUNER_MODULE),
@@ -136,7 +137,7 @@ def create_pipeline(config: PipelineConfig, data_root: str, to_node: str | None 
         model=trainer.outputs["model"],
         baseline_model=latest_blessed_model.outputs["model"],
         example_splits=[features.EVAL_SPLIT],
-        eval_config=make_eval_config(config)).with_id("evaluator")
+        eval_config=make_eval_config(config.evaluator)).with_id("evaluator")
     pusher = ServingPusher(
         model=trainer.outputs["model"],
         model_blessing=evaluator.outputs["blessing"],

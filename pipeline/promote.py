@@ -13,11 +13,12 @@ import os
 
 from components import features
 from components.config import PipelineConfig
+from components.errors import UsageError
 from pipeline.lineage import Lineage
 
 
-class PromoteError(RuntimeError):
-    pass
+class PromoteError(UsageError, RuntimeError):
+    """Nothing to promote, or a model already serving."""
 
 
 def _lineage(config: PipelineConfig) -> Lineage:

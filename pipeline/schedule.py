@@ -15,7 +15,6 @@ Production orchestration (Kubeflow, Airflow) uses the same DAG: pipeline/orchest
 """
 from __future__ import annotations
 
-import argparse
 import codecs
 import datetime as dt
 import json
@@ -29,10 +28,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from components.config import ConfigError, load_config, validate
 from pipeline.events import EVENTS_FILE_ENV, RUN_SKIPPED, STARTED, Event, EventFollower
 from pipeline.nodes import NODE_ORDER
-from pipeline.timing import ScheduleError, next_tick
 from pipeline.work_dir_lock import LockHeld, WorkDirLock, describe
 
 LOCK_FILE = "schedule.lock"
@@ -209,60 +206,3 @@ def shown_command(command: list[str]) -> str:
 
     return shlex.join(f"{arg.split('=', 1)[0]}={redact_url(arg.split('=', 1)[1])}"
                       if "=" in arg and "://" in arg else arg for arg in command)
-
-
-def _run_command(args: argparse.Namespace) -> list[str]:
-    """The child's command line: the real `tlpipe run`, with this scheduler's options."""
-    command = [sys.executable, "-m", "pipeline.cli", "run"]
-    if not args.always:
-        command.append("--if-new-data")
-    for flag in ("config", "data", "work_dir", "mirror"):
-        value = getattr(args, flag)
-        if value:
-            command += [f"--{flag.replace('_', '-')}", value]
-    for item in args.set:
-        command += ["--set", item]
-    return command
-
-
-def cmd_schedule(args: argparse.Namespace) -> int:
-    try:
-        config = load_config(args.config, args.set, work_dir=args.work_dir,
-                             data__root=args.data)
-        validate(config)
-        cron = args.cron or (None if args.every else config.schedule.cron)
-        timing = next_tick(args.every or config.schedule.every, cron)
-    except (ConfigError, ScheduleError) as err:
-        print(f"tlpipe: error: {err}", file=sys.stderr)
-        return 2
-    def killed(message: str) -> None:  # `tlpipe run` alerts on its own failures, not on a kill
-        from pipeline.notify import FAILED, notify
-
-        notify(config, FAILED, message)
-    scheduler = Scheduler(config.work_dir, _run_command(args), timing, first_now=not cron,
-                          max_runs=args.max_runs, on_killed=killed)
-    when = f"cron '{cron}'" if cron else f"every {args.every or config.schedule.every}"
-    scheduler.say(f"{when}; work dir {Path(config.work_dir).resolve()}")
-    return scheduler.serve()
-
-
-def register(sub) -> None:
-    parser = sub.add_parser(
-        "schedule", help="run the pipeline on a schedule (embedded scheduler)",
-        description="Run `tlpipe run --if-new-data` now and then at each tick (schedule.every "
-                    "or schedule.cron), until Ctrl-C / SIGTERM, which stop after the current "
-                    "component and never mid-push. One scheduler per work dir (a lock file).")
-    when = parser.add_mutually_exclusive_group()
-    when.add_argument("--every", help="interval: 30m, 6h, 1d (default: schedule.every)")
-    when.add_argument("--cron", help="5-field cron expression in the machine's time zone (or TZ, "
-                                     "e.g. TZ=Europe/Paris), e.g. '0 3 * * *'")
-    parser.add_argument("--always", action="store_true",
-                        help="run at every tick, not only when a new span arrived")
-    parser.add_argument("--max-runs", type=int, metavar="N",
-                        help="stop after N ticks (default: run until stopped)")
-    parser.add_argument("--config", help="YAML config file")
-    parser.add_argument("--data", help="image root (as for tlpipe run)")
-    parser.add_argument("--work-dir", help="work dir (default ./tlpipe-work)")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
-    parser.add_argument("--mirror", help="offline mirror of the flowers demo")
-    parser.set_defaults(func=cmd_schedule)

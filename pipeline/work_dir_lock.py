@@ -19,12 +19,14 @@ import socket
 import time
 from pathlib import Path
 
+from components.errors import UsageError
+
 RUN_LOCK_FILE = "run.lock"
 _RUN_REFUSAL = ("another tlpipe command holds {path} ({holder}); nothing was done: wait for it to end "
                 "(tlpipe run --wait SECONDS waits), or use another --work-dir")
 
 
-class LockHeld(Exception):
+class LockHeld(UsageError):
     """The lock is held by a live process; the message names it (pid, host, start, command)."""
 
     def __init__(self, message: str, holder: dict):

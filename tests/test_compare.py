@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from conftest import E2E_SETTINGS, tlpipe, tlpipe_env
 
-from pipeline import compare
+from pipeline import compare, compare_report
 from pipeline.cli import main as tlpipe_main
 from serving import config as server_config
 from serving import layout
@@ -46,7 +46,7 @@ def versions(pipeline_runs, tiny_images, keras_home, tmp_path_factory) -> TwoVer
 
 
 def _rows(work: Path) -> dict[str, compare.VersionRow]:
-    from components.config import load_config
+    from components.config_loading import load_config
 
     return {row.key: row for row in compare.gather(load_config(work_dir=str(work)))}
 
@@ -110,7 +110,7 @@ def test_table_lists_both_versions_with_tfmas_own_metrics(versions):
         for metric in ("accuracy", "macro_auc", "log_loss"):
             assert row.metrics[metric] == pytest.approx(overall[metric]), (key, metric)
         assert {c: s["recall"] for c, s in row.per_class.items()} == pytest.approx(recall)
-    lines = compare.table_lines([a, b])
+    lines = compare_report.table_lines([a, b])
     assert lines[0].split()[:3] == ["version", "created", "span"]
     assert [line.split()[0] for line in lines[1:]] == [versions.a, versions.b]
 

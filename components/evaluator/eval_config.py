@@ -20,7 +20,7 @@ import json
 from tensorflow_model_analysis.proto import config_pb2 as tfma
 
 from components import features
-from components.config import PipelineConfig
+from components.config import EvaluatorConfig
 from components.evaluator import metrics as custom_metrics
 
 ACCURACY_METRIC = "accuracy"
@@ -33,8 +33,7 @@ ONLY_PROBABILITIES = tfma.PerSliceMetricThreshold(slicing_specs=[OVERALL], thres
     value_threshold=tfma.GenericValueThreshold(upper_bound={"value": 0})))
 
 
-def make_eval_config(config: PipelineConfig) -> tfma.EvalConfig:
-    gate = config.evaluator
+def make_eval_config(gate: EvaluatorConfig) -> tfma.EvalConfig:
     accuracy_thresholds = [tfma.PerSliceMetricThreshold(slicing_specs=[OVERALL], threshold=tfma.MetricThreshold(
         value_threshold=tfma.GenericValueThreshold(lower_bound={"value": gate.min_accuracy}),
         change_threshold=tfma.GenericChangeThreshold(
