@@ -90,7 +90,7 @@ def parse_model_server_config(text: str):
     try:
         text_format.Parse(text, config)
     except text_format.ParseError as err:
-        raise ConfigError(f"model config: {err}") from None
+        raise ConfigError(f"Error parsing text-format tensorflow.serving.ModelServerConfig: {err}") from None
     return config
 
 

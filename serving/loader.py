@@ -72,15 +72,24 @@ def _function_call(function, output_keys: list[str]):
 
 
 def _session_call(session, definition):
-    """A signature as one session callable: feeds and fetches by tensor name, no shape check."""
+    """A signature as one session callable: feeds and fetches by tensor name.
+
+    Built from CallableOptions (TF's C callable) rather than `Session.make_callable`, whose
+    Python feed path refuses a value whose shape differs from the graph's static shape; TF
+    Serving's C++ session hands it to the model, which decides.
+    """
+    from tensorflow.core.protobuf import config_pb2
+
     input_keys, output_keys = sorted(definition.inputs), sorted(definition.outputs)
-    graph = session.graph
-    run = session.make_callable(
-        [graph.get_tensor_by_name(definition.outputs[k].name) for k in output_keys],
-        [graph.get_tensor_by_name(definition.inputs[k].name) for k in input_keys])
+    options = config_pb2.CallableOptions(
+        feed=[definition.inputs[k].name for k in input_keys],
+        fetch=[definition.outputs[k].name for k in output_keys])
+    run = session._make_callable_from_options(options)  # noqa: SLF001 (see docstring)
+    dtypes = [session.graph.get_tensor_by_name(definition.inputs[k].name).dtype.as_numpy_dtype
+              for k in input_keys]
 
     def call(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        values = run(*[inputs[k] for k in input_keys])
+        values = run(*[np.asarray(inputs[k], dtype=dtype) for k, dtype in zip(input_keys, dtypes)])
         return {k: np.asarray(v) for k, v in zip(output_keys, values)}
 
     return call
