@@ -20,7 +20,7 @@ import grpc
 
 from serving import source
 from serving.config import ModelConfig, VersionPolicy
-from serving.loader import LoadedModel
+from serving.servable import LoadedModel
 from serving.status import from_exception, invalid_argument, not_found
 
 log = logging.getLogger(__name__)
