@@ -122,6 +122,8 @@ class _Handler(BaseHTTPRequestHandler):
                     self._discard_body()
                 if not path.startswith(API_PREFIX):
                     raise not_found(f"Not found: {method} {path}"[:300])
+                if path.rstrip("/") == "/v1/models" and method == "GET":
+                    raise invalid_argument("Missing model name in request.")
                 raise invalid_argument(f"Malformed request: {method} {path}"[:300])
             spec = _spec(match.group("name"), match.group("version"), match.group("label"))
         except Exception as err:

@@ -22,12 +22,13 @@ RPC_TIMEOUT = 10.0
 
 
 def start(models: dict[str, str], **options) -> ModelServer:
-    """A started server: model name -> base path, any ServerOptions field as keyword."""
+    """A started server: model name -> base path; `policy` and `labels` (label -> version)
+    apply to every model; any ServerOptions field as keyword."""
     options.setdefault("grpc_port", 0)
     options.setdefault("rest_port", 0)
     options.setdefault("file_system_poll_wait_seconds", 0)
-    configs = [ModelConfig(name, str(path), options.pop("policy", VersionPolicy()))
-               for name, path in models.items()]
+    policy, labels = options.pop("policy", VersionPolicy()), options.pop("labels", {})
+    configs = [ModelConfig(name, str(path), policy, labels) for name, path in models.items()]
     return ModelServer(ServerOptions(models=configs, **options)).start()
 
 
