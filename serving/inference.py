@@ -155,18 +155,26 @@ def _example_input(signature: Signature, kind: str) -> str:
     return alias
 
 
+def _takes_examples(signature: Signature) -> bool:
+    return len(signature.inputs) == 1 and next(iter(signature.inputs)) in EXAMPLE_INPUT_NAMES
+
+
+def _scores_probabilities(signature: Signature) -> bool:
+    """A tlpipe signature: `probabilities` are the scores, labelled with the class names."""
+    return "probabilities" in signature.outputs and "scores" not in signature.outputs
+
+
 def _classify_signature(model: LoadedModel, requested: str) -> Signature:
     """The signature Classify runs: the one named, or, for a tlpipe model asked for its
     default (image) signature, the tf.Example signature with `probabilities`."""
     signature = model.signature(requested)
-    if "classes" in signature.outputs or "scores" in signature.outputs \
-            or "probabilities" in signature.outputs:
-        return signature
-    if (requested or DEFAULT_SIGNATURE) == DEFAULT_SIGNATURE:
+    if not _takes_examples(signature) and (requested or DEFAULT_SIGNATURE) == DEFAULT_SIGNATURE:
         for candidate in model.signatures.values():
-            if "probabilities" in candidate.outputs and len(candidate.inputs) == 1 \
-                    and next(iter(candidate.inputs)) in EXAMPLE_INPUT_NAMES:
+            if _takes_examples(candidate) and _scores_probabilities(candidate):
                 return candidate
+    if "classes" in signature.outputs or "scores" in signature.outputs \
+            or _scores_probabilities(signature):
+        return signature
     raise invalid_argument('Expected classification signature outputs to contain at least one '
                            f'of "classes" or "scores". Signature was: {signature.name}')
 
@@ -213,7 +221,7 @@ def _run_examples(signature: Signature, request_input, limits: InputLimits, kind
 
 
 def _fill_classifications(model, signature, outputs, num_examples, result) -> None:
-    if "classes" in signature.outputs or "scores" in signature.outputs:
+    if not _scores_probabilities(signature):
         labels, scores = outputs.get("classes"), outputs.get("scores")
     else:  # a tlpipe model: probabilities, labelled with its class names
         scores, labels = outputs["probabilities"], None
