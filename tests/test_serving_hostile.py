@@ -300,3 +300,60 @@ def test_a_non_ascii_digit_directory_is_not_a_version(tmp_path):
     (tmp_path / "²").mkdir()
     (tmp_path / ("9" * 30)).mkdir()
     assert [v.number for v in layout.versions(str(tmp_path))] == [1]
+
+
+def _reload_request(models: dict[str, Path]):
+    from tensorflow_serving.apis import model_management_pb2
+
+    request = model_management_pb2.ReloadConfigRequest()
+    for name, base in models.items():
+        entry = request.config.model_config_list.config.add()
+        entry.name, entry.base_path, entry.model_platform = name, str(base), "tensorflow"
+    return request
+
+
+def test_reload_config_can_be_switched_off(tmp_path):
+    base = tmp_path / "half_plus_two"
+    tfs_models.half_plus_two_tf1(base)
+    with start({"default": base}, allow_reload_config=False) as server:
+        channel, _, model_service = stubs(f"127.0.0.1:{server.grpc_port}")
+        with channel, pytest.raises(grpc.RpcError) as raised:
+            model_service.HandleReloadConfigRequest(_reload_request({"other": tmp_path}),
+                                                    RPC_TIMEOUT)
+        assert raised.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        assert server.manager.loaded() == {"default": [tfs_models.VERSION]}
+
+
+def test_a_failed_reload_is_cleared_by_the_next_good_one(tmp_path):
+    from tensorflow_serving.apis import get_model_status_pb2
+
+    good = tmp_path / "good"
+    tfs_models.half_plus_two_tf1(good)
+    bad = tmp_path / "bad" / "00000123"
+    bad.mkdir(parents=True)
+    (bad / "saved_model.pb").write_bytes(b"not a SavedModel")
+    with start({"default": good}) as server:
+        channel, _, model_service = stubs(f"127.0.0.1:{server.grpc_port}")
+
+        def reload(models):
+            return model_service.HandleReloadConfigRequest(_reload_request(models), RPC_TIMEOUT)
+
+        def status_of(name):
+            return [(s.version, s.status.error_message) for s in model_service.GetModelStatus(
+                get_model_status_pb2.GetModelStatusRequest(model_spec={"name": name}),
+                RPC_TIMEOUT).model_version_status]
+
+        with channel:
+            failed = reload({"default": good, "second": bad.parent})
+            assert failed.status.error_code != 0 and "second" in failed.status.error_message
+            assert status_of("second")[0][1]
+            dropped = reload({"default": good})
+            assert dropped.status.error_code == 0, dropped.status.error_message
+            with pytest.raises(grpc.RpcError) as raised:  # its old failure does not linger
+                status_of("second")
+            assert raised.value.code() == grpc.StatusCode.NOT_FOUND
+            reload({"default": good, "second": bad.parent})
+            fixed = reload({"default": good, "second": good})
+            assert fixed.status.error_code == 0, fixed.status.error_message
+            assert status_of("second") == [(tfs_models.VERSION, "")]
+        _still_answers(server)

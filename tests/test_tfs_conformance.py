@@ -407,3 +407,56 @@ def test_classify_on_a_predict_method_signature_uses_scores(tf2):
         prediction.Classify(request, RPC_TIMEOUT)
     assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "classes" in raised.value.details() and "scores" in raised.value.details()
+
+
+# tensorflow_model_server's 48 flags (main.cc), each with a value it accepts
+ALL_FLAGS = {
+    "port": "0", "grpc_socket_path": "/tmp/tlpipe-test.sock", "rest_api_port": "0",
+    "rest_api_num_threads": "8", "rest_api_timeout_in_ms": "5000",
+    "rest_api_enable_cors_support": "true", "enable_batching": "true",
+    "allow_version_labels_for_unavailable_models": "false", "batching_parameters_file": None,
+    "enable_per_model_batching_parameters": "false", "model_config_file": None,
+    "model_config_file_poll_wait_seconds": "0", "model_name": "default", "model_base_path": None,
+    "num_load_threads": "0", "num_unload_threads": "0", "max_num_load_retries": "5",
+    "load_retry_interval_micros": "60000000", "file_system_poll_wait_seconds": "1",
+    "flush_filesystem_caches": "true", "tensorflow_session_parallelism": "0",
+    "tensorflow_session_config_file": "", "tensorflow_intra_op_parallelism": "2",
+    "tensorflow_inter_op_parallelism": "1", "use_alts_credentials": "false",
+    "ssl_config_file": None, "platform_config_file": "", "per_process_gpu_memory_fraction": "0",
+    "saved_model_tags": "serve", "grpc_channel_arguments": "grpc.max_connection_age_ms=2000",
+    "grpc_max_threads": "4", "enable_model_warmup": "true",
+    "num_request_iterations_for_warmup": "1", "version": None, "monitoring_config_file": None,
+    "remove_unused_fields_from_bundle_metagraph": "true", "prefer_tflite_model": "false",
+    "num_tflite_pools": "1", "num_tflite_interpreters_per_pool": "1",
+    "enable_signature_method_name_check": "false", "xla_cpu_compilation_enabled": "false",
+    "xla_gpu_compilation_enabled": "false", "enable_profiler": "true",
+    "thread_pool_factory_config_file": "", "mixed_precision": "", "skip_initialize_tpu": "true",
+    "enable_grpc_healthcheck_service": "true", "enable_serialization_as_tensor_content": "false",
+}
+
+
+def test_every_tensorflow_model_server_flag_is_accepted(models, tmp_path, caplog):
+    assert len(ALL_FLAGS) == 48
+    batching = tmp_path / "batching.txt"
+    batching.write_text("max_batch_size { value: 4 }")
+    monitoring = tmp_path / "monitoring.txt"
+    monitoring.write_text("prometheus_config { enable: true }")
+    files = {"batching_parameters_file": batching, "monitoring_config_file": monitoring,
+             "model_base_path": models / "half_plus_two"}
+    argv = [f"--{name}={files.get(name, value)}" for name, value in ALL_FLAGS.items()
+            if name not in ("version", "model_config_file", "ssl_config_file")]
+    args = _serve_args(*argv)
+    from serving.cli import server_options
+    from serving.flags import log_ignored
+
+    options = server_options(args)
+    assert (options.grpc_max_workers, options.rest_max_threads, options.rest_timeout_seconds) == \
+        (4, 8, 5.0)
+    assert (options.session.tags, options.session.intra_op_threads,
+            options.session.inter_op_threads) == (("serve",), 2, 1)
+    assert options.batching.max_batch_size == 4 and options.monitoring.enable
+    with caplog.at_level("INFO"):
+        log_ignored(args)
+    ignored = [r.getMessage() for r in caplog.records if "no effect here" in r.getMessage()]
+    assert len(ignored) == 25 and all(m.count("\n") == 0 for m in ignored)
+    assert any(m.startswith("--enable_profiler=true accepted") for m in ignored)
