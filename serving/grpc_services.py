@@ -19,7 +19,7 @@ from tensorflow_serving.apis import (
 
 from serving import config as server_config
 from serving import inference
-from serving.inference import InputLimits
+from serving.limits import InputLimits
 from serving.manager import ModelManager, spec_choice
 from serving.metrics import Metrics
 from serving.status import ServingError, code_number, from_exception, invalid_argument

@@ -1,9 +1,13 @@
-"""TF Serving's REST API on a second port: status, metadata, :predict, :classify, metrics.
+"""TF Serving's REST API on a second port: status, metadata, :predict, :classify, :regress,
+metrics.
 
 Routes are TF Serving's (`/v1/models/{name}[/versions/{v}|/labels/{l}][/metadata|:predict|
-:classify]`); errors are `{"error": "..."}` with TF Serving's HTTP codes. Standard library
-threading HTTP server: one thread per connection, keep-alive, joined on shutdown so in-flight
-requests finish.
+:classify|:regress]`); errors are `{"error": "..."}` with TF Serving's HTTP codes ("Malformed
+request" 400 under /v1/, 404 elsewhere), and every parse error is answered, never a dropped
+connection. Standard library threading HTTP server: one thread per connection up to
+--rest_api_num_threads, each with --rest_api_timeout_in_ms (TLS handshakes run there too, not on
+the accept thread), keep-alive, joined on shutdown so in-flight requests finish. What each
+route does with its body is `rest_actions`.
 """
 from __future__ import annotations
 
@@ -16,12 +20,9 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from google.protobuf import json_format
-from tensorflow_serving.apis import classification_pb2, get_model_metadata_pb2, regression_pb2
-
-from serving import inference, json_codec
+from serving import json_codec, rest_actions
 from serving.config import MonitoringOptions, TlsOptions
-from serving.inference import InputLimits
+from serving.limits import InputLimits
 from serving.manager import STATE_NAMES, ModelManager, spec_choice
 from serving.metrics import CONTENT_TYPE, Metrics
 from serving.status import ServingError, from_exception, http_status, invalid_argument, not_found
@@ -164,7 +165,7 @@ class _Handler(BaseHTTPRequestHandler):
             body = self._body() if action != "/metadata" else {}
             with owner.manager.serving(spec) as model:
                 version = str(model.version)
-                payload = _ACTIONS[action](model, spec, body, owner.limits)
+                payload = rest_actions.ACTIONS[action](model, spec, body, owner.limits)
             self._json(200, payload)
         except Exception as err:
             error = from_exception(err)
@@ -173,64 +174,6 @@ class _Handler(BaseHTTPRequestHandler):
         finally:
             owner.metrics.observe(spec.name, version, api, ENTRYPOINT, status,
                                   time.perf_counter() - started)
-
-
-def _predict(model, spec, body, limits):
-    signature = model.signature(json_codec.signature_name(body))
-    arrays, row_format = json_codec.request_arrays(signature, body)
-    inference.check_arrays(signature, arrays, limits)
-    outputs = inference.run_signature(signature, arrays)
-    return json_codec.response_body(outputs, row_format)
-
-
-def _example_input(body: dict, spec, request) -> None:
-    """`examples` (+ optional `context`) of a :classify/:regress body into request.input."""
-    request.model_spec.CopyFrom(spec)
-    request.model_spec.signature_name = json_codec.signature_name(body)
-    examples = body.get("examples")
-    if not isinstance(examples, list):
-        raise invalid_argument("JSON Value: Expecting 'examples' to be an list/array")
-    if not examples:
-        raise invalid_argument("JSON Value: 'examples' value is an empty array")
-    if "context" in body:
-        listed = request.input.example_list_with_context
-        listed.context.CopyFrom(json_codec.example_from_json(body["context"]))
-    else:
-        listed = request.input.example_list
-    for features in examples:
-        listed.examples.add().CopyFrom(json_codec.example_from_json(features))
-
-
-def _classify(model, spec, body, limits):
-    request = classification_pb2.ClassificationRequest()
-    _example_input(body, spec, request)
-    response = inference.classify(model, request, limits)
-    return {"results": [[[c.label, c.score] for c in result.classes]
-                        for result in response.result.classifications]}
-
-
-def _regress(model, spec, body, limits):
-    request = regression_pb2.RegressionRequest()
-    _example_input(body, spec, request)
-    response = inference.regress(model, request, limits)
-    return {"results": [r.value for r in response.result.regressions]}
-
-
-def _metadata(model, spec, body, limits):
-    request = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])
-    request.model_spec.CopyFrom(spec)
-    response = inference.model_metadata(model, request)
-    signature_map = get_model_metadata_pb2.SignatureDefMap()
-    response.metadata["signature_def"].Unpack(signature_map)
-    return {"model_spec": {"name": model.name, "signature_name": "",
-                           "version": str(model.version)},
-            "metadata": {"signature_def": json_format.MessageToDict(
-                signature_map, preserving_proto_field_name=True,
-                always_print_fields_with_no_presence=True)}}
-
-
-_ACTIONS = {":predict": _predict, ":classify": _classify, ":regress": _regress,
-            "/metadata": _metadata}
 
 
 class _HttpServer(ThreadingHTTPServer):

@@ -1,14 +1,15 @@
 """TF Serving's own end-to-end checks (tensorflow_model_server_test.py and its test base),
 re-expressed against `tlpipe serve` with look-alike models built by `tfs_models`.
 
-Each test names the upstream test it ports. Not ported (see the issue's closing note):
+Each test names the upstream test it ports (flag checks: test_tfs_conformance_flags.py; the
+REST handler's: test_tfs_conformance_rest.py). Not ported (see the issue's closing note):
 testPredictOnTfLite / testPredictWithSignatureDefOnTfLite (TFLite), test_profiler_service_*
 (profiler service), test_tf_text (needs the tensorflow_text op library), _TestBadModel (not
 run upstream either: no test method calls it).
 """
 from __future__ import annotations
 
-import argparse
+import contextlib
 import dataclasses
 import os
 import time
@@ -18,7 +19,6 @@ import grpc
 import pytest
 import tensorflow as tf
 import tfs_models
-from tensorflow.core.framework import types_pb2
 from tensorflow_serving.apis import (
     classification_pb2,
     get_model_metadata_pb2,
@@ -26,9 +26,16 @@ from tensorflow_serving.apis import (
     inference_pb2,
     regression_pb2,
 )
-from tfs_support import RPC_TIMEOUT, half_plus_request, rest, start, stubs
-
-from serving.cli import register
+from tfs_support import (
+    RPC_TIMEOUT,
+    half_plus_request,
+    predict_half,
+    rest,
+    serve_args,
+    start,
+    stubs,
+    verify_prediction,
+)
 
 VERSION = tfs_models.VERSION
 
@@ -57,22 +64,6 @@ def tf2(models):
 @pytest.fixture(params=["tf1", "tf2"])
 def either(request):
     return request.getfixturevalue(request.param)
-
-
-def _prediction(server, **request_options):
-    channel, prediction, _ = stubs(f"localhost:{server.grpc_port}")
-    with channel:
-        return prediction.Predict(half_plus_request(**request_options), RPC_TIMEOUT)
-
-
-def _verify_prediction(result, expected: float, model_name: str = "default",
-                       signature_name: str = "serving_default") -> None:
-    """VerifyPredictRequest's checks: typed float_val, one value, model spec echoed."""
-    assert "y" in result.outputs
-    assert result.outputs["y"].dtype == types_pb2.DT_FLOAT
-    assert list(result.outputs["y"].float_val) == [expected]
-    assert (result.model_spec.name, result.model_spec.signature_name,
-            result.model_spec.version.value) == (model_name, signature_name, VERSION)
 
 
 def test_get_model_status(tf1):  # testGetModelStatus
@@ -148,7 +139,7 @@ def test_multi_inference(either):  # testMultiInference, testMultiInferenceTf2
 
 @pytest.mark.parametrize("specify_output", [True, False])
 def test_predict_saved_model(either, specify_output):  # testPredictSavedModel (_TestPredict)
-    _verify_prediction(_prediction(either, specify_output=specify_output), 3.0)
+    verify_prediction(predict_half(either, specify_output=specify_output), 3.0)
 
 
 def test_good_model_config(models, tmp_path):  # testGoodModelConfig
@@ -157,31 +148,17 @@ def test_good_model_config(models, tmp_path):  # testGoodModelConfig
                       f'"{models / "half_plus_two"}", model_platform: "tensorflow" }}, '
                       f'config: {{ name: "half_plus_three", base_path: '
                       f'"{models / "half_plus_three"}", model_platform: "tensorflow" }} }}')
-    args = _serve_args("--model_config_file", str(config), "--port=0", "--rest_api_port=0",
+    args = serve_args("--model_config_file", str(config), "--port=0", "--rest_api_port=0",
                        "--file_system_poll_wait_seconds=0")
     from serving.cli import server_options
     from serving.server import ModelServer
 
     with ModelServer(server_options(args)).start() as server:
         for specify_output in (True, False):
-            _verify_prediction(_prediction(server, model_name="half_plus_two",
+            verify_prediction(predict_half(server, model_name="half_plus_two",
                                            specify_output=specify_output), 3.0, "half_plus_two")
-            _verify_prediction(_prediction(server, model_name="half_plus_three",
+            verify_prediction(predict_half(server, model_name="half_plus_three",
                                            specify_output=specify_output), 4.0, "half_plus_three")
-
-
-def _serve_args(*argv: str) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="tlpipe")
-    register(parser.add_subparsers(dest="command", required=True))
-    return parser.parse_args(["serve", *argv])
-
-
-def test_bad_model_config(tmp_path, capsys):  # testBadModelConfig
-    config = tmp_path / "bad_model_config.txt"
-    config.write_text("improperly formatted file\n")
-    args = _serve_args("--model_config_file", str(config))
-    assert args.func(args) != 0
-    assert "Error parsing text-format tensorflow.serving.ModelServerConfig" in capsys.readouterr().err
 
 
 def _config_text(name: str, path) -> str:
@@ -195,13 +172,13 @@ def test_model_config_reload(models, tmp_path, poll_seconds):
     # testModelConfigReloadWithZeroPollPeriod (poll 0: the old one still is)
     config = tmp_path / "model_config.txt"
     config.write_text(_config_text("half_plus_two", models / "half_plus_two"))
-    args = _serve_args("--model_config_file", str(config), "--port=0", "--rest_api_port=0",
+    args = serve_args("--model_config_file", str(config), "--port=0", "--rest_api_port=0",
                        f"--model_config_file_poll_wait_seconds={poll_seconds}")
     from serving.cli import server_options
     from serving.server import ModelServer
 
     with ModelServer(server_options(args)).start() as server:
-        _verify_prediction(_prediction(server, model_name="half_plus_two", specify_output=False),
+        verify_prediction(predict_half(server, model_name="half_plus_two", specify_output=False),
                            3.0, "half_plus_two")
         time.sleep(0.05)  # a distinct mtime for the rewrite
         config.write_text(_config_text("half_plus_three", models / "half_plus_three"))
@@ -210,27 +187,12 @@ def test_model_config_reload(models, tmp_path, poll_seconds):
             deadline = time.monotonic() + 20
             while "half_plus_three" not in server.manager.loaded() and time.monotonic() < deadline:
                 time.sleep(0.2)
-            _verify_prediction(_prediction(server, model_name="half_plus_three",
+            verify_prediction(predict_half(server, model_name="half_plus_three",
                                            specify_output=False), 4.0, "half_plus_three")
         else:
             time.sleep(poll_seconds + 1)
-            _verify_prediction(_prediction(server, model_name="half_plus_two",
+            verify_prediction(predict_half(server, model_name="half_plus_two",
                                            specify_output=False), 3.0, "half_plus_two")
-
-
-def test_good_grpc_channel_args(models):  # testGoodGrpcChannelArgs
-    args = _serve_args("--model_base_path", str(models / "half_plus_two"), "--model_name=default",
-                       "--port=0", "--rest_api_port=0",
-                       "--grpc_channel_arguments=grpc.max_connection_age_ms=2000,"
-                       "grpc.lb_policy_name=grpclb")
-    from serving.cli import server_options
-    from serving.server import ModelServer
-
-    options = server_options(args)
-    assert dict(options.grpc_channel_arguments) == {"grpc.max_connection_age_ms": 2000,
-                                                    "grpc.lb_policy_name": "grpclb"}
-    with ModelServer(options).start() as server:
-        _verify_prediction(_prediction(server, specify_output=False), 3.0)
 
 
 def test_classify_rest(tf1):  # testClassifyREST
@@ -280,14 +242,14 @@ def test_get_model_metadata_rest(tf1):  # testGetModelMetadataREST
 def test_prometheus_endpoint(models, tmp_path):  # testPrometheusEndpoint
     monitoring = tmp_path / "monitoring_config.txt"
     monitoring.write_text('prometheus_config: { enable: true, path: "/monitoring/prometheus/metrics" }')
-    args = _serve_args("--model_base_path", str(models / "half_plus_two"), "--model_name=default",
+    args = serve_args("--model_base_path", str(models / "half_plus_two"), "--model_name=default",
                        "--port=0", f"--monitoring_config_file={monitoring}")
     from serving.cli import server_options
     from serving.server import ModelServer
 
     options = dataclasses.replace(server_options(args), rest_port=0)  # any free port
     with ModelServer(options).start() as server:
-        _prediction(server)
+        predict_half(server)
         with urllib.request.urlopen(f"http://127.0.0.1:{server.rest_port}"
                                     "/monitoring/prometheus/metrics", timeout=10) as reply:
             assert "# TYPE" in reply.read().decode()
@@ -299,7 +261,7 @@ def test_predict_uds(models, tmp_path):  # testPredictUDS
         channel, prediction, _ = stubs(f"unix:{socket_path}")
         with channel:
             result = prediction.Predict(half_plus_request(specify_output=False), RPC_TIMEOUT)
-        _verify_prediction(result, 3.0)
+        verify_prediction(result, 3.0)
 
 
 def _save_and_serve(path, obj, signatures=None):
@@ -314,7 +276,7 @@ def test_tf_saved_model_save(tmp_path):  # test_tf_saved_model_save
     root.f = tf.function(lambda x: {"y": root.v1 * root.v2 * x})
     with _save_and_serve(tmp_path / "saved", root,
                          root.f.get_concrete_function(tf.TensorSpec(None, tf.float32))) as server:
-        _verify_prediction(_prediction(server, specify_output=False), 12.0)
+        verify_prediction(predict_half(server, specify_output=False), 12.0)
 
 
 def test_tf_saved_model_save_multiple_signatures(tmp_path):
@@ -324,9 +286,9 @@ def test_tf_saved_model_save_multiple_signatures(tmp_path):
     root.g = tf.function(lambda x: {"y": 2.0}, input_signature=[tf.TensorSpec(None, tf.float32)])
     with _save_and_serve(tmp_path / "saved", root, {"serving_default": root.f,
                                                     "custom_signature_key": root.g}) as server:
-        _verify_prediction(_prediction(server, signature_name="custom_signature_key"), 2.0,
+        verify_prediction(predict_half(server, signature_name="custom_signature_key"), 2.0,
                            signature_name="custom_signature_key")
-        _verify_prediction(_prediction(server), 1.0)
+        verify_prediction(predict_half(server), 1.0)
 
 
 @pytest.mark.parametrize("distributed", [False, True])
@@ -337,7 +299,7 @@ def test_sequential_keras_saved_model_save(tmp_path, distributed):
     import keras
 
     strategy = tf.distribute.MirroredStrategy(["/cpu:0"]) if distributed else None
-    with strategy.scope() if strategy else _nothing():
+    with strategy.scope() if strategy else contextlib.nullcontext():
         model = keras.Sequential([keras.Input(shape=(1,), name="x", dtype="float32"),
                                   keras.layers.Identity(name="y")])
     module = tf.Module()
@@ -345,15 +307,7 @@ def test_sequential_keras_saved_model_save(tmp_path, distributed):
     module.f = tf.function(lambda x: {"y": model(x)},
                            input_signature=[tf.TensorSpec([None, 1], tf.float32, name="x")])
     with _save_and_serve(tmp_path / "keras", module, {"serving_default": module.f}) as server:
-        _verify_prediction(_prediction(server, batch_input=True, specify_output=False), 2.0)
-
-
-class _nothing:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
+        verify_prediction(predict_half(server, batch_input=True, specify_output=False), 2.0)
 
 
 def test_predict_grpc_and_rest_agree_on_rank(tf1):
@@ -373,25 +327,9 @@ def test_predict_grpc_and_rest_agree_on_rank(tf1):
 
 def test_tensor_content_only_with_the_flag(models):
     with start({"default": models / "half_plus_two"}, tensor_content=True) as server:
-        result = _prediction(server)
+        result = predict_half(server)
     assert not result.outputs["y"].float_val
     assert tf.make_ndarray(result.outputs["y"]).tolist() == [3.0]
-
-
-def test_version_flag_prints_and_exits(capsys):
-    args = _serve_args("--version")
-    assert args.func(args) == 0
-    assert capsys.readouterr().out.startswith("TensorFlow ModelServer: ")
-
-
-def test_start_refused_when_a_configured_model_cannot_load(tmp_path, capsys):
-    broken = tmp_path / "broken" / "00000001"
-    broken.mkdir(parents=True)
-    (broken / "saved_model.pb").write_bytes(b"not a SavedModel")
-    args = _serve_args("--model_base_path", str(tmp_path / "broken"), "--port=0",
-                       "--rest_api_port=0")
-    assert args.func(args) == 1
-    assert "version 1 failed to load" in capsys.readouterr().err
 
 
 def test_classify_on_a_predict_method_signature_uses_scores(tf2):
@@ -407,56 +345,3 @@ def test_classify_on_a_predict_method_signature_uses_scores(tf2):
         prediction.Classify(request, RPC_TIMEOUT)
     assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "classes" in raised.value.details() and "scores" in raised.value.details()
-
-
-# tensorflow_model_server's 48 flags (main.cc), each with a value it accepts
-ALL_FLAGS = {
-    "port": "0", "grpc_socket_path": "/tmp/tlpipe-test.sock", "rest_api_port": "0",
-    "rest_api_num_threads": "8", "rest_api_timeout_in_ms": "5000",
-    "rest_api_enable_cors_support": "true", "enable_batching": "true",
-    "allow_version_labels_for_unavailable_models": "false", "batching_parameters_file": None,
-    "enable_per_model_batching_parameters": "false", "model_config_file": None,
-    "model_config_file_poll_wait_seconds": "0", "model_name": "default", "model_base_path": None,
-    "num_load_threads": "0", "num_unload_threads": "0", "max_num_load_retries": "5",
-    "load_retry_interval_micros": "60000000", "file_system_poll_wait_seconds": "1",
-    "flush_filesystem_caches": "true", "tensorflow_session_parallelism": "0",
-    "tensorflow_session_config_file": "", "tensorflow_intra_op_parallelism": "2",
-    "tensorflow_inter_op_parallelism": "1", "use_alts_credentials": "false",
-    "ssl_config_file": None, "platform_config_file": "", "per_process_gpu_memory_fraction": "0",
-    "saved_model_tags": "serve", "grpc_channel_arguments": "grpc.max_connection_age_ms=2000",
-    "grpc_max_threads": "4", "enable_model_warmup": "true",
-    "num_request_iterations_for_warmup": "1", "version": None, "monitoring_config_file": None,
-    "remove_unused_fields_from_bundle_metagraph": "true", "prefer_tflite_model": "false",
-    "num_tflite_pools": "1", "num_tflite_interpreters_per_pool": "1",
-    "enable_signature_method_name_check": "false", "xla_cpu_compilation_enabled": "false",
-    "xla_gpu_compilation_enabled": "false", "enable_profiler": "true",
-    "thread_pool_factory_config_file": "", "mixed_precision": "", "skip_initialize_tpu": "true",
-    "enable_grpc_healthcheck_service": "true", "enable_serialization_as_tensor_content": "false",
-}
-
-
-def test_every_tensorflow_model_server_flag_is_accepted(models, tmp_path, caplog):
-    assert len(ALL_FLAGS) == 48
-    batching = tmp_path / "batching.txt"
-    batching.write_text("max_batch_size { value: 4 }")
-    monitoring = tmp_path / "monitoring.txt"
-    monitoring.write_text("prometheus_config { enable: true }")
-    files = {"batching_parameters_file": batching, "monitoring_config_file": monitoring,
-             "model_base_path": models / "half_plus_two"}
-    argv = [f"--{name}={files.get(name, value)}" for name, value in ALL_FLAGS.items()
-            if name not in ("version", "model_config_file", "ssl_config_file")]
-    args = _serve_args(*argv)
-    from serving.cli import server_options
-    from serving.flags import log_ignored
-
-    options = server_options(args)
-    assert (options.grpc_max_workers, options.rest_max_threads, options.rest_timeout_seconds) == \
-        (4, 8, 5.0)
-    assert (options.session.tags, options.session.intra_op_threads,
-            options.session.inter_op_threads) == (("serve",), 2, 1)
-    assert options.batching.max_batch_size == 4 and options.monitoring.enable
-    with caplog.at_level("INFO"):
-        log_ignored(args)
-    ignored = [r.getMessage() for r in caplog.records if "no effect here" in r.getMessage()]
-    assert len(ignored) == 25 and all(m.count("\n") == 0 for m in ignored)
-    assert any(m.startswith("--enable_profiler=true accepted") for m in ignored)

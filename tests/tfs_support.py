@@ -3,11 +3,13 @@ free ports over models from `tfs_models`, call it over gRPC and REST, build TF S
 request shapes."""
 from __future__ import annotations
 
+import argparse
 import json
 import urllib.error
 import urllib.request
 
 import grpc
+import tfs_models
 from tensorflow.core.framework import types_pb2
 from tensorflow_serving.apis import (
     model_service_pb2_grpc,
@@ -15,6 +17,7 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
+from serving.cli import register
 from serving.config import ModelConfig, VersionPolicy
 from serving.server import ModelServer, ServerOptions
 
@@ -64,3 +67,25 @@ def rest(port: int, path: str, body=None, method: str | None = None) -> tuple[in
             return reply.status, json.loads(reply.read())
     except urllib.error.HTTPError as err:
         return err.code, json.loads(err.read())
+
+
+def predict_half(server, **request_options):
+    channel, prediction, _ = stubs(f"localhost:{server.grpc_port}")
+    with channel:
+        return prediction.Predict(half_plus_request(**request_options), RPC_TIMEOUT)
+
+
+def verify_prediction(result, expected: float, model_name: str = "default",
+                       signature_name: str = "serving_default") -> None:
+    """VerifyPredictRequest's checks: typed float_val, one value, model spec echoed."""
+    assert "y" in result.outputs
+    assert result.outputs["y"].dtype == types_pb2.DT_FLOAT
+    assert list(result.outputs["y"].float_val) == [expected]
+    assert (result.model_spec.name, result.model_spec.signature_name,
+            result.model_spec.version.value) == (model_name, signature_name, tfs_models.VERSION)
+
+
+def serve_args(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="tlpipe")
+    register(parser.add_subparsers(dest="command", required=True))
+    return parser.parse_args(["serve", *argv])
