@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 import logging
 
+from serving.limits import DEFAULT_LIMITS
+
 log = logging.getLogger(__name__)
 
 # Accepted, no effect here: flag -> why (one log line each when given).
@@ -116,14 +118,16 @@ def add_serve_flags(serve: argparse.ArgumentParser) -> None:
                      help="address to bind (default 127.0.0.1; TF Serving binds all)")
     own.add_argument("--tls_cert_file", help="PEM certificate file (TLS without an SSLConfig)")
     own.add_argument("--tls_key_file", help="PEM private key file for --tls_cert_file")
-    own.add_argument("--max_input_bytes", type=int, default=32 * 1024 * 1024,
+    own.add_argument("--max_input_bytes", type=int, default=DEFAULT_LIMITS.max_string_bytes,
                      help="largest string element (one image) accepted")
-    own.add_argument("--max_image_pixels", type=int, default=40_000_000,
+    own.add_argument("--max_image_pixels", type=int, default=DEFAULT_LIMITS.max_image_pixels,
                      help="largest image (width x height, read from its header) accepted")
-    own.add_argument("--max_request_bytes", type=int, default=256 * 1024 * 1024,
+    own.add_argument("--max_request_bytes", type=int, default=DEFAULT_LIMITS.max_request_bytes,
                      help="largest request, its tensors expanded")
-    own.add_argument("--max_batch_rows", type=int, default=1024,
+    own.add_argument("--max_batch_rows", type=int, default=DEFAULT_LIMITS.max_batch_rows,
                      help="most rows (instances, examples) in one request")
+    own.add_argument("--max_json_bytes", type=int, default=DEFAULT_LIMITS.max_json_bytes,
+                     help="largest REST request body")
     _flag_bool(own, "allow_reload_config", True,
                "serve ModelService.HandleReloadConfigRequest (unauthenticated)")
     own.add_argument("--grace_seconds", type=float, default=10.0,
@@ -156,7 +160,7 @@ def server_options(args: argparse.Namespace):
     if bool(args.tls_cert_file) != bool(args.tls_key_file):
         raise config.ConfigError("--tls_cert_file and --tls_key_file go together")
     for name in ("grpc_max_threads", "rest_api_num_threads", "rest_api_timeout_in_ms",
-                 "max_batch_rows", "max_request_bytes"):
+                 "max_batch_rows", "max_request_bytes", "max_json_bytes"):
         if getattr(args, name) < 1:
             raise config.ConfigError(f"--{name} must be at least 1")
     tls = None
@@ -179,7 +183,7 @@ def server_options(args: argparse.Namespace):
         monitoring=config.read_monitoring_config(args.monitoring_config_file),
         tls=tls,
         limits=InputLimits(args.max_input_bytes, args.max_image_pixels, args.max_request_bytes,
-                           args.max_batch_rows),
+                           args.max_batch_rows, args.max_json_bytes),
         grpc_max_workers=args.grpc_max_threads, rest_max_threads=args.rest_api_num_threads,
         rest_timeout_seconds=args.rest_api_timeout_in_ms / 1000.0,
         grpc_socket_path=args.grpc_socket_path,

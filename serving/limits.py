@@ -14,6 +14,9 @@ class InputLimits:
     max_image_pixels: int = 40_000_000  # width x height, read from the image header
     max_request_bytes: int = 256 * 1024 * 1024  # all input tensors of a request, expanded
     max_batch_rows: int = 1024  # rows (examples, instances) per request
+    # a REST body: parsed JSON takes ~8x its text in Python objects ("1.0," -> a float and a
+    # list slot), so it is bounded below the tensor limit; base64 images expand only ~1x
+    max_json_bytes: int = 64 * 1024 * 1024
 
 
 DEFAULT_LIMITS = InputLimits()

@@ -30,7 +30,6 @@ from serving.status import ServingError, from_exception, http_status, invalid_ar
 log = logging.getLogger(__name__)
 
 ENTRYPOINT = "REST"
-MAX_BODY_BYTES = 256 * 1024 * 1024
 API_PREFIX = "/v1/"  # TF Serving's REST handler owns /v1/...; anything else is 404
 _ROUTE = re.compile(r"^/v1/models/(?P<name>[^/:]+)"
                     r"(?:/versions/(?P<version>[0-9]+)|/labels/(?P<label>[^/:]+))?"
@@ -87,9 +86,10 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True  # the body's end is unknown: the stream is unusable
             raise invalid_argument(f"Invalid Content-Length: {raw[:40]}")
         length = int(raw)
-        if length > MAX_BODY_BYTES:
+        limit = self.server.owner.limits.max_json_bytes
+        if length > limit:
             self.close_connection = True
-            raise invalid_argument(f"request body of {length} bytes exceeds {MAX_BODY_BYTES}")
+            raise invalid_argument(f"request body of {length} bytes exceeds the limit of {limit}")
         return length
 
     def _body(self) -> dict:
