@@ -22,6 +22,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from serving import json_codec, rest_actions
 from serving.config import MonitoringOptions, TlsOptions
+from serving.layout import MAX_VERSION
 from serving.limits import InputLimits
 from serving.manager import STATE_NAMES, ModelManager, spec_choice
 from serving.metrics import CONTENT_TYPE, Metrics
@@ -34,7 +35,6 @@ API_PREFIX = "/v1/"  # TF Serving's REST handler owns /v1/...; anything else is 
 _ROUTE = re.compile(r"^/v1/models/(?P<name>[^/:]+)"
                     r"(?:/versions/(?P<version>[0-9]+)|/labels/(?P<label>[^/:]+))?"
                     r"(?P<action>/metadata|:predict|:classify|:regress)?$")
-MAX_VERSION = 2 ** 63 - 1
 
 
 def _spec(name: str, version: str | None, label: str | None):
@@ -43,10 +43,9 @@ def _spec(name: str, version: str | None, label: str | None):
 
     spec = model_pb2.ModelSpec(name=name)
     if version is not None:
-        number = int(version)
-        if number > MAX_VERSION:
-            raise invalid_argument(f"Failed to convert version: {version} to numeric.")
-        spec.version.value = number
+        if len(version) > len(str(MAX_VERSION)) or int(version) > MAX_VERSION:
+            raise invalid_argument(f"Failed to convert version: {version[:40]} to numeric.")
+        spec.version.value = int(version)
     elif label is not None:
         spec.version_label = label
     return spec
