@@ -24,6 +24,7 @@ from serving.servable import LoadedModel, Signature, TensorSpec
 log = logging.getLogger(__name__)
 
 SERVE_TAG = "serve"
+INIT_OP_SIGNATURE = "__saved_model_init_op"  # the loader runs it; not a servable signature
 
 
 @dataclass(frozen=True)
@@ -144,7 +145,7 @@ def load(name: str, version: int, path: str, batching: BatchingOptions | None = 
         functions = dict(owner.signatures)
     else:  # TF1: TF Serving's session semantics
         owner = _open_session(path, session)
-        functions = {key: None for key in signature_defs}
+        functions = {key: None for key in signature_defs if key != INIT_OP_SIGNATURE}
     signatures, class_names, schedulers = {}, None, []
     for key, function in functions.items():
         definition = signature_defs[key]
