@@ -52,6 +52,9 @@ class BatchScheduler:
             thread.start()
 
     def __call__(self, inputs: Arrays) -> Arrays:
+        leading = {a.shape[0] if a.ndim else None for a in inputs.values()}
+        if len(leading) != 1 or None in leading:
+            return self._run(inputs)  # no common batch dimension (no inputs, a scalar): alone
         task = _Task(inputs)
         if task.rows >= self._options.max_batch_size:
             return self._run(inputs)  # already a full batch: nothing to merge it with

@@ -37,7 +37,7 @@ def versions(model_dir: str) -> list[Version]:
     found = []
     for name in fileio.listdir(model_dir):
         name = name.rstrip("/")
-        if not name.isdigit():
+        if not is_version_name(name):
             continue
         path = os.path.join(model_dir, name)
         try:
@@ -46,6 +46,14 @@ def versions(model_dir: str) -> list[Version]:
             continue  # retired between listing and reading: not a version any more
         found.append(Version(int(name), path, metadata))
     return sorted(found, key=lambda v: v.number)
+
+
+MAX_VERSION = 2 ** 63 - 1  # ModelSpec.version is an int64
+
+
+def is_version_name(name: str) -> bool:
+    """ASCII digits only (`str.isdigit` also takes '٥' and '²'), within int64."""
+    return name.isascii() and name.isdigit() and int(name) <= MAX_VERSION
 
 
 def read_metadata(version_path: str) -> dict[str, Any]:

@@ -207,7 +207,7 @@ def test_classify_with_context_and_its_errors(stub, images):
     assert _code(lambda: stub.Classify(bad)) == grpc.StatusCode.INVALID_ARGUMENT
 
 
-def test_multi_inference_classifies_and_regress_is_unimplemented(stub, images):
+def test_multi_inference_classifies_and_regress_needs_a_regression_signature(stub, images):
     request = inference_pb2.MultiInferenceRequest()
     task = request.tasks.add()
     task.model_spec.name = "flowers"
@@ -218,7 +218,8 @@ def test_multi_inference_classifies_and_regress_is_unimplemented(stub, images):
     regress = regression_pb2.RegressionRequest()
     regress.model_spec.name = "flowers"
     regress.input.example_list.examples.append(_example(images["class_a.png"]))
-    assert _code(lambda: stub.Regress(regress)) == grpc.StatusCode.UNIMPLEMENTED
+    # Regress is served (issue 18); this model has no `outputs` regression signature
+    assert _code(lambda: stub.Regress(regress)) == grpc.StatusCode.INVALID_ARGUMENT
 
 
 def test_get_model_metadata_reports_both_signatures(stub):

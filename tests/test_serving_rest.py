@@ -101,8 +101,9 @@ def test_classify_route(server, images):
     ("/v1/models/flowers:predict", {"instances": [_b64(b"not an image")]}, 400),
     ("/v1/models/flowers:predict", b"{not json", 400),
     ("/v1/models/flowers:predict", {"instances": [], "inputs": []}, 400),
-    ("/v1/models/flowers:regress", {"examples": [{}]}, 501),
-    ("/v1/nothing", {}, 404),
+    ("/v1/models/flowers:regress", {"examples": [{}]}, 400),  # no regression signature
+    ("/v1/nothing", {}, 400),  # TF Serving: "Malformed request"
+    ("/nothing", {}, 404),
 ])
 def test_errors_are_json_with_tf_servings_http_codes(server, images, path, body, code):
     status, payload = _call(server, path, body)
