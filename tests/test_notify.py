@@ -48,7 +48,7 @@ def server():
 
 
 def test_credentials_go_in_a_header_and_no_secret_is_logged(server, tmp_path, capfd):
-    from components.config import load_config
+    from components.config_loading import load_config
 
     host, received = server
     url = f"http://alice:s3cr%40t@{host}/ok/services/T0/B0SECRET/XXTOKENXX?token=tok123"
