@@ -25,6 +25,18 @@ TESTS = Path(__file__).resolve().parent
 SHARED_FLOWERS = REPO.parent / "shared" / "datasets" / "tf_flowers"
 
 dag_guard.install()
+# Fixtures that run the real DAG: session-scoped, so they start before any per-test guard.
+DAG_FIXTURES = {"pipeline_runs", "pushed_model_dir", "forced_release"}
+
+
+def pytest_collection_modifyitems(items):
+    """A test that asks for the real DAG's fixtures must be marked e2e."""
+    unmarked = [f"{item.nodeid} ({', '.join(sorted(DAG_FIXTURES & set(item.fixturenames)))})"
+                for item in items
+                if DAG_FIXTURES & set(item.fixturenames) and not item.get_closest_marker("e2e")]
+    if unmarked:
+        raise pytest.UsageError("tests using the real DAG's fixtures must be marked e2e: "
+                                + "; ".join(unmarked))
 
 
 @pytest.fixture(autouse=True)
