@@ -10,6 +10,7 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from conftest import SHARED_FLOWERS
 
 from data.flowers import (
     FLOWERS_CLASSES,
@@ -20,8 +21,6 @@ from data.flowers import (
     main,
 )
 from data.synthetic import make_flowers_tarball, make_image_folder
-
-SHARED_FLOWERS = Path(__file__).resolve().parents[2] / "shared/datasets/tf_flowers"
 
 
 class _Server:

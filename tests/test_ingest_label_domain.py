@@ -153,6 +153,7 @@ class _Runs:
         return found
 
 
+@pytest.mark.e2e  # LocalDagRunner: ingest through the label domain gate, several runs
 def test_spans_that_add_or_drop_a_class_are_reported_or_stop_the_run(tmp_path):
     runs = _Runs(tmp_path)
     _span(runs.data, 1, ["ant", "bee", "cat"])

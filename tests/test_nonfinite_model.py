@@ -23,15 +23,15 @@ def _poison(model: keras.Model) -> None:
     dense.kernel.assign(kernel)
 
 
-def _hypermodel(keras_home, monkeypatch, phases, **kwargs):
-    settings = model_settings(keras_home, monkeypatch)
+def _hypermodel(phases, **kwargs):
+    settings = model_settings()
     hypermodel = model_lib.TransferHyperModel(settings, len(CLASSES), phases, **kwargs)
     hp = model_lib.search_space(settings)
     return settings, hypermodel, hp, hypermodel.build(hp)
 
 
-def test_poisoned_weights_fail_phase1_at_its_first_epoch(keras_home, monkeypatch):
-    _, hypermodel, hp, model = _hypermodel(keras_home, monkeypatch, "both")
+def test_poisoned_weights_fail_phase1_at_its_first_epoch():
+    _, hypermodel, hp, model = _hypermodel("both")
     _poison(model)
     images, labels = normalized_images()
     batches = image_batches(images, labels)
@@ -39,21 +39,21 @@ def test_poisoned_weights_fail_phase1_at_its_first_epoch(keras_home, monkeypatch
         hypermodel.fit(hp, model, batches, validation_data=batches, epochs=3, callbacks=[FailOnNonFinite()])
 
 
-def test_poisoned_weights_fail_phase1_on_cached_features(keras_home, monkeypatch, tmp_path):
-    settings = model_settings(keras_home, monkeypatch)
+def test_poisoned_weights_fail_phase1_on_cached_features(tmp_path):
+    settings = model_settings()
     images, labels = normalized_images()
     datasets = {"train": lambda: image_batches(images, labels), "eval": lambda: image_batches(images, labels)}
     cache = model_lib.FeatureCache(str(tmp_path), {"data": "nan-test"}, datasets, settings)
-    _, hypermodel, hp, model = _hypermodel(keras_home, monkeypatch, "phase1", feature_cache=cache)
+    _, hypermodel, hp, model = _hypermodel("phase1", feature_cache=cache)
     _poison(model)
     with pytest.raises(NonFiniteModelError, match="phase 1 epoch 1"):
         hypermodel.fit(hp, model, None, epochs=2, callbacks=[FailOnNonFinite()])
 
 
-def test_a_phase2_that_diverges_fails_the_training(keras_home, monkeypatch):
+def test_a_phase2_that_diverges_fails_the_training():
     """Phase 1 trains fine; a finite but absurd phase-2 learning rate overflows the weights."""
-    settings, hypermodel, hp, model = _hypermodel(keras_home, monkeypatch, "both")
-    settings["trainer"]["phase2_learning_rate"] = 1e38
+    settings, hypermodel, hp, model = _hypermodel("both")
+    settings.trainer.phase2_learning_rate = 1e38
     images, labels = normalized_images()
     batches = image_batches(images, labels)
     with pytest.raises(NonFiniteModelError, match="phase 2 epoch [12] "):

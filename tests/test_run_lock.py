@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import REPO, tlpipe, tlpipe_env
+from conftest import REPO, tlpipe
 
 from pipeline.work_dir_lock import RUN_LOCK_FILE, LockHeld, WorkDirLock
 
@@ -36,15 +36,13 @@ def _tree(work: Path) -> dict[str, int]:
     return {str(p.relative_to(work)): p.stat().st_mtime_ns for p in sorted(work.rglob("*"))}
 
 
-def test_a_second_run_promote_or_label_exits_2_naming_the_holder_and_touches_nothing(tmp_path, tiny_images,
-                                                                                      keras_home):
+def test_a_second_run_promote_or_label_exits_2_naming_the_holder_and_touches_nothing(tmp_path, tiny_images):
     work = tmp_path / "work"
     holder = _holder(work, 600)
     try:
         record = json.loads((work / RUN_LOCK_FILE).read_text())
         assert record["pid"] == holder.pid and record["command"] == "run"
         before = _tree(work)
-        env = tlpipe_env(keras_home)
         commands = {
             "run": ["run", "--data", str(tiny_images), "--work-dir", str(work)],
             "promote": ["promote", "--reason", "test", "--work-dir", str(work)],
@@ -52,7 +50,7 @@ def test_a_second_run_promote_or_label_exits_2_naming_the_holder_and_touches_not
         }
         for name, args in commands.items():
             started = time.time()
-            result = tlpipe(*args, env=env, timeout=300)
+            result = tlpipe(*args, timeout=300)
             assert result.returncode == 2, (name, result.stdout, result.stderr)
             lines = result.stderr.strip().splitlines()
             assert len(lines) == 1, (name, result.stderr)
@@ -115,7 +113,7 @@ def test_the_holder_record_keeps_no_command_line(tmp_path, monkeypatch):
 
 
 @pytest.mark.e2e
-def test_two_real_runs_on_one_work_dir_the_second_refuses(tmp_path, tiny_images, keras_home):
+def test_two_real_runs_on_one_work_dir_the_second_refuses(tmp_path, tiny_images):
     """Two `tlpipe run` (up to ingest, to stay quick): the second exits 2 while the first runs,
     and the first completes alone: one ingest execution in ML Metadata."""
     from components.config import PipelineConfig
@@ -124,14 +122,14 @@ def test_two_real_runs_on_one_work_dir_the_second_refuses(tmp_path, tiny_images,
     work = tmp_path / "work"
     args = [sys.executable, "-m", "pipeline.cli", "run", "--to", "ingest", "--data", str(tiny_images),
             "--work-dir", str(work)]
-    first = subprocess.Popen(args, cwd=REPO, env=tlpipe_env(keras_home), stdout=subprocess.PIPE,
+    first = subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE,
                              stderr=subprocess.STDOUT, text=True)
     try:
         deadline = time.time() + 120
         while not (work / RUN_LOCK_FILE).exists() and time.time() < deadline and first.poll() is None:
             time.sleep(0.05)
         second = tlpipe("run", "--to", "ingest", "--data", str(tiny_images), "--work-dir", str(work),
-                        env=tlpipe_env(keras_home), timeout=300)
+                        timeout=300)
         out = first.communicate(timeout=600)[0]
     finally:
         if first.poll() is None:

@@ -8,7 +8,7 @@ import urllib.request
 
 import numpy as np
 import pytest
-from test_serving_support import model, sample_images, start_server, two_versions
+from serving_helpers import model, sample_images, start_server, two_versions
 
 from serving.config import VersionPolicy
 
@@ -19,8 +19,8 @@ def images(tiny_images) -> dict[str, bytes]:
 
 
 @pytest.fixture(scope="module")
-def server(pushed_model_dir, tmp_path_factory):
-    base = two_versions(pushed_model_dir, tmp_path_factory.mktemp("rest"))
+def server(toy_model_dir, tmp_path_factory):
+    base = two_versions(toy_model_dir, tmp_path_factory.mktemp("rest"))
     with start_server([model(base, policy=VersionPolicy("specific", versions=(1, 2)),
                              labels={"stable": 1})]) as running:
         yield running

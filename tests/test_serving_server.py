@@ -11,16 +11,16 @@ import grpc
 import numpy as np
 import pytest
 import tensorflow as tf
+from serving_helpers import copy_model, model, predict_request, sample_images, start_server
 from tensorflow_serving.apis import prediction_service_pb2_grpc
-from test_serving_support import copy_model, model, predict_request, sample_images, start_server
 
 from serving.client import ServingClient
 from serving.config import BatchingOptions, TlsOptions
 
 
 @pytest.fixture(scope="module")
-def base(pushed_model_dir, tmp_path_factory):
-    return copy_model(pushed_model_dir, tmp_path_factory.mktemp("server") / "flowers")
+def base(toy_model_dir, tmp_path_factory):
+    return copy_model(toy_model_dir, tmp_path_factory.mktemp("server") / "flowers")
 
 
 @pytest.fixture(scope="module")

@@ -293,3 +293,19 @@ def test_status_codes_map_to_tf_servings_http_codes_and_metrics_render():
     assert ':tensorflow:serving:request_latency_bucket{model_name="m",version="1",' \
            'API="predict",entrypoint="GRPC",le="200"} 1' in text
     assert 'le="+Inf"} 2' in text
+
+
+def test_batch_sizes_keep_only_the_latest_model_calls(monkeypatch):
+    """A long-running server must not grow a list by one entry per model call."""
+    from serving import batching
+
+    monkeypatch.setattr(batching, "RECENT_BATCHES", 3)
+    scheduler = BatchScheduler(lambda inputs: {"y": inputs["x"]},
+                               BatchingOptions(max_batch_size=8, batch_timeout_micros=0,
+                                               num_batch_threads=1), "bounded")
+    try:
+        for rows in range(1, 6):
+            scheduler({"x": np.zeros(rows)})
+    finally:
+        scheduler.close()
+    assert scheduler.batch_sizes == [3, 4, 5]

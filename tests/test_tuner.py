@@ -24,9 +24,8 @@ def _search(settings, tmp_path, trials: int, **fit):
 
 
 @pytest.mark.parametrize("algorithm", ["bayesian", "hyperband"])  # random: the memory test
-def test_each_algorithm_searches_size_and_learning_rate(algorithm, keras_home, monkeypatch,
-                                                        tmp_path):
-    settings = model_settings(keras_home, monkeypatch)
+def test_each_algorithm_searches_size_and_learning_rate(algorithm, tmp_path):
+    settings = model_settings()
     settings.tuner = settings.tuner.replace(algorithm=algorithm, input_sizes=[32, 48], learning_rate_min=1e-3,
                              learning_rate_max=1e-2)
     tuner = _search(settings, tmp_path, trials=2)
@@ -40,8 +39,8 @@ def test_each_algorithm_searches_size_and_learning_rate(algorithm, keras_home, m
     assert (tmp_path / "report" / features.TRIALS_PNG).read_bytes()[:4] == b"\x89PNG"
 
 
-def test_both_phases_fine_tune_inside_each_trial(keras_home, monkeypatch, tmp_path):
-    settings = model_settings(keras_home, monkeypatch)
+def test_both_phases_fine_tune_inside_each_trial(tmp_path):
+    settings = model_settings()
     settings.tuner = settings.tuner.replace(tune_phases="both", tune_phase2_learning_rate=True,
                              tune_dropout=True)
     tuner = _search(settings, tmp_path, trials=1)
@@ -52,17 +51,17 @@ def test_both_phases_fine_tune_inside_each_trial(keras_home, monkeypatch, tmp_pa
     assert {model_lib.HP_PHASE2_LEARNING_RATE, model_lib.HP_DROPOUT} <= set(values)
 
 
-def test_wall_clock_budget_stops_the_search(keras_home, monkeypatch, tmp_path):
-    settings = model_settings(keras_home, monkeypatch)
+def test_wall_clock_budget_stops_the_search(tmp_path):
+    settings = model_settings()
     settings.tuner.max_seconds = 0.001
     tuner = _search(settings, tmp_path, trials=5)
     assert len(tuner.trial_rows) == 1
 
 
-def test_memory_stays_flat_across_six_trials(keras_home, monkeypatch, tmp_path):
+def test_memory_stays_flat_across_six_trials(tmp_path):
     """keras-team/keras-tuner#395/#873: memory growing trial after trial. KerasTuner clears the
     Keras session before each build; the feature cache keeps one input size in memory."""
-    settings = model_settings(keras_home, monkeypatch)
+    settings = model_settings()
     settings.tuner = settings.tuner.replace(input_sizes=[32, 48], learning_rate_min=1e-3,
                              learning_rate_max=1e-2)
     tuner = _search(settings, tmp_path, trials=6)

@@ -16,8 +16,8 @@ from serving.server import ModelServer, ServerOptions
 
 
 def copy_model(pushed: Path, dst: Path) -> Path:
-    """A private model directory whose version 1 is the pipeline's newest push (the fixture's
-    directory stays untouched, however many versions the pipeline pushed)."""
+    """A private model directory whose version 1 is the newest pushed version (the fixture's
+    directory stays untouched, however many versions it holds)."""
     newest = max((p for p in pushed.iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
     dst.mkdir(parents=True)
     shutil.copytree(newest, dst / "1")
