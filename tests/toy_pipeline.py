@@ -18,7 +18,8 @@ import apache_beam as beam
 from tfx.dsl.components.base.base_beam_executor import BaseBeamExecutor
 from tfx.dsl.components.base.base_executor import BaseExecutor
 
-from components.config import PipelineConfig, load_config
+from components.config import PipelineConfig
+from components.config_loading import load_config
 from components.ingest.local import run_ingest
 from components.transform.local import write_raw_schema
 from pipeline.pipeline import create_pipeline
