@@ -106,7 +106,7 @@ def _gate(tmp_path, probabilities, labels):
 
     config = PipelineConfig()
     config.evaluator.min_accuracy = 0.0
-    eval_config = make_eval_config(config)
+    eval_config = make_eval_config(config.evaluator)
     for metric in eval_config.metrics_specs[0].metrics:  # no baseline: value gates only
         for per_slice in metric.per_slice_thresholds:
             per_slice.threshold.ClearField("change_threshold")
