@@ -49,14 +49,14 @@ from components.trainer.backbones import BACKBONES  # noqa: E402
 from components.tuner import tuner_module  # noqa: E402
 
 
-def settings_for(args, mode: str) -> dict:
+def settings_for(args, mode: str):
     settings = tb.settings_for(args.base, args.size, args.batch, args.weights)
-    settings["trainer"].update(phase1_features=mode, augment=args.augment == "on",
-                               phase1_epochs=args.phase1_epochs,
-                               phase2_epochs=args.phase2_epochs)
-    settings["tuner"].update(max_trials=args.trials, epochs_per_trial=args.trial_epochs,
-                             algorithm="random", tune_phases="phase1", input_sizes=[args.size],
-                             max_seconds=None, max_failed_trials=0)
+    settings.trainer = settings.trainer.replace(
+        phase1_features=mode, augment=args.augment == "on", phase1_epochs=args.phase1_epochs,
+        phase2_epochs=args.phase2_epochs)
+    settings.tuner = settings.tuner.replace(
+        max_trials=args.trials, epochs_per_trial=args.trial_epochs, algorithm="random",
+        tune_phases="phase1", input_sizes=[args.size], max_seconds=None, max_failed_trials=0)
     return settings
 
 

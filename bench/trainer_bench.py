@@ -45,7 +45,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from absl import logging as absl_logging  # noqa: E402
 
-from components.config import PipelineConfig  # noqa: E402
+from components.config import ModelSettings, PipelineConfig  # noqa: E402
 from components.trainer import model as model_lib  # noqa: E402
 from components.trainer.backbones import BACKBONES, CONVENTIONS, build_base  # noqa: E402
 
@@ -148,7 +148,7 @@ class PhaseProbe(keras.callbacks.Callback):
                                load_end=load_avg())
 
 
-def settings_for(base: str, size: int, batch: int, weights: str = "imagenet") -> dict:
+def settings_for(base: str, size: int, batch: int, weights: str = "imagenet") -> ModelSettings:
     config = PipelineConfig()
     config.base.name = base
     config.base.weights = weights
@@ -160,7 +160,7 @@ def settings_for(base: str, size: int, batch: int, weights: str = "imagenet") ->
     config.trainer.augment = False
     config.trainer.early_stopping_patience = 0
     config.trainer.seed = SEED
-    return config.to_dict()
+    return config.model_settings()
 
 
 # ------------------------------------------------------------------ the two sides

@@ -30,7 +30,7 @@ import tensorflow as tf  # noqa: E402
 from absl import logging as absl_logging  # noqa: E402
 
 from components import features  # noqa: E402
-from components.config import PipelineConfig  # noqa: E402
+from components.config import PipelineConfig, TransformConfig, TransformSettings  # noqa: E402
 from components.ingest.local import run_ingest  # noqa: E402
 from components.trainer.backbones import BACKBONES, CONVENTIONS  # noqa: E402
 from components.transform.local import run_transform, write_raw_schema  # noqa: E402
@@ -113,8 +113,9 @@ def main() -> int:
         return 2
     classes = [c for c in os.listdir(args.data) if os.path.isdir(os.path.join(args.data, c))]
     per_class = None if args.limit is None else max(2, args.limit // len(classes))
-    custom_config = {"storage_size": args.size, "base": args.base,
-                     "mean_source": args.mean_source, "std_scaling": False, "resize": args.resize}
+    transform = TransformConfig(mean_source=args.mean_source, resize=args.resize)
+    custom_config = {"settings": TransformSettings(transform=transform, base_name=args.base,
+                                                   storage_size=args.size).to_dict()}
     conv_mean = CONVENTIONS[BACKBONES[args.base].preprocessing][0]
     config = PipelineConfig()
     splits = ["train", "eval"]

@@ -12,7 +12,8 @@ import os
 
 from tfx.orchestration.airflow.airflow_dag_runner import AirflowDagRunner, AirflowPipelineConfig
 
-from components.config import ConfigError, load_config, validate
+from components.config import ConfigError
+from components.config_loading import load_config, validate
 from pipeline.pipeline import create_pipeline
 from pipeline.schedule import airflow_schedule_interval
 

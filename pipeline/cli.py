@@ -8,7 +8,8 @@ import os
 import sys
 import time
 
-from components.config import ConfigError, PipelineConfig, load_config, validate
+from components.config import ConfigError, PipelineConfig
+from components.config_loading import load_config, validate
 from pipeline.nodes import NODE_ORDER as NODES
 from pipeline.nodes import RESOLVER_NODE
 

@@ -23,7 +23,8 @@ from datetime import datetime
 from typing import Any
 
 from components import features
-from components.config import ConfigError, PipelineConfig, load_config, validate
+from components.config import ConfigError, PipelineConfig
+from components.config_loading import load_config, validate
 
 LABELS = ("stable", "canary")
 FORMATS = ("table", "json", "html")

@@ -15,7 +15,8 @@ import tempfile
 from collections.abc import Iterator
 from typing import Any
 
-from components.config import ConfigError, PipelineConfig, load_config, validate
+from components.config import ConfigError, PipelineConfig
+from components.config_loading import load_config, validate
 
 DEFAULT_IMAGE = "tlpipe:latest"  # an image with this project installed (README: Kubeflow)
 

@@ -42,18 +42,11 @@ def code_fingerprint(*paths: Path) -> str:
     return digest.hexdigest()[:16]
 
 
-def _settings(config: PipelineConfig, *sections: str) -> dict:
-    """Only the sections a component reads: editing other settings keeps it cached."""
-    full = config.to_dict()
-    return {name: full[name] for name in sections}
-
-
 def model_custom_config(config: PipelineConfig) -> dict:
-    """What the Tuner and Trainer get: their settings, the code they import, the feature cache."""
+    """What the Tuner and Trainer get: their settings (only the sections they read, so editing
+    others keeps them cached), the code they import, the feature cache."""
     shared_code = [COMPONENTS_DIR / "features.py", COMPONENTS_DIR / "trainer"]
-    settings = _settings(config, "base", "tuner", "trainer")
-    del settings["tuner"]["retune_every"]  # when to tune, not how: must not change cache keys
-    return {"settings": settings,
+    return {"settings": config.model_settings().to_custom_config(),
             "code": code_fingerprint(*shared_code),
             "feature_cache_dir": str(Path(config.work_dir).resolve() / "cache" / "features")}
 
@@ -84,11 +77,7 @@ def create_pipeline(config: PipelineConfig, data_root: str, to_node: str | None 
         # (measured: 17 of 71 s on the 1,500 flowers).
         disable_statistics=True,
         custom_config={
-            "storage_size": config.storage_size,
-            "base": config.base.name,
-            "mean_source": config.transform.mean_source,
-            "std_scaling": config.transform.std_scaling,
-            "resize": config.transform.resize,
+            "settings": config.transform_settings().to_dict(),
             # preprocessing_fn imports these two; model code changes keep it cached.
             "code": code_fingerprint(COMPONENTS_DIR / "features.py",
                                      COMPONENTS_DIR / "trainer" / "backbones.py"),
@@ -136,7 +125,7 @@ def create_pipeline(config: PipelineConfig, data_root: str, to_node: str | None 
         model=trainer.outputs["model"],
         baseline_model=latest_blessed_model.outputs["model"],
         example_splits=[features.EVAL_SPLIT],
-        eval_config=make_eval_config(config)).with_id("evaluator")
+        eval_config=make_eval_config(config.evaluator)).with_id("evaluator")
     pusher = ServingPusher(
         model=trainer.outputs["model"],
         model_blessing=evaluator.outputs["blessing"],

@@ -20,7 +20,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from components.config import ConfigError, PipelineConfig, load_config
+from components.config import ConfigError, PipelineConfig
+from components.config_loading import load_config
 from pipeline.summary import RunSummary
 
 # The line `tlpipe run --if-new-data` prints when it skips; the scheduler recognises it.

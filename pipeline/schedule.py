@@ -30,7 +30,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from components.config import ConfigError, PipelineConfig, load_config, validate
+from components.config import ConfigError, PipelineConfig
+from components.config_loading import load_config, validate
 from pipeline.nodes import NODE_ORDER
 
 LOCK_FILE = "schedule.lock"

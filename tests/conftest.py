@@ -102,8 +102,8 @@ def pushed_model_dir(pipeline_runs) -> Path:
 SIZE = 64
 
 
-def model_settings(keras_home, monkeypatch, **trainer) -> dict:
-    """Settings dict (as the Trainer and Tuner get it) for TEST_BASE at SIZE px, with real
+def model_settings(keras_home, monkeypatch, **trainer):
+    """ModelSettings (as the Trainer and Tuner rebuild them) for TEST_BASE at SIZE px, with real
     ImageNet weights when the shared Keras cache is there."""
     from components.config import PipelineConfig
 
@@ -118,7 +118,7 @@ def model_settings(keras_home, monkeypatch, **trainer) -> dict:
     config.trainer.augment = False
     for key, value in trainer.items():
         setattr(config.trainer, key, value)
-    return config.to_dict()
+    return config.model_settings()
 
 
 def normalized_images(n=24, classes=3, seed=0, size=SIZE):

@@ -1,40 +1,44 @@
-"""The `tlpipe` command's contract: bad input fails fast with one line, before any component."""
+"""`tlpipe` as users run it (a real subprocess): bad settings are one line, exit 2, in under 2 s,
+before anything runs or is written."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
-from conftest import tlpipe
+from conftest import REPO
+from test_config import BAD_COMBINATIONS, BAD_SETTINGS
 
 
-@pytest.mark.parametrize("extra, message", [
-    (["--set", "base.name=alexnet"], "unknown base 'alexnet'"),
-    (["--data", "/no/such/dir"], "data directory not found"),
-    (["--to", "nowhere"], "unknown node 'nowhere'"),
-])
-def test_bad_configuration_fails_fast_with_one_line(tmp_path: Path, tiny_images: Path, extra,
-                                                   message):
-    args = ["run", "--work-dir", str(tmp_path / "w"), "--data", str(tiny_images), *extra]
-    started = time.time()
-    result = tlpipe(*args)
-    assert result.returncode == 2, result.stderr
-    lines = [line for line in result.stderr.splitlines() if line.startswith("tlpipe: error:")]
-    assert len(lines) == 1 and message in lines[0], result.stderr
-    assert not (tmp_path / "w" / "pipeline").exists()  # nothing ran
-    assert time.time() - started < 60
+def tlpipe(*args: str, cwd: Path) -> tuple[subprocess.CompletedProcess, float]:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    started = time.monotonic()
+    proc = subprocess.run([sys.executable, "-m", "pipeline.cli", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=120)
+    return proc, time.monotonic() - started
 
 
-def test_one_class_data_dir_is_rejected(tmp_path: Path, tiny_images: Path):
-    data = tmp_path / "one"
-    (data / "cats").mkdir(parents=True)
-    for image in sorted((tiny_images / "class_a").iterdir())[:3]:
-        (data / "cats" / image.name).write_bytes(image.read_bytes())
-    result = tlpipe("run", "--work-dir", str(tmp_path / "w"), "--data", str(data))
-    assert result.returncode == 2
-    assert "1 class (cats)" in result.stderr and "at least 2" in result.stderr
+def assert_one_line_usage_error(proc: subprocess.CompletedProcess, message: str) -> None:
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("tlpipe: error: "), proc.stderr
+    assert message in proc.stderr
 
 
-def test_help_lists_the_run_contract():
-    result = tlpipe("run", "--help")
-    assert result.returncode == 0
-    for flag in ("--config", "--data", "--work-dir", "--to", "--set", "--mirror"):
-        assert flag in result.stdout
+@pytest.mark.parametrize("overrides, message", BAD_SETTINGS + BAD_COMBINATIONS)
+def test_run_refuses_each_bad_setting_before_anything_runs(tmp_path, tiny_images, overrides, message):
+    work = tmp_path / "work"
+    sets = [a for s in overrides for a in ("--set", s)]
+    proc, seconds = tlpipe("run", "--data", str(tiny_images), "--work-dir", str(work), *sets, cwd=tmp_path)
+    assert_one_line_usage_error(proc, message)
+    assert seconds < 2.0, f"{seconds:.1f}s"
+    assert not work.exists() and proc.stdout == ""
+
+
+def test_run_refuses_a_config_file_that_is_a_list(tmp_path, tiny_images):
+    config = tmp_path / "c.yaml"
+    config.write_text("- a\n- b\n")
+    proc, _ = tlpipe("run", "--config", str(config), "--data", str(tiny_images), cwd=tmp_path)
+    assert_one_line_usage_error(proc, "must be a mapping of settings, got a list")

@@ -46,7 +46,7 @@ def versions(pipeline_runs, tiny_images, keras_home, tmp_path_factory) -> TwoVer
 
 
 def _rows(work: Path) -> dict[str, compare.VersionRow]:
-    from components.config import load_config
+    from components.config_loading import load_config
 
     return {row.key: row for row in compare.gather(load_config(work_dir=str(work)))}
 

@@ -74,12 +74,12 @@ def test_tfma_computes_every_listed_metric_and_the_verdict_shows_them(tmp_path):
     import pandas as pd
     import tensorflow_model_analysis as tfma
 
-    from components.config import PipelineConfig
+    from components.config import EvaluatorConfig
     from components.evaluator import verdict as verdict_lib
     from components.evaluator.eval_config import make_eval_config
 
     labels, probabilities = _data()
-    eval_config = make_eval_config(PipelineConfig())
+    eval_config = make_eval_config(EvaluatorConfig())
     for metric in eval_config.metrics_specs[0].metrics:  # no baseline here: value gates only
         for per_slice in metric.per_slice_thresholds:
             per_slice.threshold.ClearField("change_threshold")

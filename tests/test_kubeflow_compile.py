@@ -13,7 +13,7 @@ import textwrap
 import yaml
 from conftest import REPO, tlpipe
 
-from components.config import load_config
+from components.config_loading import load_config
 from pipeline.nodes import NODE_ORDER
 from pipeline.schedule import airflow_schedule_interval
 

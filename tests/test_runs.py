@@ -11,7 +11,7 @@ from conftest import tlpipe
 from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2 as pb
 
-from components.config import load_config
+from components.config_loading import load_config
 from pipeline.runs import (
     NO_NEW_DATA,
     history_lines,

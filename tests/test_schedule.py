@@ -207,7 +207,7 @@ def test_ctrl_c_never_interrupts_a_push(tmp_path):
 
 
 def test_a_webhook_that_is_down_never_fails_the_run(tmp_path, capfd):
-    from components.config import load_config
+    from components.config_loading import load_config
     from pipeline.notify import FAILED, notify
 
     with socket.socket() as s:  # a port nobody listens on

@@ -2,14 +2,12 @@
 cutting the base. Small images and the tiny MobileNet v1 (0.25) keep it quick."""
 from __future__ import annotations
 
-import copy
-
 import keras
 import numpy as np
 import pytest
 from conftest import SIZE, TEST_BASE, image_batches, model_settings, normalized_images
 
-from components.config import PipelineConfig
+from components.config import ModelSettings
 from components.trainer import model as model_lib
 from components.trainer.backbones import BACKBONES
 
@@ -65,8 +63,8 @@ def test_phase1_keeps_base_bit_identical_and_phase2_moves_only_the_top(keras_hom
 
 @pytest.mark.parametrize("name", sorted(BACKBONES))
 def test_too_small_input_is_refused_before_anything_is_built(name, monkeypatch):
-    settings = PipelineConfig().to_dict()
-    settings["base"]["name"] = name
+    settings = ModelSettings()
+    settings.base.name = name
     built = []
     monkeypatch.setattr(model_lib, "build_base", lambda *a, **k: built.append(a))
     minimum = BACKBONES[name].min_size
@@ -75,7 +73,7 @@ def test_too_small_input_is_refused_before_anything_is_built(name, monkeypatch):
     message = str(err.value)
     assert name in message and f"{minimum - 1}x{minimum - 1}" in message and str(minimum) in message
     assert "Negative dimension" not in message and not built
-    settings["trainer"]["head"] = "dense128"
+    settings.trainer.head = "dense128"
     with pytest.raises(model_lib.InputSizeError, match="dense128.*minimum is 128x128"):
         model_lib.check_input_size(settings, 96)
 
@@ -117,12 +115,12 @@ def test_feature_cache_is_reused_and_rebuilt_when_base_or_size_changes(
                                           {"built": 0, "reused": 1, "in_memory": 0})
     np.testing.assert_array_equal(features_a, features_b)
 
-    bigger = copy.deepcopy(settings)
-    bigger["tuner"]["input_sizes"] = [SIZE, 96]
+    bigger = settings.model_copy(deep=True)
+    bigger.tuner.input_sizes = [SIZE, 96]
     other_size = model_lib.FeatureCache(str(tmp_path), {"data": "a"}, datasets, bigger)
     assert other_size.key(96) != first.key(SIZE)
-    other_base = copy.deepcopy(settings)
-    other_base["base"]["name"] = "mobilenet_v2"
+    other_base = settings.model_copy(deep=True)
+    other_base.base.name = "mobilenet_v2"
     assert model_lib.FeatureCache(str(tmp_path), {"data": "a"}, datasets,
                                   other_base).key(SIZE) != first.key(SIZE)
     new_data = model_lib.FeatureCache(str(tmp_path), {"data": "b"}, datasets, settings)
@@ -134,18 +132,18 @@ def test_feature_cache_is_reused_and_rebuilt_when_base_or_size_changes(
 
 def test_cut_at_ends_the_base_at_that_layer_and_bad_names_list_near_ones(monkeypatch):
     settings = model_settings(None, monkeypatch, fine_tune_from="conv_dw_3")
-    settings["base"]["cut_at"] = "conv_pw_5_relu"
+    settings.base.cut_at = "conv_pw_5_relu"
     classifier = model_lib.build_classifier(settings, SIZE, 3, 0.0)
     base = next(layer for layer in classifier.layers if isinstance(layer, keras.Model)
                 and layer.name != model_lib.HEAD)
     assert base.layers[-1].name == "conv_pw_5_relu"
     assert base.output.shape[1:] == (8, 8, 64)  # stride 8 at the cut, 0.25 x 256 channels
 
-    settings["base"]["cut_at"] = "conv_pw_5_rleu"
+    settings.base.cut_at = "conv_pw_5_rleu"
     with pytest.raises(model_lib.CutLayerError, match="near it: conv_pw_5_relu"):
         model_lib.build_feature_base(settings, SIZE)
-    settings["base"]["cut_at"] = "conv_pw_5_relu"
-    settings["trainer"]["fine_tune_from"] = None  # registry boundary conv_dw_12 is above the cut
+    settings.base.cut_at = "conv_pw_5_relu"
+    settings.trainer.fine_tune_from = None  # registry boundary conv_dw_12 is above the cut
     with pytest.raises(model_lib.CutLayerError, match="below the fine-tune boundary"):
         model_lib.build_feature_base(settings, SIZE)
 

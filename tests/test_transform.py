@@ -21,7 +21,7 @@ from tfx.components.util import tfxio_utils
 from tfx.types import standard_component_specs as specs
 
 from components import features
-from components.config import PipelineConfig
+from components.config import PipelineConfig, TransformConfig, TransformSettings
 from components.trainer import model as model_lib
 from components.trainer.backbones import BACKBONES, CONVENTIONS
 from components.transform import preprocessing
@@ -150,8 +150,8 @@ def _eager_transform(monkeypatch, image_bytes: list[bytes], base: str, size: int
     inputs = {features.IMAGE_KEY: tf.constant(image_bytes, shape=[n, 1]),
               features.LABEL_KEY: tf.zeros([n, 1], tf.int64),
               features.LABEL_NAME_KEY: tf.constant(["a"] * n, shape=[n, 1])}
-    return preprocessing.preprocessing_fn(inputs, {"storage_size": size, "base": base,
-                                                   "mean_source": "imagenet"})
+    settings = TransformSettings(base_name=base, storage_size=size)
+    return preprocessing.preprocessing_fn(inputs, {"settings": settings.to_dict()})
 
 
 def _sample_photos(count: int) -> list[bytes]:
@@ -216,7 +216,7 @@ def _settings(base: str) -> dict:
     config.base.name = base
     config.tuner.input_sizes = [SIZE]
     config.trainer.batch_size = 8
-    return config.to_dict()
+    return config.model_settings()
 
 
 def _training_path(run, tf_output, settings) -> np.ndarray:
@@ -249,8 +249,10 @@ def _serving_path(tf_output, images: list[bytes], bgr: bool) -> np.ndarray:
 def test_serving_and_training_see_the_same_tensor(raw_examples, tmp_path, mean_source, base,
                                                   resize):
     root, images, schema = raw_examples
-    custom_config = {"storage_size": SIZE, "base": base, "mean_source": mean_source,
-                     "std_scaling": mean_source == "dataset", "resize": resize}
+    transform = TransformConfig(mean_source=mean_source, std_scaling=mean_source == "dataset",
+                                resize=resize)
+    custom_config = {"settings": TransformSettings(transform=transform, base_name=base,
+                                                   storage_size=SIZE).to_dict()}
     run = run_transform(str(root / "examples"), ["train", "eval"], schema, str(tmp_path),
                         custom_config)
     tf_output = tft.TFTransformOutput(run.transform_graph_uri)

@@ -12,10 +12,10 @@ from components.tuner import tuner_module
 
 
 def _search(settings, tmp_path, trials: int, **fit):
-    images, labels = normalized_images(n=16, size=max(settings["tuner"]["input_sizes"]))
-    settings["tuner"]["max_trials"] = trials
-    settings["tuner"]["epochs_per_trial"] = 1
-    hypermodel = model_lib.TransferHyperModel(settings, 3, settings["tuner"]["tune_phases"])
+    images, labels = normalized_images(n=16, size=settings.tuner.storage_size)
+    settings.tuner.max_trials = trials
+    settings.tuner.epochs_per_trial = 1
+    hypermodel = model_lib.TransferHyperModel(settings, 3, settings.tuner.tune_phases)
     tuner = tuner_module.make_tuner(hypermodel, settings, str(tmp_path / "search"),
                                     report_dir=str(tmp_path / "report"))
     batches = image_batches(images, labels)
@@ -27,7 +27,7 @@ def _search(settings, tmp_path, trials: int, **fit):
 def test_each_algorithm_searches_size_and_learning_rate(algorithm, keras_home, monkeypatch,
                                                         tmp_path):
     settings = model_settings(keras_home, monkeypatch)
-    settings["tuner"].update(algorithm=algorithm, input_sizes=[32, 48], learning_rate_min=1e-3,
+    settings.tuner = settings.tuner.replace(algorithm=algorithm, input_sizes=[32, 48], learning_rate_min=1e-3,
                              learning_rate_max=1e-2)
     tuner = _search(settings, tmp_path, trials=2)
     rows = tuner.trial_rows
@@ -42,7 +42,7 @@ def test_each_algorithm_searches_size_and_learning_rate(algorithm, keras_home, m
 
 def test_both_phases_fine_tune_inside_each_trial(keras_home, monkeypatch, tmp_path):
     settings = model_settings(keras_home, monkeypatch)
-    settings["tuner"].update(tune_phases="both", tune_phase2_learning_rate=True,
+    settings.tuner = settings.tuner.replace(tune_phases="both", tune_phase2_learning_rate=True,
                              tune_dropout=True)
     tuner = _search(settings, tmp_path, trials=1)
     record = tuner.hypermodel.record
@@ -54,7 +54,7 @@ def test_both_phases_fine_tune_inside_each_trial(keras_home, monkeypatch, tmp_pa
 
 def test_wall_clock_budget_stops_the_search(keras_home, monkeypatch, tmp_path):
     settings = model_settings(keras_home, monkeypatch)
-    settings["tuner"]["max_seconds"] = 0.001
+    settings.tuner.max_seconds = 0.001
     tuner = _search(settings, tmp_path, trials=5)
     assert len(tuner.trial_rows) == 1
 
@@ -63,7 +63,7 @@ def test_memory_stays_flat_across_six_trials(keras_home, monkeypatch, tmp_path):
     """keras-team/keras-tuner#395/#873: memory growing trial after trial. KerasTuner clears the
     Keras session before each build; the feature cache keeps one input size in memory."""
     settings = model_settings(keras_home, monkeypatch)
-    settings["tuner"].update(input_sizes=[32, 48], learning_rate_min=1e-3,
+    settings.tuner = settings.tuner.replace(input_sizes=[32, 48], learning_rate_min=1e-3,
                              learning_rate_max=1e-2)
     tuner = _search(settings, tmp_path, trials=6)
     rss = [r["rss_mb"] for r in tuner.trial_rows]

@@ -17,7 +17,7 @@ import json
 from tensorflow_model_analysis.proto import config_pb2 as tfma
 
 from components import features
-from components.config import PipelineConfig
+from components.config import EvaluatorConfig
 from components.evaluator import metrics as custom_metrics
 
 ACCURACY_METRIC = "accuracy"
@@ -28,8 +28,7 @@ OVERALL = tfma.SlicingSpec()
 PER_CLASS = tfma.SlicingSpec(feature_keys=[features.LABEL_NAME_KEY])
 
 
-def make_eval_config(config: PipelineConfig) -> tfma.EvalConfig:
-    gate = config.evaluator
+def make_eval_config(gate: EvaluatorConfig) -> tfma.EvalConfig:
     accuracy_thresholds = [tfma.PerSliceMetricThreshold(slicing_specs=[OVERALL], threshold=tfma.MetricThreshold(
         value_threshold=tfma.GenericValueThreshold(lower_bound={"value": gate.min_accuracy}),
         change_threshold=tfma.GenericChangeThreshold(

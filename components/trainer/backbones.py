@@ -48,6 +48,17 @@ BACKBONES: dict[str, Backbone] = {b.name: b for b in [
              "efficientnetb0_notop.h5"),
 ]}
 
+# The tutorials' dense128 head pools the feature map with AveragePooling2D(4): it needs 4x4.
+DENSE128_POOL = 4
+
+
+def min_input_size(backbone: Backbone, head: str) -> int:
+    """The smallest input the base, and the head on it, can take."""
+    if head == "dense128":
+        return max(backbone.min_size, DENSE128_POOL * backbone.stride)
+    return backbone.min_size
+
+
 IMAGENET_MEAN_RGB = (123.68, 116.779, 103.939)
 IMAGENET_STD_RGB = (58.393, 57.12, 57.375)
 

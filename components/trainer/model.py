@@ -6,7 +6,6 @@ normalize pixels with the same function.
 """
 from __future__ import annotations
 
-import difflib
 import io
 import json
 import os
@@ -23,80 +22,72 @@ from absl import logging
 from tfx_bsl.public import tfxio
 
 from components import features
+from components.config import ModelSettings
 from components.features import HP_DROPOUT, HP_INPUT_SIZE, HP_LEARNING_RATE, HP_PHASE2_LEARNING_RATE
-from components.trainer.backbones import BACKBONES, CONVENTIONS, Backbone, build_base
+from components.trainer import base_layers
+from components.trainer.backbones import BACKBONES, CONVENTIONS, DENSE128_POOL, Backbone, build_base
+from components.trainer.backbones import min_input_size as base_min_input_size
+from components.trainer.base_layers import CutLayerError
 
 CLASSIFIER = "classifier"  # the exported sub-model: everything but augmentation
 HEAD = "head"              # the new layers on top of the base: what phase 1 trains
-DENSE128_POOL = 4          # the tutorials' head: AveragePooling2D(4) needs a 4x4 feature map
 
 
 class InputSizeError(ValueError):
     """An input size the base plus head cannot take, caught before anything is built."""
 
 
-class CutLayerError(ValueError):
-    """`base.cut_at` names no layer of the base, or lies below the fine-tune boundary."""
+def backbone_of(settings: ModelSettings) -> Backbone:
+    return BACKBONES[settings.base.name]
 
 
-def backbone_of(settings: dict[str, Any]) -> Backbone:
-    return BACKBONES[settings["base"]["name"]]
-
-
-def min_input_size(settings: dict[str, Any]) -> int:
+def min_input_size(settings: ModelSettings) -> int:
     """The smallest input the base (and the tutorials' pooled head, if chosen) can take."""
-    backbone = backbone_of(settings)
-    if settings["trainer"].get("head") == "dense128":
-        return max(backbone.min_size, DENSE128_POOL * backbone.stride)
-    return backbone.min_size
+    return base_min_input_size(backbone_of(settings), settings.trainer.head)
 
 
-def check_input_size(settings: dict[str, Any], size: int) -> None:
+def check_input_size(settings: ModelSettings, size: int) -> None:
     minimum = min_input_size(settings)
     if size < minimum:
-        head = settings["trainer"].get("head", "gap")
+        head = settings.trainer.head
         raise InputSizeError(
             f"input size {size}x{size} is too small for base '{backbone_of(settings).name}' "
             f"with head '{head}': the minimum is {minimum}x{minimum}")
 
 
-def search_space(settings: dict[str, Any]) -> keras_tuner.HyperParameters:
+def search_space(settings: ModelSettings) -> keras_tuner.HyperParameters:
     """Input size x phase-1 learning rate (plus, when configured, the fine-tune rate and the
     dropout); each default is what the trainer uses untuned."""
-    backbone, tuner, trainer = backbone_of(settings), settings["tuner"], settings["trainer"]
+    backbone, tuner, trainer = backbone_of(settings), settings.tuner, settings.trainer
     minimum = min_input_size(settings)
-    sizes = sorted(s for s in tuner["input_sizes"] if s >= minimum)
+    sizes = sorted(s for s in tuner.input_sizes if s >= minimum)
     if not sizes:
-        check_input_size(settings, max(tuner["input_sizes"]))
+        check_input_size(settings, max(tuner.input_sizes))
     default_size = min(sizes, key=lambda s: (abs(s - backbone.default_size), s))
-    lo, hi = tuner["learning_rate_min"], tuner["learning_rate_max"]
+    lo, hi = tuner.learning_rate_min, tuner.learning_rate_max
     hp = keras_tuner.HyperParameters()
     hp.Choice(HP_INPUT_SIZE, sizes, default=default_size)
     hp.Float(HP_LEARNING_RATE, lo, hi, sampling="log",
-             default=min(max(trainer["phase1_learning_rate"], lo), hi))
-    if tuner.get("tune_phase2_learning_rate"):
+             default=min(max(trainer.phase1_learning_rate, lo), hi))
+    if tuner.tune_phase2_learning_rate:
         hp.Float(HP_PHASE2_LEARNING_RATE, lo / 100, hi / 10, sampling="log",
                  default=phase2_learning_rate(hp, settings, untuned=True))
-    if tuner.get("tune_dropout"):
-        hp.Float(HP_DROPOUT, 0.0, 0.5, step=0.1, default=trainer["dropout"])
+    if tuner.tune_dropout:
+        hp.Float(HP_DROPOUT, 0.0, 0.5, step=0.1, default=trainer.dropout)
     return hp
 
 
-def phase2_learning_rate(hp: keras_tuner.HyperParameters, settings: dict[str, Any],
+def phase2_learning_rate(hp: keras_tuner.HyperParameters, settings: ModelSettings,
                          untuned: bool = False) -> float:
     """Tuned, else configured, else the phase-1 (tuned) rate / 10, as the tutorials do."""
     if not untuned and HP_PHASE2_LEARNING_RATE in hp.values:
         return float(hp.get(HP_PHASE2_LEARNING_RATE))
-    configured = settings["trainer"].get("phase2_learning_rate")
-    return float(configured) if configured else float(hp.get(HP_LEARNING_RATE)) / 10
+    configured = settings.trainer.phase2_learning_rate
+    return configured if configured is not None else float(hp.get(HP_LEARNING_RATE)) / 10
 
 
-def dropout_of(hp: keras_tuner.HyperParameters, settings: dict[str, Any]) -> float:
-    return float(hp.get(HP_DROPOUT)) if HP_DROPOUT in hp.values else settings["trainer"]["dropout"]
-
-
-def storage_size(settings: dict[str, Any]) -> int:
-    return max(settings["tuner"]["input_sizes"])
+def dropout_of(hp: keras_tuner.HyperParameters, settings: ModelSettings) -> float:
+    return float(hp.get(HP_DROPOUT)) if HP_DROPOUT in hp.values else settings.trainer.dropout
 
 
 def model_input(transformed: dict[str, tf.Tensor], size: int, bgr: bool) -> tf.Tensor:
@@ -114,15 +105,15 @@ def is_bgr(backbone: Backbone) -> bool:
     return CONVENTIONS[backbone.preprocessing][2]
 
 
-def make_dataset(file_pattern, data_accessor, tf_transform_output, settings: dict[str, Any],
+def make_dataset(file_pattern, data_accessor, tf_transform_output, settings: ModelSettings,
                  shuffle: bool) -> tf.data.Dataset:
     """(normalized image, label) batches from transformed examples, one epoch."""
-    size, bgr = storage_size(settings), is_bgr(backbone_of(settings))
+    size, bgr = settings.tuner.storage_size, is_bgr(backbone_of(settings))
     dataset = data_accessor.tf_dataset_factory(
         file_pattern,
-        tfxio.TensorFlowDatasetOptions(batch_size=settings["trainer"]["batch_size"],
+        tfxio.TensorFlowDatasetOptions(batch_size=settings.trainer.batch_size,
                                        label_key=features.LABEL_KEY, num_epochs=1,
-                                       shuffle=shuffle, shuffle_seed=settings["trainer"]["seed"]),
+                                       shuffle=shuffle, shuffle_seed=settings.trainer.seed),
         tf_transform_output.transformed_metadata.schema)
     return dataset.map(lambda f, y: (model_input(f, size, bgr), tf.reshape(y, [-1])),
                        num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
@@ -148,53 +139,32 @@ def class_weights(counts: np.ndarray) -> dict[int, float]:
     return {i: float(total / (present * c)) if c else 0.0 for i, c in enumerate(counts)}
 
 
-def build_feature_base(settings: dict[str, Any], size: int) -> keras.Model:
+def build_feature_base(settings: ModelSettings, size: int) -> keras.Model:
     """The pretrained base at `size`, cut at `base.cut_at` when configured."""
     check_input_size(settings, size)
     backbone = backbone_of(settings)
-    base = build_base(backbone, settings["base"]["weights"], size)
-    cut_at = settings["base"].get("cut_at")
+    base = build_base(backbone, settings.base.weights, size)
+    cut_at = settings.base.cut_at
     if not cut_at:
         return base
-    names = [layer.name for layer in base.layers]
-    if cut_at not in names:
-        near = difflib.get_close_matches(cut_at, names, n=8, cutoff=0.4) or names[-8:]
-        raise CutLayerError(f"base.cut_at: '{cut_at}' is not a layer of base '{backbone.name}' "
-                            f"(near it: {', '.join(near)})")
-    boundary = fine_tune_boundary(base, settings)
-    if names.index(boundary) > names.index(cut_at):
-        raise CutLayerError(
-            f"base.cut_at: '{cut_at}' lies below the fine-tune boundary '{boundary}' of base "
-            f"'{backbone.name}': set trainer.fine_tune_from to a layer at or below the cut")
+    base_layers.check_cut(backbone.name, [layer.name for layer in base.layers], cut_at,
+                          settings.trainer.fine_tune_from)
     return keras.Model(base.inputs, base.get_layer(cut_at).output, name=f"{base.name}_cut")
 
 
-def fine_tune_boundary(base: keras.Model, settings: dict[str, Any]) -> str:
+def fine_tune_boundary(base: keras.Model, settings: ModelSettings) -> str:
     """First layer phase 2 unfreezes: configured name or fraction, else the registry's."""
-    chosen = settings["trainer"].get("fine_tune_from")
-    names = [layer.name for layer in base.layers]
-    if not chosen:
-        return backbone_of(settings).fine_tune_at
-    try:
-        fraction = float(chosen)
-    except ValueError:
-        if chosen not in names:
-            near = difflib.get_close_matches(chosen, names, n=8, cutoff=0.4)
-            raise CutLayerError(f"trainer.fine_tune_from: '{chosen}' is not a layer of base "
-                                f"'{backbone_of(settings).name}' (near it: {', '.join(near)})") from None
-        return chosen
-    if not 0.0 <= fraction < 1.0:
-        raise CutLayerError(f"trainer.fine_tune_from: fraction {chosen} must be in [0, 1)")
-    return names[min(int(len(names) * fraction), len(names) - 1)]
+    return base_layers.fine_tune_boundary(settings.base.name, [layer.name for layer in base.layers],
+                                          settings.trainer.fine_tune_from)
 
 
-def build_head(feature_shape, num_classes: int, settings: dict[str, Any], dropout: float
+def build_head(feature_shape, num_classes: int, settings: ModelSettings, dropout: float
                ) -> keras.Model:
     """New layers on the base's features. A sub-model, so cached-feature training trains the
     very weights the exported classifier uses."""
-    seed = settings["trainer"]["seed"]
+    seed = settings.trainer.seed
     features_in = keras.Input(feature_shape, name="base_features")
-    if settings["trainer"].get("head") == "dense128":
+    if settings.trainer.head == "dense128":
         x = keras.layers.AveragePooling2D(DENSE128_POOL)(features_in)
         x = keras.layers.Flatten()(x)
         x = keras.layers.Dense(128, activation="relu")(x)
@@ -206,13 +176,13 @@ def build_head(feature_shape, num_classes: int, settings: dict[str, Any], dropou
     return keras.Model(features_in, outputs, name=HEAD)
 
 
-def build_classifier(settings: dict[str, Any], size: int, num_classes: int, dropout: float
+def build_classifier(settings: ModelSettings, size: int, num_classes: int, dropout: float
                      ) -> keras.Model:
     """Stored-size image -> resize to the tuned size -> frozen base -> head: what is exported."""
-    shape = (storage_size(settings),) * 2 + (3,)
+    shape = (settings.tuner.storage_size,) * 2 + (3,)
     image = keras.Input(shape, name="image")
     x = image
-    if size != storage_size(settings):
+    if size != settings.tuner.storage_size:
         x = keras.layers.Resizing(size, size, name="resize_to_input")(x)
     base = build_feature_base(settings, size)
     base.trainable = False
@@ -221,29 +191,29 @@ def build_classifier(settings: dict[str, Any], size: int, num_classes: int, drop
     return keras.Model(image, head(x), name=CLASSIFIER)
 
 
-def build_augmentation(settings: dict[str, Any]) -> list[keras.layers.Layer]:
+def build_augmentation(settings: ModelSettings) -> list[keras.layers.Layer]:
     """Training-only augmentation layers (inactive at inference, never exported)."""
-    trainer = settings["trainer"]
-    if not trainer["augment"]:
+    trainer = settings.trainer
+    if not trainer.augment:
         return []
     # One seed per layer: layers sharing a seed draw the same sequence, so every flipped image
     # would also be rotated and zoomed the same way.
-    seed = trainer["seed"]
+    seed = trainer.seed
     layers = [keras.layers.RandomFlip("horizontal", seed=seed)]
-    if trainer.get("rotation", 0):
-        layers.append(keras.layers.RandomRotation(trainer["rotation"], fill_mode="reflect",
+    if trainer.rotation:
+        layers.append(keras.layers.RandomRotation(trainer.rotation, fill_mode="reflect",
                                                   seed=seed + 1))
-    if trainer.get("zoom", 0):
-        layers.append(keras.layers.RandomZoom(trainer["zoom"], fill_mode="reflect",
+    if trainer.zoom:
+        layers.append(keras.layers.RandomZoom(trainer.zoom, fill_mode="reflect",
                                               seed=seed + 2))
-    if trainer.get("translation", 0):
-        layers.append(keras.layers.RandomTranslation(trainer["translation"],
-                                                     trainer["translation"],
+    if trainer.translation:
+        layers.append(keras.layers.RandomTranslation(trainer.translation,
+                                                     trainer.translation,
                                                      fill_mode="reflect", seed=seed + 3))
-    if trainer.get("contrast", 0):
+    if trainer.contrast:
         # RandomContrast clips to [0, 255]; our pixels are already normalized, so scale around
         # each image's mean by hand instead.
-        layers.append(_NormalizedContrast(trainer["contrast"], seed=seed + 4))
+        layers.append(_NormalizedContrast(trainer.contrast, seed=seed + 4))
     return layers
 
 
@@ -268,14 +238,14 @@ class _NormalizedContrast(keras.layers.Layer):
         return {**super().get_config(), "factor": self.factor, "seed": self.seed}
 
 
-def build_model(hp: keras_tuner.HyperParameters, settings: dict[str, Any], num_classes: int
+def build_model(hp: keras_tuner.HyperParameters, settings: ModelSettings, num_classes: int
                 ) -> keras.Model:
     """Phase-1 model: augmentation, then the classifier (frozen base + new head), compiled.
 
     The classifier is its own sub-model so the export leaves augmentation (training-only, with
     random-seed state a SavedModel cannot capture) behind.
     """
-    keras.utils.set_random_seed(settings["trainer"]["seed"])
+    keras.utils.set_random_seed(settings.trainer.seed)
     classifier = build_classifier(settings, hp.get(HP_INPUT_SIZE), num_classes,
                                   dropout_of(hp, settings))
     inputs = keras.Input(classifier.input_shape[1:], name="image")
@@ -300,8 +270,8 @@ def base_of(model: keras.Model) -> keras.Model:
                 if isinstance(layer, keras.Model) and layer.name != HEAD)
 
 
-def compile_model(model: keras.Model, learning_rate: float, settings: dict[str, Any]) -> None:
-    if settings["trainer"].get("optimizer") == "sgd":
+def compile_model(model: keras.Model, learning_rate: float, settings: ModelSettings) -> None:
+    if settings.trainer.optimizer == "sgd":
         optimizer = keras.optimizers.SGD(learning_rate, momentum=0.9)
     else:
         optimizer = keras.optimizers.Adam(learning_rate)
@@ -309,7 +279,7 @@ def compile_model(model: keras.Model, learning_rate: float, settings: dict[str, 
                   metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
 
 
-def unfreeze_top(model: keras.Model, settings: dict[str, Any]) -> tuple[str, int]:
+def unfreeze_top(model: keras.Model, settings: ModelSettings) -> tuple[str, int]:
     """Phase 2: layers from the boundary up train; BatchNorm stays frozen.
 
     Returns the boundary layer and how many base layers now train.
@@ -340,8 +310,8 @@ class EpochLog(keras.callbacks.Callback):
                      time.time() - self._start)
 
 
-def phase_callbacks(settings: dict[str, Any], label: str, extra=()) -> list:
-    patience = settings["trainer"].get("early_stopping_patience", 0)
+def phase_callbacks(settings: ModelSettings, label: str, extra=()) -> list:
+    patience = settings.trainer.early_stopping_patience
     callbacks = [EpochLog(label), *extra]
     if patience > 0:
         callbacks.append(keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience,
@@ -360,7 +330,7 @@ class FeatureCache:
     """
 
     def __init__(self, cache_dir: str, data_identity: dict[str, Any],
-                 datasets: dict[str, Callable[[], tf.data.Dataset]], settings: dict[str, Any]):
+                 datasets: dict[str, Callable[[], tf.data.Dataset]], settings: ModelSettings):
         """`data_identity` names the data (the transformed examples' files: a new Transform
         output means new files); `datasets` gives each split's un-shuffled (image, label)
         batches."""
@@ -372,13 +342,13 @@ class FeatureCache:
     def key(self, size: int) -> str:
         import hashlib
 
-        base = self._settings["base"]
-        weights = base["weights"]
+        base = self._settings.base
+        weights = base.weights
         if weights not in ("imagenet", "none") and os.path.isfile(weights):
             weights = f"{weights}:{os.path.getsize(weights)}:{os.path.getmtime(weights)}"
-        identity = {"data": self._identity, "base": base["name"], "weights": weights,
-                    "cut_at": base.get("cut_at"), "size": size,
-                    "storage": storage_size(self._settings), "format": 1}
+        identity = {"data": self._identity, "base": base.name, "weights": weights,
+                    "cut_at": base.cut_at, "size": size,
+                    "storage": self._settings.tuner.storage_size, "format": 1}
         return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()
                               ).hexdigest()[:20]
 
@@ -425,7 +395,7 @@ class FeatureCache:
         return result
 
 
-def feature_cache(fn_args, tf_transform_output, settings: dict[str, Any],
+def feature_cache(fn_args, tf_transform_output, settings: ModelSettings,
                   base_weights: str = "pretrained") -> FeatureCache:
     """The Trainer's and Tuner's cache over their train and eval files (same key for both).
 
@@ -466,7 +436,7 @@ class TransferHyperModel(keras_tuner.HyperModel):
     point to for multi-step fits (keras-team/keras-tuner#629).
     """
 
-    def __init__(self, settings: dict[str, Any], num_classes: int, phases: str,
+    def __init__(self, settings: ModelSettings, num_classes: int, phases: str,
                  feature_cache: FeatureCache | None = None,
                  class_weight: dict[int, float] | None = None):
         super().__init__(name="transfer")
@@ -521,7 +491,7 @@ class TransferHyperModel(keras_tuner.HyperModel):
         # The tuner's callbacks checkpoint and report the whole model, not the head.
         bound = [_BoundTo(callback, model) for callback in callbacks]
         history = head.fit(train_x, train_y, validation_data=(eval_x, eval_y), epochs=epochs,
-                           batch_size=self.settings["trainer"]["batch_size"], shuffle=True,
+                           batch_size=self.settings.trainer.batch_size, shuffle=True,
                            class_weight=self.class_weight, verbose=0,
                            initial_epoch=initial_epoch,
                            callbacks=phase_callbacks(self.settings, f"{label} phase1 (cached)",
@@ -631,7 +601,7 @@ class ExportModule(tf.Module):
 
 def export(model, tf_transform_output, names, settings, serving_model_dir: str,
            model_info: dict[str, Any]) -> None:
-    module = ExportModule(classifier_of(model), tf_transform_output, names, storage_size(settings),
+    module = ExportModule(classifier_of(model), tf_transform_output, names, settings.tuner.storage_size,
                           is_bgr(backbone_of(settings)), model_info["input_size"])
     tf.saved_model.save(module, serving_model_dir, signatures={
         features.SERVING_SIGNATURE: module.serve_image_bytes,

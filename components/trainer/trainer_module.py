@@ -20,6 +20,7 @@ from absl import logging
 from tfx import v1 as tfx
 
 from components import features
+from components.config import ModelSettings
 from components.trainer import model as model_lib
 from components.trainer.curves import plot_training_curves
 
@@ -28,7 +29,7 @@ KERAS_WEIGHTS = os.path.join("Format-Keras", "classifier.weights.h5")  # beside 
 WARM_START_KEYS = ("base", "class_names", "input_size", "head", "cut_at", "storage_size")
 
 
-def _hyperparameters(fn_args: tfx.components.FnArgs, settings) -> keras_tuner.HyperParameters:
+def _hyperparameters(fn_args: tfx.components.FnArgs, settings: ModelSettings) -> keras_tuner.HyperParameters:
     hp = model_lib.search_space(settings)
     if fn_args.hyperparameters:  # from the Tuner (or a reused HyperParameters artifact)
         tuned = keras_tuner.HyperParameters.from_config(fn_args.hyperparameters)
@@ -62,8 +63,8 @@ def _warm_start(model: keras.Model, base_model_dir: str | None, info: dict[str, 
 
 
 def run_fn(fn_args: tfx.components.FnArgs) -> None:
-    settings = fn_args.custom_config["settings"]
-    trainer = settings["trainer"]
+    settings = ModelSettings.from_dict(fn_args.custom_config["settings"])
+    trainer = settings.trainer
     backbone = model_lib.backbone_of(settings)
     hp = _hyperparameters(fn_args, settings)
     size = hp.get(model_lib.HP_INPUT_SIZE)
@@ -72,8 +73,8 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     names = model_lib.class_names(tf_transform_output)
     counts = model_lib.label_counts(fn_args.train_files, fn_args.data_accessor,
                                     tf_transform_output, settings, len(names))
-    weights = model_lib.class_weights(counts) if trainer["class_weights"] else None
-    cached = trainer["phase1_features"] == "cached"
+    weights = model_lib.class_weights(counts) if trainer.class_weights else None
+    cached = trainer.phase1_features == "cached"
     logging.info("trainer: base=%s classes=%s train examples per class=%s hyperparameters=%s "
                  "phase1 features=%s", backbone.name, names, counts.tolist(), hp.values,
                  "cached (no augmentation in phase 1)" if cached else "live")
@@ -83,16 +84,16 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
                                       settings, shuffle)
 
     hypermodel = model_lib.TransferHyperModel(
-        settings, len(names), "both" if trainer["phase2_epochs"] > 0 else "phase1",
+        settings, len(names), "both" if trainer.phase2_epochs > 0 else "phase1",
         class_weight=weights)
     model = hypermodel.build(hp)
     info = {
         "base": backbone.name, "class_names": names, "hyperparameters": hp.values,
-        "input_size": size, "storage_size": model_lib.storage_size(settings),
-        "head": trainer["head"], "cut_at": settings["base"].get("cut_at"),
+        "input_size": size, "storage_size": settings.tuner.storage_size,
+        "head": trainer.head, "cut_at": settings.base.cut_at,
         "preprocessing": backbone.preprocessing,
     }
-    warm_start = _warm_start(model, fn_args.base_model, info) if trainer["warm_start"] else "off"
+    warm_start = _warm_start(model, fn_args.base_model, info) if trainer.warm_start else "off"
     logging.info("trainer: warm start: %s", warm_start)
     cache = None
     if cached:  # after the warm start: it may change the base, and with it the features
@@ -105,7 +106,7 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     started = time.time()
     hypermodel.fit(hp, model, dataset(fn_args.train_files, True),
                    validation_data=dataset(fn_args.eval_files, False),
-                   epochs=trainer["phase1_epochs"], phase2_epochs=trainer["phase2_epochs"],
+                   epochs=trainer.phase1_epochs, phase2_epochs=trainer.phase2_epochs,
                    callbacks=[tensorboard])
     record = _with_images_per_second(hypermodel.record, int(counts.sum()))
     history = record.pop("history")
@@ -113,10 +114,10 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
         **info,
         "phase1_epochs": record["phase1"]["epochs"],
         "phase2_epochs": record.get("phase2", {}).get("epochs", 0),
-        "phase1_features": trainer["phase1_features"],
+        "phase1_features": trainer.phase1_features,
         "phase1_learning_rate": hp.get(model_lib.HP_LEARNING_RATE),
         "phase2_learning_rate": model_lib.phase2_learning_rate(hp, settings),
-        "optimizer": trainer["optimizer"], "class_weights": weights,
+        "optimizer": trainer.optimizer, "class_weights": weights,
         "warm_start": warm_start,
         "phase1_seconds": record["phase1"]["seconds"],
         "training_seconds": round(time.time() - started, 1),

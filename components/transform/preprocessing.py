@@ -19,9 +19,9 @@ import tensorflow as tf
 import tensorflow_transform as tft
 
 from components import features
+from components.config import TransformSettings
 from components.trainer.backbones import BACKBONES, CONVENTIONS
 
-DEFAULT_RESIZE = features.RESIZE_POLICIES[0]  # for a custom_config without "resize" (older runs)
 # A dataset channel's std is floored at one grey level: a near-constant channel would
 # otherwise blow its normalized values up.
 MIN_STD = 1.0
@@ -69,7 +69,7 @@ def _resizer(resize: str):
     return RESIZERS[resize]
 
 
-def decode_and_resize(image_bytes: tf.Tensor, size: int, resize: str = DEFAULT_RESIZE
+def decode_and_resize(image_bytes: tf.Tensor, size: int, resize: str = features.RESIZE_POLICIES[0]
                       ) -> tf.Tensor:
     """Encoded image batch [B] or [B, 1] -> uint8 [B, size, size, 3]."""
     resizer = _resizer(resize)
@@ -77,7 +77,7 @@ def decode_and_resize(image_bytes: tf.Tensor, size: int, resize: str = DEFAULT_R
                      fn_output_signature=tf.TensorSpec([size, size, 3], tf.uint8))
 
 
-def encode_and_measure(image_bytes: tf.Tensor, size: int, resize: str = DEFAULT_RESIZE
+def encode_and_measure(image_bytes: tf.Tensor, size: int, resize: str = features.RESIZE_POLICIES[0]
                        ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
     """Encoded image batch -> (serialized uint8 pixels [B], per-image channel mean [B, 3] and
     mean of squares [B, 3]).
@@ -111,14 +111,15 @@ def _dataset_stats(image_mean: tf.Tensor, image_mean_sq: tf.Tensor, std_scaling:
 
 
 def preprocessing_fn(inputs, custom_config):
+    """`custom_config["settings"]`: a TransformSettings (components/config.py) as plain data."""
+    settings = TransformSettings.from_dict(custom_config["settings"])
     serialized, image_mean, image_mean_sq = encode_and_measure(
-        inputs[features.IMAGE_KEY], int(custom_config["storage_size"]),
-        custom_config.get("resize", DEFAULT_RESIZE))
+        inputs[features.IMAGE_KEY], settings.storage_size, settings.transform.resize)
     batch = tf.shape(serialized)[0]
-    conv_mean, conv_std, _ = CONVENTIONS[BACKBONES[custom_config["base"]].preprocessing]
-    if custom_config["mean_source"] == "dataset":
-        mean, std = _dataset_stats(image_mean, image_mean_sq,
-                                   bool(custom_config.get("std_scaling")), conv_std)
+    conv_mean, conv_std, _ = CONVENTIONS[BACKBONES[settings.base_name].preprocessing]
+    if settings.transform.mean_source == "dataset":
+        mean, std = _dataset_stats(image_mean, image_mean_sq, settings.transform.std_scaling,
+                                   conv_std)
     else:
         mean, std = tf.constant(conv_mean, tf.float32), tf.constant(conv_std, tf.float32)
     # Class names become a transform asset; sorted, they are the id -> name table.

@@ -21,6 +21,7 @@ from absl import logging
 from tfx import v1 as tfx
 
 from components import features
+from components.config import ModelSettings
 from components.trainer import model as model_lib
 from components.tuner.report import plot_trials, trial_lines
 
@@ -130,38 +131,38 @@ def tuner_results_dir(working_dir: str) -> str | None:
     return folder if tf.io.gfile.isdir(folder) else None
 
 
-def make_tuner(hypermodel: model_lib.TransferHyperModel, settings: dict[str, Any],
+def make_tuner(hypermodel: model_lib.TransferHyperModel, settings: ModelSettings,
                directory: str, report_dir: str | None = None):
-    tuner = settings["tuner"]
+    tuner = settings.tuner
     common = dict(hypermodel=hypermodel, hyperparameters=model_lib.search_space(settings),
-                  objective=keras_tuner.Objective("val_accuracy", "max"), seed=tuner["seed"],
+                  objective=keras_tuner.Objective("val_accuracy", "max"), seed=tuner.seed,
                   directory=directory, project_name="search", overwrite=True,
-                  max_failed_trials=tuner["max_failed_trials"], max_seconds=tuner["max_seconds"],
+                  max_failed_trials=tuner.max_failed_trials, max_seconds=tuner.max_seconds,
                   report_dir=report_dir,
-                  max_consecutive_failed_trials=tuner["max_failed_trials"] + 1)
-    if tuner["algorithm"] == "hyperband":
+                  max_consecutive_failed_trials=tuner.max_failed_trials + 1)
+    if tuner.algorithm == "hyperband":
         # Hyperband needs at least two epochs to make brackets.
-        search = GatedHyperband(max_epochs=max(tuner["epochs_per_trial"], 2), factor=3, **common)
-        search.oracle.max_trials = tuner["max_trials"]
+        search = GatedHyperband(max_epochs=max(tuner.epochs_per_trial, 2), factor=3, **common)
+        search.oracle.max_trials = tuner.max_trials
         return search
-    return ALGORITHMS[tuner["algorithm"]](max_trials=tuner["max_trials"], **common)
+    return ALGORITHMS[tuner.algorithm](max_trials=tuner.max_trials, **common)
 
 
 def tuner_fn(fn_args: tfx.components.FnArgs) -> tfx.components.TunerFnResult:
-    settings = fn_args.custom_config["settings"]
+    settings = ModelSettings.from_dict(fn_args.custom_config["settings"])
     tf_transform_output = tft.TFTransformOutput(fn_args.transform_graph_path)
     names = model_lib.class_names(tf_transform_output)
     weights = None
-    if settings["trainer"]["class_weights"]:
+    if settings.trainer.class_weights:
         weights = model_lib.class_weights(model_lib.label_counts(
             fn_args.train_files, fn_args.data_accessor, tf_transform_output, settings,
             len(names)))
     cache = None
-    if settings["trainer"]["phase1_features"] == "cached":
+    if settings.trainer.phase1_features == "cached":
         # Trials at one input size share one pass of the base over the data.
         cache = model_lib.feature_cache(fn_args, tf_transform_output, settings)
     hypermodel = model_lib.TransferHyperModel(settings, len(names),
-                                              settings["tuner"]["tune_phases"],
+                                              settings.tuner.tune_phases,
                                               feature_cache=cache, class_weight=weights)
     report_dir = tuner_results_dir(fn_args.working_dir)
     if report_dir is None:
@@ -176,6 +177,6 @@ def tuner_fn(fn_args: tfx.components.FnArgs) -> tfx.components.TunerFnResult:
     return tfx.components.TunerFnResult(tuner=tuner, fit_kwargs={
         "x": dataset(fn_args.train_files, True),
         "validation_data": dataset(fn_args.eval_files, False),
-        "epochs": settings["tuner"]["epochs_per_trial"],
+        "epochs": settings.tuner.epochs_per_trial,
         "label": "tuner",
     })
