@@ -15,7 +15,7 @@ from tfx.orchestration.airflow.airflow_dag_runner import AirflowDagRunner, Airfl
 from components.config import ConfigError
 from components.config_loading import load_config, validate
 from pipeline.pipeline import create_pipeline
-from pipeline.schedule import airflow_schedule_interval
+from pipeline.timing import airflow_schedule_interval
 
 _config = load_config(os.environ.get("TLPIPE_CONFIG"))
 validate(_config)

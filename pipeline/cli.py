@@ -11,7 +11,6 @@ import time
 from components.config import ConfigError, PipelineConfig
 from components.config_loading import load_config, validate
 from pipeline.nodes import NODE_ORDER as NODES
-from pipeline.nodes import RESOLVER_NODE
 
 
 def _fail(message: str, code: int = 2) -> int:
@@ -50,6 +49,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
         new, why = new_data_check(config, data_root)
         if not new:
+            from pipeline.events import RUN_SKIPPED, Event, emit_to_env
+
+            emit_to_env(Event(RUN_SKIPPED, detail=why))
             print(f"{NO_NEW_DATA} {why}", flush=True)
             return 0
         print(f"tlpipe: {why}", flush=True)
@@ -61,19 +63,16 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     started = time.time()
     try:
-        node_ids = run_pipeline(config, data_root, args.to, retune=args.retune)
+        ended = run_pipeline(config, data_root, args.to, retune=args.retune)
     except KeyboardInterrupt:
         return _fail("interrupted", 130)
     except Exception as err:  # the node and log path were printed by the runner
         message = f"run failed: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
         notify(config, FAILED, message)
         return _fail(message, 1)
-    summary = latest_run_summary(config)
-    ran = {n.node: n for n in summary.nodes} if summary else {}
+    summary = latest_run_summary(config, ended)
     # TFX can end a node without raising (e.g. inputs it could not resolve): check each one.
-    broken = [f"{node} ({ran[node].state if node in ran else 'did not run'})"
-              for node in node_ids if node != RESOLVER_NODE and not (
-                  node in ran and ran[node].ok)]
+    broken = [f"{e.node} ({e.state})" for e in ended if not e.ok]
     if broken:
         message = (f"run incomplete: {', '.join(broken)}; see the log under "
                    f"{os.path.abspath(config.work_dir)}/logs")

@@ -127,61 +127,39 @@ def _local_time(stamp: str | None) -> str | None:
     return datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S%z").astimezone().strftime(TIME_FORMAT)
 
 
-def _step_keys(event) -> set[str]:
-    return {step.key for step in event.path.steps if step.HasField("key")}
-
-
 def _mlmd_rows(config: PipelineConfig) -> list[VersionRow]:
     """A row per Model the trainer node produced, with its latest evaluation as candidate."""
-    from ml_metadata.proto import metadata_store_pb2 as mlmd
-
     from components.pusher.component import SERVING_SUBDIR
-    from pipeline.summary import custom_property, open_store
+    from pipeline.lineage import INPUT, OUTPUT, Lineage, custom_property
 
-    if not os.path.exists(config.metadata_path):
+    lineage = Lineage.open(config)
+    if lineage is None:
         return []
-    store = open_store(config)
-    context = store.get_context_by_type_and_name("node", f"{config.pipeline_name}.trainer")
-    if context is None:
-        return []
-    model_type = store.get_artifact_type("Model").id
-    models = sorted((a for a in store.get_artifacts_by_context(context.id)
-                     if a.type_id == model_type), key=lambda a: a.id)
     rows = []
-    for model in models:
+    for model in lineage.node_artifacts("trainer", "Model"):
         row = VersionRow(key=f"m{model.id}", model_id=model.id, model_uri=model.uri,
                          created=datetime.fromtimestamp(
                              model.create_time_since_epoch / 1000).strftime(TIME_FORMAT))
         _fill_model_info(row, os.path.join(model.uri, SERVING_SUBDIR))
-        events = store.get_events_by_artifact_ids([model.id])
-        produced = min(e.execution_id for e in events if e.type == mlmd.Event.OUTPUT)
-        evaluated = sorted({e.execution_id for e in events
-                            if e.type == mlmd.Event.INPUT and "model" in _step_keys(e)})
-        by_key: dict[int, dict[str, list]] = {}
-        for event in store.get_events_by_execution_ids([produced, *evaluated]):
-            for key in _step_keys(event):
-                by_key.setdefault(event.execution_id, {}).setdefault(key, []).append(
-                    event.artifact_id)
 
-        def artifact(execution_id: int, key: str, by_key=by_key):
-            ids = by_key.get(execution_id, {}).get(key)
-            return store.get_artifacts_by_id(ids[:1])[0] if ids else None
+        def first(execution_id: int, kind: int, key: str):
+            found = lineage.artifacts(execution_id, kind, key)
+            return found[0] if found else None
 
-        model_run = artifact(produced, "model_run")
+        model_run = first(min(lineage.producers(model.id)), OUTPUT, "model_run")
         if model_run is not None:
             row.history = _read_json(os.path.join(
                 model_run.uri, features.TRAINING_SUMMARY_FILE)).get("history", {})
-        blessings = [artifact(e, "blessing") for e in evaluated]
-        if blessings:
-            row.blessed = any(bool(custom_property(b, "blessed")) for b in blessings if b is not None)
-        latest = next((e for e in reversed(evaluated) if artifact(e, "evaluation")
-                       and os.path.exists(artifact(e, "evaluation").uri)), None)
+        row.blessed = lineage.is_blessed(model.id)
+        evaluations = [(e, first(e, OUTPUT, "evaluation")) for e in lineage.readers(model.id, "model")]
+        latest = next(((e, ev) for e, ev in reversed(evaluations)
+                       if ev is not None and os.path.exists(ev.uri)), None)
         if latest is not None:
-            examples = artifact(latest, "examples")
+            examples = first(latest[0], INPUT, "examples")
             if examples is not None:
                 row.eval_examples_uri = examples.uri
                 row.data_span = custom_property(examples, "span")
-            _fill_evaluation(row, artifact(latest, "evaluation").uri)
+            _fill_evaluation(row, latest[1].uri)
         rows.append(row)
     return rows
 

@@ -1,39 +1,35 @@
 """Thin local runner: LocalDagRunner + Beam DirectRunner + SQLite ML Metadata, with progress.
 
-TFX logs each node's start and end through absl; this runner turns those lines into one
-progress line per node (state, elapsed seconds, cached or not) and keeps the full log in a
-file under the work dir.
+LocalDagRunner launches the nodes one after the other through TFX's Launcher; the runner
+observes each launch (a Launcher subclass, for the run only) and emits a node event when it
+starts and when it ends, with the state ML Metadata recorded for its execution (pipeline/events.py).
+The console's progress lines are one listener of those events; the full log goes to a file
+under the work dir.
 """
 from __future__ import annotations
 
 import logging
 import os
-import re
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from components.config import PipelineConfig
+from pipeline.events import CACHED, EMPTY, FAILED, SKIPPED, STARTED, Event, EventWriter
 
-_RUNNING = re.compile(r"Component (\S+) is running\.")
-_FINISHED = re.compile(r"Component (\S+) is finished\.")
-_CACHED = re.compile(r"A cached execution \d+ is used\.")
-_SKIPPED_EXEC = re.compile(r"Skipping execution for")
 # Component code logs "progress: ..." for long work (epochs, trials); shown under its node.
 _PROGRESS = "progress: "
+_RESOLVER_TYPE = "tfx.dsl.components.common.resolver.Resolver"  # its node type name in the IR
 
 
-class ProgressHandler(logging.Handler):
-    """Prints `node  STATE  12.3s` lines from TFX's own log records."""
+class ComponentProgressHandler(logging.Handler):
+    """Shows the components' own `progress: ...` messages under the running node."""
 
     def __init__(self, emit_line: Callable[[str], None]):
         super().__init__(level=logging.INFO)
         self._emit_line = emit_line
-        self.node: str | None = None
-        self.cached = False
-        self.started = 0.0
-        self.results: list[tuple[str, str, float]] = []
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
@@ -42,25 +38,73 @@ class ProgressHandler(logging.Handler):
             return
         if message.startswith(_PROGRESS):
             self._emit_line(f"  {'':<22} {message[len(_PROGRESS):]}")
-        elif m := _RUNNING.search(message):
-            self.node, self.cached, self.started = m.group(1), False, time.time()
-            self._emit_line(f"  {self.node:<22} running ...")
-        elif _CACHED.search(message) or _SKIPPED_EXEC.search(message):
-            self.cached = True
-        elif m := _FINISHED.search(message):
-            elapsed = time.time() - self.started
-            state = "CACHED" if self.cached else "COMPLETE"
-            self.results.append((m.group(1), state, elapsed))
-            self._emit_line(f"  {m.group(1):<22} {state:<9} {elapsed:7.1f}s"
-                            + ("  (reused from an earlier run)" if self.cached else ""))
-            self.node = None
+
+
+def progress_line(event: Event, log_path: str) -> str:
+    """The console line of a node event."""
+    if event.state == STARTED:
+        return f"  {event.node:<22} running ..."
+    note = {CACHED: "  (reused from an earlier run)", FAILED: f"  (see {log_path})",
+            EMPTY: "  (nothing to resolve yet)", SKIPPED: "  (its inputs were not produced)"}
+    return f"  {event.node:<22} {event.state:<9} {event.seconds:7.1f}s" + note.get(event.state, "")
+
+
+def _observing(launcher_class, emit: Callable[[Event], None]):
+    """TFX's Launcher, reporting each launch: started, then the state ML Metadata recorded."""
+
+    class ObservedLauncher(launcher_class):
+        def __init__(self, pipeline_node, mlmd_connection, **kwargs):
+            super().__init__(pipeline_node=pipeline_node, mlmd_connection=mlmd_connection,
+                             **kwargs)
+            self._observed_node, self._observed_mlmd = pipeline_node, mlmd_connection
+
+        def launch(self):
+            node = self._observed_node.node_info.id
+            emit(Event(STARTED, node))
+            started = time.monotonic()
+            try:
+                info = super().launch()
+            except BaseException as err:
+                emit(Event(FAILED, node, time.monotonic() - started,
+                           detail=f"{type(err).__name__}: {err}".splitlines()[0][:300]))
+                raise
+            emit(Event(self._recorded_state(info), node, time.monotonic() - started,
+                       execution_id=info.execution_id if info else None))
+            return info
+
+        def _recorded_state(self, info) -> str:
+            from pipeline.lineage import execution_state
+
+            if info is None or info.execution_id is None:
+                return SKIPPED
+            with self._observed_mlmd as m:
+                [execution] = m.store.get_executions_by_id([info.execution_id])
+            state = execution_state(execution)
+            if state == FAILED and self._observed_node.node_info.type.name == _RESOLVER_TYPE:
+                return EMPTY
+            return state
+
+    return ObservedLauncher
+
+
+@contextmanager
+def observed_nodes(emit: Callable[[Event], None]) -> Iterator[None]:
+    """Within the block, every node TFX's LocalDagRunner launches reports to `emit`."""
+    from tfx.orchestration.portable import launcher
+
+    original = launcher.Launcher
+    launcher.Launcher = _observing(original, emit)
+    try:
+        yield
+    finally:
+        launcher.Launcher = original
 
 
 def run_pipeline(config: PipelineConfig, data_root: str, to_node: str | None = None,
-                 out=sys.stdout, retune: bool = False) -> list[str]:
-    """Runs the DAG (up to `to_node`); returns the ids of the components it ran (not
-    resolvers). Raises on the first failing node after reporting which one failed. `out`
-    receives the header line; progress lines go to the process's real stdout."""
+                 out=sys.stdout, retune: bool = False) -> list[Event]:
+    """Runs the DAG (up to `to_node`); returns the end event of each node it launched, in
+    order. Raises on the first failing node after reporting which one failed. `out` receives
+    the header lines; progress lines go to the process's real stdout."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from absl import logging as absl_logging
     from tfx import v1 as tfx
@@ -80,7 +124,11 @@ def run_pipeline(config: PipelineConfig, data_root: str, to_node: str | None = N
     sys.stderr.flush()
     saved_fds = os.dup(1), os.dup(2)
     console = os.fdopen(os.dup(saved_fds[0]), "w", buffering=1)
-    progress = ProgressHandler(lambda line: print(line, file=console, flush=True))
+    def show(line: str) -> None:
+        print(line, file=console, flush=True)
+
+    progress = ComponentProgressHandler(show)
+    events = EventWriter.for_run(str(log_path), [lambda e: show(progress_line(e, str(log_path)))])
     absl_logging.set_verbosity(absl_logging.INFO)
     root = logging.getLogger()
     absl_handler = absl_logging.get_absl_handler()
@@ -95,7 +143,7 @@ def run_pipeline(config: PipelineConfig, data_root: str, to_node: str | None = N
     root.setLevel(logging.INFO)
     tuning = decide(config, model_custom_config(config), force=retune or to_node == "tuner")
     print(f"tlpipe: running {to_node and 'up to ' + to_node or 'the whole DAG'}; "
-          f"full log: {log_path}", file=out, flush=True)
+          f"full log: {log_path}; node events: {events.path}", file=out, flush=True)
     print(f"tlpipe: hyperparameters: {tuning.reason}", file=out, flush=True)
     log_fd = os.open(log_path, os.O_WRONLY | os.O_APPEND)
     os.dup2(log_fd, 1)
@@ -103,12 +151,8 @@ def run_pipeline(config: PipelineConfig, data_root: str, to_node: str | None = N
     os.close(log_fd)
     try:
         pipeline = create_pipeline(config, data_root, to_node, tuning.hyperparameters_uri)
-        tfx.orchestration.LocalDagRunner().run(pipeline)
-    except BaseException:
-        if progress.node:
-            print(f"  {progress.node:<22} FAILED    {time.time() - progress.started:7.1f}s"
-                  f"  (see {log_path})", file=console, flush=True)
-        raise
+        with observed_nodes(events.emit):
+            tfx.orchestration.LocalDagRunner().run(pipeline)
     finally:
         sys.stdout.flush()
         sys.stderr.flush()
@@ -123,6 +167,4 @@ def run_pipeline(config: PipelineConfig, data_root: str, to_node: str | None = N
             root.addHandler(handler)
         absl_logging.set_verbosity(absl_logging.WARNING)
         file_handler.close()
-    # Resolvers run no executor, so ML Metadata records no execution for them.
-    return [component.id for component in pipeline.components
-            if not isinstance(component, tfx.dsl.Resolver)]
+    return [e for e in events.emitted if e.ended]

@@ -56,7 +56,7 @@ def create_pipeline(config: PipelineConfig, data_root: str, to_node: str | None 
     """The DAG; with `reuse_hyperparameters` (a HyperParameters artifact URI, see
     pipeline/retune.py) an Importer stands in for the tuner."""
     tune = reuse_hyperparameters is None
-    ingest = make_ingest(config, data_root)
+    ingest = make_ingest(config.data, data_root)
     statistics_gen = tfx.components.StatisticsGen(
         examples=ingest.outputs["examples"]).with_id("statistics_gen")
     schema_gen = tfx.components.SchemaGen(

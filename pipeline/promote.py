@@ -11,43 +11,31 @@ import glob
 import json
 import os
 
-from ml_metadata.metadata_store import metadata_store
-from ml_metadata.proto import metadata_store_pb2
-
 from components import features
 from components.config import PipelineConfig
-from pipeline.summary import open_store
+from pipeline.lineage import Lineage
 
 
 class PromoteError(RuntimeError):
     pass
 
 
-def _existing_store(config: PipelineConfig) -> metadata_store.MetadataStore:
-    if not os.path.exists(config.metadata_path):
+def _lineage(config: PipelineConfig) -> Lineage:
+    lineage = Lineage.open(config)
+    if lineage is None:
         raise PromoteError(f"no ML Metadata at {config.metadata_path}: run the pipeline first")
-    return open_store(config)
+    return lineage
 
 
-def _latest(store, type_name: str, artifact_id: int | None = None,
-            node_context: str | None = None):
-    """The newest live artifact of a type (of one node's, when given; Transform's examples
-    share the Examples type with ingest's)."""
-    if node_context:
-        context = store.get_context_by_type_and_name("node", node_context)
-        candidates = store.get_artifacts_by_context(context.id) if context else []
-        type_id = store.get_artifact_type(type_name).id
-        candidates = [a for a in candidates if a.type_id == type_id]
-    else:
-        candidates = store.get_artifacts_by_type(type_name)
-    artifacts = [a for a in candidates if a.state == metadata_store_pb2.Artifact.LIVE]
+def _latest(candidates: list, type_name: str, artifact_id: int | None = None):
+    """The newest of the live artifacts given, or the one with `artifact_id`."""
     if artifact_id is not None:
-        artifacts = [a for a in artifacts if a.id == artifact_id]
-        if not artifacts:
+        candidates = [a for a in candidates if a.id == artifact_id]
+        if not candidates:
             raise PromoteError(f"no live {type_name} artifact with id {artifact_id}")
-    if not artifacts:
+    if not candidates:
         raise PromoteError(f"no {type_name} artifact in ML Metadata yet: run the pipeline first")
-    return max(artifacts, key=lambda a: a.id)
+    return candidates[-1]
 
 
 def promote(config: PipelineConfig, reason: str, model_id: int | None = None,
@@ -58,15 +46,16 @@ def promote(config: PipelineConfig, reason: str, model_id: int | None = None,
 
     if not reason.strip():
         raise PromoteError("a forced release needs --reason")
-    store = _existing_store(config)
-    model = _latest(store, "Model", model_id)
+    lineage = _lineage(config)
+    model = _latest(lineage.live_artifacts("Model"), "Model", model_id)
     source = os.path.join(model.uri, SERVING_SUBDIR)
     with open(os.path.join(source, features.MODEL_INFO_FILE)) as fh:
         info = json.load(fh)
     existing = layout.find_pushed(config.serving_model_dir, model.uri)
     if existing is not None:
         raise PromoteError(f"model {model.id} is already serving as version {existing.number}")
-    examples = _latest(store, "Examples", node_context=f"{config.pipeline_name}.ingest")
+    # by node: Transform's examples share the Examples type with ingest's
+    examples = _latest(lineage.node_artifacts("ingest", "Examples", live_only=True), "Examples")
     eval_files = sorted(glob.glob(os.path.join(examples.uri, f"Split-{features.EVAL_SPLIT}", "*")))
     extra = {}
     if config.pusher.warmup_requests > 0 and eval_files:

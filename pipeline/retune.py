@@ -8,7 +8,6 @@ pick values tuned for another base or other input sizes).
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,7 +17,6 @@ TUNER_NODE = "tuner"
 TUNER_OUTPUT = "best_hyperparameters"
 # What makes earlier tuning reusable: the same settings and model code (not where caches live).
 _COMPARED_KEYS = ("settings", "code")
-_DONE = ("COMPLETE", "CACHED")
 
 
 @dataclass
@@ -54,36 +52,25 @@ def _compared(custom_config: dict[str, Any]) -> dict[str, Any]:
 def _latest_matching_tuning(config: PipelineConfig, wanted: dict[str, Any]
                             ) -> tuple[int, str] | None:
     """(runs since the latest tuner execution with these settings, its hyperparameters URI)."""
-    if not os.path.exists(config.metadata_path):
-        return None
-    from ml_metadata.proto import metadata_store_pb2
+    from pipeline.lineage import OK_STATES, OUTPUT, Lineage, execution_state
 
-    from pipeline.summary import open_store
-
-    store = open_store(config)
-    states = {v: k for k, v in metadata_store_pb2.Execution.State.items()}
-    node = store.get_context_by_type_and_name("node", f"{config.pipeline_name}.{TUNER_NODE}")
-    if node is None:
+    lineage = Lineage.open(config)
+    if lineage is None:
         return None
     matching = []
-    for execution in store.get_executions_by_context(node.id):
+    for execution in lineage.node_executions(TUNER_NODE):
         raw = execution.custom_properties.get("custom_config")
-        if (states.get(execution.last_known_state) in _DONE and raw is not None
+        if (execution_state(execution) in OK_STATES and raw is not None
                 and _compared(json.loads(raw.string_value)) == wanted):
             matching.append(execution)
     if not matching:
         return None
     last = max(matching, key=lambda e: (e.create_time_since_epoch, e.id))
-    outputs = [e.artifact_id for e in store.get_events_by_execution_ids([last.id])
-               if e.type == metadata_store_pb2.Event.OUTPUT
-               and any(step.key == TUNER_OUTPUT for step in e.path.steps)]
-    artifacts = store.get_artifacts_by_id(outputs) if outputs else []
+    artifacts = lineage.artifacts(last.id, OUTPUT, TUNER_OUTPUT)
     if not artifacts:
         return None
-    runs = sorted(store.get_contexts_by_type("pipeline_run"),
-                  key=lambda c: (c.create_time_since_epoch, c.id))
-    run_ids = [c.id for c in runs]
-    tuned_in = [c.id for c in store.get_contexts_by_execution(last.id) if c.id in run_ids]
+    run_ids = [c.id for c in lineage.runs()]
+    tuned_in = lineage.runs_of(last)
     if not tuned_in:
         return None
     runs_since = len(run_ids) - 1 - run_ids.index(tuned_in[0])

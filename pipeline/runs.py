@@ -12,7 +12,6 @@ import argparse
 import fnmatch
 import glob
 import json
-import os
 import re
 import sys
 import time
@@ -24,9 +23,8 @@ from components.config import ConfigError, PipelineConfig
 from components.config_loading import load_config
 from pipeline.summary import RunSummary
 
-# The line `tlpipe run --if-new-data` prints when it skips; the scheduler recognises it.
+# The line `tlpipe run --if-new-data` prints when it skips (the scheduler reads its event).
 NO_NEW_DATA = "tlpipe: no new data:"
-_OK = ("COMPLETE", "CACHED")
 
 
 @dataclass
@@ -52,33 +50,24 @@ class RunRecord:
 
 def _records(config: PipelineConfig, with_summary: bool) -> Iterator[RunRecord]:
     """Records newest first, read lazily (the new-data check stops at the first good run)."""
-    if not os.path.exists(config.metadata_path):
-        return
-    from ml_metadata.proto import metadata_store_pb2
-
+    from pipeline.lineage import INPUT, OK_STATES, OUTPUT, Lineage, custom_property, execution_state
     from pipeline.nodes import RESOLVER_NODES
-    from pipeline.summary import (
-        custom_property,
-        execution_artifacts,
-        execution_state,
-        node_executions,
-        open_store,
-        run_contexts,
-        summarize_run,
-    )
+    from pipeline.summary import summarize_run
 
-    store = open_store(config)
-    hp_type = next((t.id for t in store.get_artifact_types() if t.name == "HyperParameters"),
+    lineage = Lineage.open(config)
+    if lineage is None:
+        return
+    hp_type = next((t.id for t in lineage.store.get_artifact_types() if t.name == "HyperParameters"),
                    None)
-    for run in reversed(run_contexts(store)):
-        executions = node_executions(config, store, run)
+    for run in reversed(lineage.runs()):
+        executions = lineage.run_executions(run)
         if not executions:
             continue
         states = {node: execution_state(e) for node, e in executions
                   if node not in RESOLVER_NODES}
         if "FAILED" in states.values():
             status = "failed"
-        elif any(s not in _OK for s in states.values()):
+        elif any(s not in OK_STATES for s in states.values()):
             status = "incomplete"
         else:
             status = "complete" if "pusher" in states else "partial"
@@ -88,20 +77,17 @@ def _records(config: PipelineConfig, with_summary: bool) -> Iterator[RunRecord]:
         own = {e.id for _, e in executions if execution_state(e) == "COMPLETE"}
         for node, execution in executions:
             if node == "ingest":
-                for artifact in execution_artifacts(store, execution,
-                                                    metadata_store_pb2.Event.OUTPUT):
+                for artifact in lineage.artifacts(execution.id, OUTPUT):
                     span = custom_property(artifact, "span")
                     if span is not None:
                         record.span = int(span)
             elif node == "trainer":
-                for artifact in execution_artifacts(store, execution,
-                                                    metadata_store_pb2.Event.INPUT):
+                for artifact in lineage.artifacts(execution.id, INPUT):
                     if artifact.type_id == hp_type:
-                        producers = {e.execution_id for e in store.get_events_by_artifact_ids(
-                            [artifact.id]) if e.type == metadata_store_pb2.Event.OUTPUT}
-                        record.hyperparameters_source = "tuned" if producers & own else "reused"
+                        tuned = lineage.producers(artifact.id) & own
+                        record.hyperparameters_source = "tuned" if tuned else "reused"
         if with_summary:
-            record.summary = summarize_run(config, store, run)
+            record.summary = summarize_run(lineage, run)
         yield record
 
 

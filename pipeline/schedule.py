@@ -15,12 +15,13 @@ Production orchestration (Kubeflow, Airflow) uses the same DAG: pipeline/orchest
 from __future__ import annotations
 
 import argparse
+import codecs
 import datetime as dt
 import errno
 import fcntl
 import json
 import os
-import re
+import selectors
 import shlex
 import signal
 import socket
@@ -32,115 +33,14 @@ from pathlib import Path
 
 from components.config import ConfigError, PipelineConfig
 from components.config_loading import load_config, validate
+from pipeline.events import EVENTS_FILE_ENV, RUN_SKIPPED, STARTED, Event, EventFollower
 from pipeline.nodes import NODE_ORDER
+from pipeline.timing import ScheduleError, next_tick
 
 LOCK_FILE = "schedule.lock"
 SCHEDULE_LOG = "schedule.log"
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-# The child's progress lines (pipeline/local_runner.py): a node starts, a node ends.
-_STARTED = re.compile(r"^\s+(\S+)\s+running \.\.\.")
-_ENDED = re.compile(r"^\s+(\S+)\s+(COMPLETE|CACHED|FAILED)\b")
 # Once the evaluator has ended the pusher runs next: the run is left to finish.
 _PUSH_FOLLOWS = NODE_ORDER[NODE_ORDER.index("pusher") - 1]
-
-
-class ScheduleError(ValueError):
-    """A bad interval or cron expression, or a lock held by another scheduler."""
-
-
-def parse_every(text: str) -> float:
-    """'90s', '30m', '6h', '1d' -> seconds."""
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd])\s*", text or "")
-    if not match or float(match.group(1)) <= 0:
-        raise ScheduleError(f"schedule interval must look like 30m, 6h or 1d, got {text!r}")
-    return float(match.group(1)) * _UNITS[match.group(2)]
-
-
-class Cron:
-    """A standard 5-field cron expression (minute hour day-of-month month day-of-week), local
-    time: `*`, lists, ranges and steps; day-of-month and day-of-week OR-ed when both are set."""
-
-    _RANGES = [(0, 59), (0, 23), (1, 31), (1, 12), (0, 7)]
-
-    def __init__(self, expression: str):
-        fields = (expression or "").split()
-        if len(fields) != 5:
-            raise ScheduleError(f"cron expression needs 5 fields (minute hour day month "
-                                f"weekday), got {expression!r}")
-        self.expression = expression
-        sets = [self._field(f, lo, hi, expression) for f, (lo, hi) in zip(fields, self._RANGES)]
-        self.minutes, self.hours, self.days, self.months, weekdays = sets
-        self.weekdays = {d % 7 for d in weekdays}  # 0 and 7 are both Sunday
-        # As in Vixie cron: a field starting with '*' does not restrict the day.
-        self.any_day, self.any_weekday = fields[2].startswith("*"), fields[4].startswith("*")
-
-    @staticmethod
-    def _field(text: str, lo: int, hi: int, expression: str) -> set[int]:
-        values: set[int] = set()
-        for part in text.split(","):
-            match = re.fullmatch(r"(\*|(\d+)(?:-(\d+))?)(?:/(\d+))?", part)
-            if not match:
-                raise ScheduleError(f"bad cron field {part!r} in {expression!r}")
-            start, end = (lo, hi) if match.group(1) == "*" else (
-                int(match.group(2)), int(match.group(3) or match.group(2)))
-            if match.group(4) and match.group(1) != "*" and not match.group(3):
-                end = hi  # '5/15': from 5 to the top of the range
-            step = int(match.group(4) or 1)
-            if not lo <= start <= end <= hi or step < 1:
-                raise ScheduleError(f"cron field {part!r} out of range {lo}-{hi} in {expression!r}")
-            values.update(range(start, end + 1, step))
-        return values
-
-    def _day_matches(self, day: dt.date) -> bool:
-        dom = day.day in self.days
-        dow = (day.weekday() + 1) % 7 in self.weekdays  # cron: 0 = Sunday
-        if self.any_day or self.any_weekday:
-            return dom and dow
-        return dom or dow
-
-    def next_after(self, moment: dt.datetime) -> dt.datetime:
-        """The first matching minute strictly after `moment`."""
-        t = moment.replace(second=0, microsecond=0) + dt.timedelta(minutes=1)
-        limit = t + dt.timedelta(days=366 * 5)
-        while t < limit:
-            if t.month not in self.months or not self._day_matches(t.date()):
-                t = t.replace(hour=0, minute=0) + dt.timedelta(days=1)
-                continue
-            if t.hour not in self.hours:
-                t = t.replace(minute=0) + dt.timedelta(hours=1)
-                continue
-            if t.minute not in self.minutes:
-                t += dt.timedelta(minutes=1)
-                continue
-            return t
-        raise ScheduleError(f"cron expression {self.expression!r} never matches")
-
-
-def next_tick(every: str | None, cron: str | None) -> Callable[[float, float], float]:
-    """A function (previous tick's planned time, now) -> the next tick's time (epoch seconds).
-
-    An interval keeps its grid from the first tick: a run that overruns skips the slots it
-    covered rather than starting runs back to back.
-    """
-    if cron:
-        schedule = Cron(cron)
-        schedule.next_after(dt.datetime.now())  # one that never matches fails here
-        return lambda _previous, now: schedule.next_after(
-            dt.datetime.fromtimestamp(now)).timestamp()
-    seconds = parse_every(every)
-
-    def after(previous: float, now: float) -> float:
-        missed = max(0, int((now - previous) // seconds))
-        return previous + (missed + 1) * seconds
-    return after
-
-
-def airflow_schedule_interval(config: PipelineConfig):
-    """`schedule.cron`, else `schedule.every` as a timedelta: what Airflow's DAG takes."""
-    if config.schedule.cron:
-        Cron(config.schedule.cron)  # validated here, not at the DAG's first run
-        return config.schedule.cron
-    return dt.timedelta(seconds=parse_every(config.schedule.every))
 
 
 class Lock:
@@ -258,41 +158,60 @@ class Scheduler:
         if self._child is not None and self._child.poll() is None:
             self._child.send_signal(signal.SIGINT)  # `tlpipe run` stops with exit status 130
 
-    def _run_once(self) -> tuple[int, str]:
-        """Runs the command, relaying its output; returns (exit status, outcome)."""
-        from pipeline.runs import NO_NEW_DATA
+    def _on_event(self, event: Event) -> None:
+        """The child's run events: which node runs, whether the push is next, a skipped run."""
+        if event.state == RUN_SKIPPED:
+            self._outcome = "no new data"
+        elif event.state == STARTED:
+            self._node = event.node
+        elif event.ended:
+            self._node = None
+            self._push_next = self._push_next or event.node == _PUSH_FOLLOWS
+            if self.stop_signal and not self._push_next:
+                self._interrupt()
 
-        self._node, self._push_next, outcome = None, False, "ran"
+    def _run_once(self, events_path: str) -> tuple[int, str]:
+        """Runs the command, relaying its output and following its events file; returns
+        (exit status, outcome)."""
+        self._node, self._push_next, self._outcome = None, False, "ran"
+        follower = EventFollower(events_path)
         self._child = subprocess.Popen(self.command, stdout=subprocess.PIPE,
-                                       stderr=subprocess.STDOUT, text=True, bufsize=1,
-                                       start_new_session=True)
+                                       stderr=subprocess.STDOUT, start_new_session=True,
+                                       env={**os.environ, EVENTS_FILE_ENV: events_path})
+        fd = self._child.stdout.fileno()
+        decode = codecs.getincrementaldecoder("utf-8")(errors="replace").decode
         try:
-            for line in self._child.stdout:
-                # The state first, then the line: a signal after the line sees the state.
-                if line.startswith(NO_NEW_DATA):
-                    outcome = "no new data"
-                if m := _STARTED.match(line):
-                    self._node = m.group(1)
-                elif m := _ENDED.match(line):
-                    self._node = None
-                    self._push_next = self._push_next or m.group(1) == _PUSH_FOLLOWS
-                    if self.stop_signal and not self._push_next:
-                        self._interrupt()
-                print(line, end="", flush=True)
+            with selectors.DefaultSelector() as selector:
+                selector.register(fd, selectors.EVENT_READ)
+                while True:
+                    ready = selector.select(timeout=0.2)
+                    # The events first, then the output: the child writes an event before its
+                    # progress line, so a signal after a line sees the state.
+                    for event in follower.poll():
+                        self._on_event(event)
+                    if ready:
+                        chunk = os.read(fd, 65536)
+                        if not chunk:
+                            break
+                        print(decode(chunk), end="", flush=True)
             code = self._child.wait()
+            for event in follower.poll():
+                self._on_event(event)
         finally:
             self._child.stdout.close()
             self._child = None
+        outcome = self._outcome
         if code != 0:
             outcome = "interrupted" if self.stop_signal and code in (130, -2) else "failed"
         return code, outcome
 
-    def _record(self, tick: int, started: float, code: int, outcome: str) -> None:
+    def _record(self, tick: int, started: float, code: int, outcome: str, events: Path) -> None:
         log = Path(self.work_dir) / "logs" / SCHEDULE_LOG
         log.parent.mkdir(parents=True, exist_ok=True)
         entry = {"tick": tick, "start": dt.datetime.fromtimestamp(started).isoformat(
             timespec="seconds"), "duration_s": round(time.time() - started, 1),
-                 "exit_status": code, "outcome": outcome}
+                 "exit_status": code, "outcome": outcome,
+                 "events": str(events) if events.exists() else None}
         with open(log, "a") as fh:
             fh.write(json.dumps(entry) + "\n")
 
@@ -328,8 +247,13 @@ class Scheduler:
                 tick += 1
                 started = time.time()
                 self.say(f"tick {tick}: {shlex.join(self.command)}")
-                code, outcome = self._run_once()
-                self._record(tick, started, code, outcome)
+                events = Path(self.work_dir) / "logs" / time.strftime(
+                    f"tick-%Y%m%d-%H%M%S-{tick}.events.jsonl")
+                events.parent.mkdir(parents=True, exist_ok=True)
+                code, outcome = self._run_once(str(events))
+                if outcome == "no new data":
+                    events.unlink(missing_ok=True)  # nothing ran: no file per idle tick
+                self._record(tick, started, code, outcome, events)
                 self.say(f"tick {tick} {outcome} (exit status {code}, "
                          f"{time.time() - started:.0f}s)")
                 if outcome == "failed" and code < 0 and self.on_killed:
@@ -389,7 +313,8 @@ def register(sub) -> None:
                     "component and never mid-push. One scheduler per work dir (a lock file).")
     when = parser.add_mutually_exclusive_group()
     when.add_argument("--every", help="interval: 30m, 6h, 1d (default: schedule.every)")
-    when.add_argument("--cron", help="5-field cron expression, local time, e.g. '0 3 * * *'")
+    when.add_argument("--cron", help="5-field cron expression in the machine's time zone (or TZ, "
+                                     "e.g. TZ=Europe/Paris), e.g. '0 3 * * *'")
     parser.add_argument("--always", action="store_true",
                         help="run at every tick, not only when a new span arrived")
     parser.add_argument("--max-runs", type=int, metavar="N",

@@ -6,30 +6,18 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from ml_metadata.metadata_store import metadata_store
-from ml_metadata.proto import metadata_store_pb2
-
 from components.config import PipelineConfig
 from components.features import TRAINING_CURVES_FILE, TRAINING_SUMMARY_FILE, TRIALS_JSON, TRIALS_PNG
+from pipeline.events import Event
+from pipeline.lineage import INPUT, OUTPUT, Lineage, custom_property, execution_state
 from pipeline.nodes import HYPERPARAMETERS_NODE
-
-_EXECUTION_STATES = {v: k for k, v in metadata_store_pb2.Execution.State.items()}
-
-
-@dataclass
-class NodeResult:
-    node: str
-    state: str  # COMPLETE, CACHED, FAILED, RUNNING, ...
-
-    @property
-    def ok(self) -> bool:
-        return self.state in ("COMPLETE", "CACHED")
 
 
 @dataclass
 class RunSummary:
     run_id: str
-    nodes: list[NodeResult] = field(default_factory=list)
+    # Each node's end: the runner's events for the run just made, ML Metadata's for older runs.
+    nodes: list[Event] = field(default_factory=list)
     accuracy: float | None = None
     baseline_accuracy: float | None = None
     blessed: bool | None = None
@@ -79,30 +67,18 @@ class RunSummary:
         return out
 
 
-def open_store(config: PipelineConfig) -> metadata_store.MetadataStore:
-    conn = metadata_store_pb2.ConnectionConfig()
-    conn.sqlite.filename_uri = config.metadata_path
-    conn.sqlite.connection_mode = metadata_store_pb2.SqliteMetadataSourceConfig.READONLY
-    return metadata_store.MetadataStore(conn)
-
-
-def latest_run_summary(config: PipelineConfig) -> RunSummary | None:
-    """The summary printed after a run: the latest run, with the transform's means."""
-    if not os.path.exists(config.metadata_path):
-        return None
-    store = open_store(config)
-    runs = run_contexts(store)  # one pipeline per metadata file
+def latest_run_summary(config: PipelineConfig, node_events: list[Event] | None = None
+                       ) -> RunSummary | None:
+    """The summary printed after a run: the latest run, with the transform's means; its nodes
+    are the runner's end events when given."""
+    lineage = Lineage.open(config)
+    runs = lineage.runs() if lineage else []  # one pipeline per metadata file
     if not runs:
         return None
-    return summarize_run(config, store, runs[-1], with_transform=True)
-
-
-def custom_property(artifact, name):
-    value = artifact.custom_properties.get(name)
-    if value is None:
-        return None
-    kind = value.WhichOneof("value")
-    return getattr(value, kind) if kind else None
+    summary = summarize_run(lineage, runs[-1], with_transform=True)
+    if node_events is not None:
+        summary.nodes = list(node_events)
+    return summary
 
 
 def _fill_ingest(summary: RunSummary, artifacts) -> None:
@@ -150,34 +126,6 @@ def _fill_push(summary: RunSummary, artifacts) -> None:
 BEST_HYPERPARAMETERS_FILE = "best_hyperparameters.txt"  # what TFX's Tuner writes
 
 
-def run_contexts(store: metadata_store.MetadataStore) -> list:
-    """Every pipeline run's MLMD context, oldest first."""
-    return sorted(store.get_contexts_by_type("pipeline_run"),
-                  key=lambda c: (c.create_time_since_epoch, c.id))
-
-
-def node_executions(config: PipelineConfig, store: metadata_store.MetadataStore,
-                    run) -> list[tuple[str, Any]]:
-    """(node id, execution) of one run, in execution order; resolvers record none."""
-    out = []
-    for execution in sorted(store.get_executions_by_context(run.id), key=lambda e: e.id):
-        node_id = next((c.name.split(".", 1)[-1] for c in store.get_contexts_by_execution(
-            execution.id) if c.name.startswith(config.pipeline_name + ".")), "?")
-        out.append((node_id, execution))
-    return out
-
-
-def execution_state(execution) -> str:
-    return _EXECUTION_STATES.get(execution.last_known_state, str(execution.last_known_state))
-
-
-def execution_artifacts(store: metadata_store.MetadataStore, execution, kind) -> list:
-    """The artifacts an execution read (`kind` Event.INPUT) or wrote (Event.OUTPUT)."""
-    ids = [e.artifact_id for e in store.get_events_by_execution_ids([execution.id])
-           if e.type == kind]
-    return store.get_artifacts_by_id(ids) if ids else []
-
-
 def read_hyperparameters(artifact) -> dict[str, Any]:
     """The values of a HyperParameters artifact (tuned by this run or reused)."""
     path = os.path.join(artifact.uri, BEST_HYPERPARAMETERS_FILE)
@@ -187,18 +135,19 @@ def read_hyperparameters(artifact) -> dict[str, Any]:
         return json.load(fh).get("values", {})
 
 
-def summarize_run(config: PipelineConfig, store: metadata_store.MetadataStore,
-                  run, with_transform: bool = False) -> RunSummary:
+def summarize_run(lineage: Lineage, run, with_transform: bool = False) -> RunSummary:
     """The end-of-run summary of any run; hyperparameters are the ones the trainer used.
 
     `with_transform` adds the transform's per-channel constants (runs a tiny TF graph)."""
     summary = RunSummary(run_id=run.name)
     outputs: dict[str, list] = {}
-    for node_id, execution in node_executions(config, store, run):
-        summary.nodes.append(NodeResult(node_id, execution_state(execution)))
-        outputs[node_id] = execution_artifacts(store, execution, metadata_store_pb2.Event.OUTPUT)
+    for node_id, execution in lineage.run_executions(run):
+        summary.nodes.append(Event(execution_state(execution), node_id, (
+            execution.last_update_time_since_epoch - execution.create_time_since_epoch) / 1000,
+            execution.id, at=execution.create_time_since_epoch / 1000))
+        outputs[node_id] = lineage.artifacts(execution.id, OUTPUT)
         if node_id == "trainer":
-            for artifact in execution_artifacts(store, execution, metadata_store_pb2.Event.INPUT):
+            for artifact in lineage.artifacts(execution.id, INPUT):
                 if os.path.exists(os.path.join(artifact.uri, BEST_HYPERPARAMETERS_FILE)):
                     summary.hyperparameters = read_hyperparameters(artifact)
     if not summary.hyperparameters:  # a cached trainer records no inputs: use the producer's

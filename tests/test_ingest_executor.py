@@ -10,7 +10,6 @@ import csv
 import hashlib
 import io
 import json
-import os
 import shutil
 from pathlib import Path
 
@@ -408,19 +407,20 @@ def test_splits_hold_only_committed_shards_and_no_staging_is_left(bad_run):
         assert written == len(records[split])
 
 
-def test_commit_shards_writes_an_empty_file_for_a_split_without_examples(tmp_path):
-    from components.ingest.executor import SHARDS_FILE, commit_shards
+def test_the_executor_reads_the_typed_data_section_the_node_packed(tmp_path):
+    """What make_ingest packs comes back as the same typed settings (ints stay ints), and a
+    setting ingest does not read (on_class_change) leaves the node's cache key alone."""
+    from components.config import DataConfig
+    from components.ingest.component import make_ingest
+    from components.ingest.executor import data_config
 
-    staging = tmp_path / "staging"
-    (staging / "train").mkdir(parents=True)
-    with tf.io.TFRecordWriter(str(staging / "train" / "a.gz"), options="GZIP") as writer:
-        writer.write(b"x")
-    (staging / "train" / "orphan.gz").write_bytes(b"from a failed bundle attempt")
-    (staging / SHARDS_FILE).write_text(json.dumps(
-        [{"split": "train", "path": str(staging / "train" / "a.gz"), "records": 1}]))
-    records = commit_shards(str(staging), {"train": str(tmp_path / "Split-train"),
-                                           "eval": str(tmp_path / "Split-eval")})
-    assert records == {"train": 1, "eval": 0} and not staging.exists()
-    assert os.listdir(tmp_path / "Split-train") == ["data_tfrecord-00000-of-00001.gz"]
-    empty = tmp_path / "Split-eval" / "data_tfrecord-00000-of-00001.gz"
-    assert list(tf.data.TFRecordDataset(str(empty), compression_type="GZIP")) == []
+    settings = dict(extensions=["png"], max_pixels=1234, max_rejected_share=0.5,
+                    min_images_per_class=3, manifest="list.csv")
+    data = DataConfig(**settings)
+    props = make_ingest(data, str(tmp_path)).exec_properties
+    read = data_config(props)
+    assert (read.extensions, read.max_pixels, read.max_rejected_share, read.min_images_per_class,
+            read.manifest) == (["png"], 1234, 0.5, 3, "list.csv")
+    assert isinstance(read.max_pixels, int)
+    other = make_ingest(DataConfig(**settings, on_class_change="accept"), str(tmp_path))
+    assert other.exec_properties["custom_config"] == props["custom_config"]

@@ -87,7 +87,7 @@ def _span(root: Path, span: int, classes: list[str], per_class: int = 4) -> None
 
 
 def _pipeline(config: PipelineConfig, data_root: str, on_class_change: str):
-    ingest = make_ingest(config, data_root)
+    ingest = make_ingest(config.data, data_root)
     statistics_gen = tfx.components.StatisticsGen(
         examples=ingest.outputs["examples"]).with_id("statistics_gen")
     schema_gen = tfx.components.SchemaGen(

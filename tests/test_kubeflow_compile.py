@@ -15,7 +15,7 @@ from conftest import REPO, tlpipe
 
 from components.config_loading import load_config
 from pipeline.nodes import NODE_ORDER
-from pipeline.schedule import airflow_schedule_interval
+from pipeline.timing import airflow_schedule_interval
 
 
 def _has_every_node(task_ids) -> bool:

@@ -16,20 +16,13 @@ import textwrap
 import threading
 import time
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 from conftest import E2E_SETTINGS, REPO, tlpipe, tlpipe_env
 
-from pipeline.schedule import (
-    LOCK_FILE,
-    SCHEDULE_LOG,
-    Cron,
-    Lock,
-    ScheduleError,
-    Scheduler,
-    next_tick,
-    parse_every,
-)
+from pipeline.schedule import LOCK_FILE, SCHEDULE_LOG, Lock, Scheduler
+from pipeline.timing import Cron, ScheduleError, next_tick, parse_every
 
 
 def test_interval_parsing():
@@ -46,6 +39,18 @@ def test_interval_keeps_its_grid_and_skips_slots_a_long_run_covered():
     assert after(1000.0, 1000.0 + 3 * 3600 + 5) == 1000.0 + 4 * 3600
 
 
+UTC = ZoneInfo("UTC")
+PARIS = ZoneInfo("Europe/Paris")
+
+
+def _at(text: str, zone: ZoneInfo) -> float:
+    return dt.datetime.strptime(text, "%Y-%m-%d %H:%M").replace(tzinfo=zone).timestamp()
+
+
+def _wall(seconds: float, zone: ZoneInfo) -> str:
+    return dt.datetime.fromtimestamp(seconds, zone).strftime("%Y-%m-%d %H:%M %Z")
+
+
 @pytest.mark.parametrize("expression, now, expected", [
     ("0 3 * * *", "2026-11-22 02:59", "2026-11-22 03:00"),
     ("0 3 * * *", "2026-11-22 03:00", "2026-11-23 03:00"),
@@ -53,20 +58,41 @@ def test_interval_keeps_its_grid_and_skips_slots_a_long_run_covered():
     ("30 2 1 * *", "2026-11-22 10:00", "2026-12-01 02:30"),
     ("0 9 * * 1-5", "2026-11-21 12:00", "2026-11-23 09:00"),  # Saturday -> Monday
     ("0 0 13 * 5", "2026-11-22 00:00", "2026-11-27 00:00"),  # day 13 OR a Friday
+    ("0 0 */2 * 1", "2026-11-23 00:00", "2026-12-07 00:00"),  # '*/2' does not OR: odd AND Monday
     ("0 12 29 2 *", "2026-03-01 00:00", "2028-02-29 12:00"),
     ("0 0 * * 7", "2026-11-22 00:00", "2026-11-29 00:00"),  # 7 is Sunday too
 ])
 def test_cron_next_time(expression, now, expected):
-    fmt = "%Y-%m-%d %H:%M"
-    got = Cron(expression).next_after(dt.datetime.strptime(now, fmt))
-    assert got.strftime(fmt) == expected
+    got = Cron(expression, UTC).next_time(_at(now, UTC))
+    assert _wall(got, UTC) == expected + " UTC"
 
 
-@pytest.mark.parametrize("bad", ["0 3 * *", "61 * * * *", "* 24 * * *", "a * * * *",
-                                 "0 0 31 2 *"])
+def test_cron_reads_the_wall_clock_of_its_time_zone_across_daylight_saving():
+    daily = Cron("0 3 * * *", PARIS)
+    assert _wall(daily.next_time(_at("2026-07-01 12:00", UTC)), UTC) == "2026-07-02 01:00 UTC"
+    # The night clocks go back (25 October 2026): 03:00 is still 03:00, now UTC+1.
+    assert _wall(daily.next_time(_at("2026-10-24 12:00", PARIS)), PARIS) == "2026-10-25 03:00 CET"
+    # 02:30 is repeated that night: it runs once, not again on the second pass.
+    repeated = Cron("30 2 * * *", PARIS)
+    first = repeated.next_time(_at("2026-10-24 12:00", PARIS))
+    assert _wall(first, PARIS) == "2026-10-25 02:30 CEST"
+    assert _wall(repeated.next_time(first + 3000), PARIS) == "2026-10-26 02:30 CET"  # from 02:20 CET
+    # 02:30 does not exist on 29 March 2026: it runs when the clock has jumped, at 03:30.
+    assert _wall(repeated.next_time(_at("2026-03-28 12:00", PARIS)), PARIS) == "2026-03-29 03:30 CEST"
+
+
+def test_cron_defaults_to_the_machine_zone_which_tz_sets(monkeypatch):
+    monkeypatch.setenv("TZ", "America/New_York")
+    daily = Cron("0 3 * * *")
+    assert daily.zone == ZoneInfo("America/New_York")
+    assert _wall(daily.next_time(_at("2026-07-01 12:00", UTC)), UTC) == "2026-07-02 07:00 UTC"
+
+
+@pytest.mark.parametrize("bad", ["0 3 * *", "0 3 * * * *", "61 * * * *", "* 24 * * *",
+                                 "a * * * *", "0 0 31 2 *"])
 def test_bad_cron_expressions_are_refused(bad):
     with pytest.raises(ScheduleError):
-        Cron(bad).next_after(dt.datetime(2026, 1, 1))
+        Cron(bad, UTC).next_time(_at("2026-01-01 00:00", UTC))
 
 
 def _scheduler_process(work: Path, child: str, max_runs: int = 1) -> subprocess.Popen:
@@ -74,7 +100,8 @@ def _scheduler_process(work: Path, child: str, max_runs: int = 1) -> subprocess.
     script for `tlpipe run`, in its own process so signals reach only it."""
     code = textwrap.dedent(f"""
         import sys
-        from pipeline.schedule import Scheduler, next_tick
+        from pipeline.schedule import Scheduler
+        from pipeline.timing import next_tick
         sys.exit(Scheduler({str(work)!r}, [sys.executable, "-c", {child!r}],
                            next_tick("1s", None), max_runs={max_runs}).serve())
     """)
@@ -155,31 +182,57 @@ def test_a_failed_run_is_recorded_and_the_next_tick_goes_on(tmp_path, capfd):
     assert killed == []  # `tlpipe run` alerts on its own failures; only a kill is alerted here
 
 
-# Stand-ins for `tlpipe run`: progress lines as pipeline/local_runner.py prints them.
-_COMPONENTS_CHILD = textwrap.dedent("""
-    import sys, time
-    def say(text): print(text, flush=True)
+# Stand-ins for `tlpipe run`: node events as pipeline/local_runner.py emits them (the file the
+# scheduler names, then the progress line).
+_EMIT = textwrap.dedent("""
+    import os, sys, time
+    from pipeline.events import COMPLETE, EVENTS_FILE_ENV, STARTED, Event, EventWriter
+    from pipeline.local_runner import progress_line
+    events = EventWriter(os.environ[EVENTS_FILE_ENV], [lambda e: print(progress_line(e, "log"), flush=True)])
+    def node(name, seconds):
+        events.emit(Event(STARTED, name))
+        time.sleep(seconds)
+        events.emit(Event(COMPLETE, name, seconds))
+""")
+_COMPONENTS_CHILD = _EMIT + textwrap.dedent("""
     try:
-        say("  transform              running ...")
-        time.sleep(4)
-        say("  transform              COMPLETE      4.0s")
-        say("  tuner                  running ...")
-        time.sleep(60)
-        say("  tuner                  COMPLETE     60.0s")
+        node("transform", 4)
+        node("tuner", 60)
     except KeyboardInterrupt:
-        say("child: interrupted in the tuner")
+        print("child: interrupted in the tuner", flush=True)
         sys.exit(130)
 """)
-_PUSH_CHILD = textwrap.dedent("""
-    import time
-    def say(text): print(text, flush=True)
-    say("  evaluator              running ...")
-    say("  evaluator              COMPLETE      0.1s")
-    say("  pusher                 running ...")
-    time.sleep(4)
-    say("  pusher                 COMPLETE      4.0s")
-    say("child: run completed")
+_PUSH_CHILD = _EMIT + textwrap.dedent("""
+    node("evaluator", 0.1)
+    node("pusher", 4)
+    print("child: run completed", flush=True)
 """)
+
+
+def _fed(scheduler: Scheduler, *events) -> list:
+    """Feeds node events to the scheduler's handler; returns the interrupts it asked for."""
+    asked = []
+    scheduler._interrupt = lambda: asked.append(scheduler._node)
+    for event in events:
+        scheduler._on_event(event)
+    return asked
+
+
+def test_the_scheduler_follows_node_events():
+    from pipeline.events import CACHED, COMPLETE, RUN_SKIPPED, STARTED, Event
+
+    s = Scheduler("w", [], next_tick("1s", None))
+    s._node, s._push_next, s._outcome = None, False, "ran"
+    assert _fed(s, Event(STARTED, "transform")) == [] and s._node == "transform"
+    s.stop_signal = "SIGTERM"  # stop after the current component: the end interrupts
+    assert _fed(s, Event(COMPLETE, "transform", 4.0)) == [None] and s._node is None
+    s._node, s.stop_signal = None, None
+    _fed(s, Event(STARTED, "evaluator"), Event(CACHED, "evaluator", 0.1))
+    assert s._push_next  # the evaluator ended: the push follows, never interrupted
+    s.stop_signal = "SIGINT"
+    assert _fed(s, Event(STARTED, "pusher"), Event(COMPLETE, "pusher", 4.0)) == []
+    _fed(s, Event(RUN_SKIPPED, detail="latest span on disk is 4"))
+    assert s._outcome == "no new data"
 
 
 def test_sigterm_stops_after_the_current_component(tmp_path):

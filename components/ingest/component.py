@@ -8,6 +8,7 @@ Outputs:
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from pathlib import Path
 
@@ -24,9 +25,15 @@ from tfx.types import standard_artifacts, standard_component_specs
 from tfx.types.component_spec import ChannelParameter
 
 from components import features
-from components.config import PipelineConfig
+from components.config import DataConfig
 from components.ingest.driver import SpanWindowDriver
-from components.ingest.executor import QUARANTINE_KEY, VOCABULARY_KEY, ImageExampleGenExecutor
+from components.ingest.executor import (
+    DATA_FIELDS,
+    DATA_SETTINGS_KEY,
+    QUARANTINE_KEY,
+    VOCABULARY_KEY,
+    ImageExampleGenExecutor,
+)
 from components.ingest.listing import SPAN_SPEC
 
 _BUCKETS = 100
@@ -100,17 +107,13 @@ def split_buckets(train_ratio: float, test_ratio: float) -> dict[str, int]:
     return buckets
 
 
-def make_ingest(config: PipelineConfig, data_root: str):
-    data = config.data
+def make_ingest(data: DataConfig, data_root: str):
+    """The ingest node of the data section, reading `data_root`."""
     options = struct_pb2.Struct()
-    options.update({
-        "source": "manifest" if data.manifest else "folder",
-        "extensions": list(data.extensions),
-        "min_images_per_class": data.min_images_per_class,
-        "max_pixels": data.max_pixels,
-        "max_rejected_share": data.max_rejected_share,
-        "code": code_fingerprint(),
-    })
+    # As JSON text: a Struct would turn every number into a float.
+    options.update({DATA_SETTINGS_KEY: json.dumps({k: getattr(data, k) for k in DATA_FIELDS},
+                                                  sort_keys=True),
+                    "code": code_fingerprint()})
     packed = any_pb2.Any()
     packed.Pack(options)
     pattern = data.pattern

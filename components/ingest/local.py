@@ -20,12 +20,8 @@ from tfx.utils import proto_utils
 from components.config import PipelineConfig
 from components.ingest.component import make_ingest
 from components.ingest.driver import SpanWindowDriver
-from components.ingest.executor import (
-    LABEL_VOCABULARY_FILE,
-    QUARANTINE_FILE,
-    SUMMARY_FILE,
-    ImageExampleGenExecutor,
-)
+from components.ingest.executor import ImageExampleGenExecutor
+from components.ingest.report import LABEL_VOCABULARY_FILE, QUARANTINE_FILE, SUMMARY_FILE
 
 
 @dataclass
@@ -40,7 +36,7 @@ class IngestRun:
 
 def resolved_exec_properties(config: PipelineConfig, data_root: str) -> dict[str, Any]:
     """The ingest node's execution properties after the driver: spans and fingerprint filled."""
-    node = make_ingest(config, data_root)
+    node = make_ingest(config.data, data_root)
     props = {k: proto_utils.proto_to_json(v) if isinstance(v, message.Message) else v
              for k, v in node.exec_properties.items() if v is not None}
     info = data_types.PipelineInfo("local", "")
@@ -52,7 +48,7 @@ def run_ingest(config: PipelineConfig, data_root: str, output_dir: str,
                beam_pipeline_args: list[str] | None = None) -> IngestRun:
     """Driver + executor into `output_dir/<output key>/`; raises the executor's errors."""
     props = resolved_exec_properties(config, data_root)
-    node = make_ingest(config, data_root)
+    node = make_ingest(config.data, data_root)
     artifacts = {}
     for key, channel in node.outputs.items():
         artifact = channel.type()

@@ -1,4 +1,5 @@
-"""Reading the ingest node's quarantine report back (for the run summary and for people).
+"""The ingest node's report files: their names, and reading them back (for the run summary and
+for people).
 
 No TensorFlow import unless the artifact lives on a remote filesystem.
 """
@@ -11,7 +12,9 @@ import os
 from typing import Any
 
 QUARANTINE_FILE = "quarantine.csv"
+QUARANTINE_COLUMNS = ("path", "reason", "detail", "label")
 SUMMARY_FILE = "summary.json"
+LABEL_VOCABULARY_FILE = "label_vocabulary.json"  # in the LabelVocabulary and Examples artifacts
 
 
 def _read_text(path: str) -> str:

@@ -74,8 +74,7 @@ def LabelDomainGate(
     from google.protobuf import text_format
     from tensorflow_metadata.proto.v0 import schema_pb2
 
-    from components.ingest.executor import LABEL_VOCABULARY_FILE
-    from components.ingest.report import SUMMARY_FILE
+    from components.ingest.report import LABEL_VOCABULARY_FILE, SUMMARY_FILE
 
     current = json.loads(_read_text(os.path.join(label_vocabulary.uri, LABEL_VOCABULARY_FILE)))
     summary = {}

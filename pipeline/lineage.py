@@ -1,0 +1,131 @@
+"""The one reader of ML Metadata: runs, a node's executions, what an execution read or wrote,
+and the models an evaluation blessed. The run summary, `tlpipe runs`, the re-tune decision,
+`tlpipe promote` and `tlpipe compare` ask it instead of querying the store each their own way.
+
+TFX records one `pipeline_run` context per run and one `node` context per node, named
+`<pipeline name>.<node id>`; events carry the output key in their path (`model`, `blessing`...).
+The store is opened read-only: nothing here can change the pipeline's record.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from ml_metadata.metadata_store import metadata_store
+from ml_metadata.proto import metadata_store_pb2 as mlmd
+
+from components.config import PipelineConfig
+
+OK_STATES = ("COMPLETE", "CACHED")  # an execution that produced (or reused) its outputs
+INPUT, OUTPUT = mlmd.Event.INPUT, mlmd.Event.OUTPUT
+_STATE_NAMES = {v: k for k, v in mlmd.Execution.State.items()}
+
+
+def execution_state(execution) -> str:
+    """COMPLETE, CACHED, FAILED, RUNNING, ... (the name of the execution's last known state)."""
+    return _STATE_NAMES.get(execution.last_known_state, str(execution.last_known_state))
+
+
+def custom_property(artifact, name: str) -> Any:
+    """A custom property's value whatever its kind (int, double, string); None when absent."""
+    value = artifact.custom_properties.get(name)
+    if value is None:
+        return None
+    kind = value.WhichOneof("value")
+    return getattr(value, kind) if kind else None
+
+
+def _event_keys(event) -> set[str]:
+    return {step.key for step in event.path.steps if step.HasField("key")}
+
+
+class Lineage:
+    """One pipeline's record in its ML Metadata store."""
+
+    def __init__(self, store: metadata_store.MetadataStore, pipeline_name: str):
+        self.store, self.pipeline_name = store, pipeline_name
+
+    @classmethod
+    def open(cls, config: PipelineConfig) -> Lineage | None:
+        """The config's store, read-only; None when no run has written one yet."""
+        if not os.path.exists(config.metadata_path):
+            return None
+        conn = mlmd.ConnectionConfig()
+        conn.sqlite.filename_uri = config.metadata_path
+        conn.sqlite.connection_mode = mlmd.SqliteMetadataSourceConfig.READONLY
+        return cls(metadata_store.MetadataStore(conn), config.pipeline_name)
+
+    # Runs and nodes
+
+    def runs(self) -> list:
+        """Every pipeline run's context, oldest first."""
+        return sorted(self.store.get_contexts_by_type("pipeline_run"),
+                      key=lambda c: (c.create_time_since_epoch, c.id))
+
+    def run_executions(self, run) -> list[tuple[str, Any]]:
+        """(node id, execution) of one run, in execution order; resolvers that found nothing
+        record a FAILED execution, the ones that found something a COMPLETE one."""
+        prefix = self.pipeline_name + "."
+        out = []
+        for execution in sorted(self.store.get_executions_by_context(run.id), key=lambda e: e.id):
+            node = next((c.name[len(prefix):] for c in self.store.get_contexts_by_execution(
+                execution.id) if c.name.startswith(prefix)), "?")
+            out.append((node, execution))
+        return out
+
+    def node_executions(self, node: str) -> list:
+        """Every execution of one node across runs, oldest first."""
+        context = self._node_context(node)
+        if context is None:
+            return []
+        return sorted(self.store.get_executions_by_context(context.id), key=lambda e: e.id)
+
+    def runs_of(self, execution) -> list[int]:
+        """The ids of the run contexts an execution belongs to."""
+        run_ids = {c.id for c in self.runs()}
+        return [c.id for c in self.store.get_contexts_by_execution(execution.id) if c.id in run_ids]
+
+    def _node_context(self, node: str):
+        return self.store.get_context_by_type_and_name("node", f"{self.pipeline_name}.{node}")
+
+    # Artifacts
+
+    def artifacts(self, execution_id: int, kind: int, key: str | None = None) -> list:
+        """What an execution read (`INPUT`) or wrote (`OUTPUT`), under one key when given."""
+        ids = [e.artifact_id for e in self.store.get_events_by_execution_ids([execution_id])
+               if e.type == kind and (key is None or key in _event_keys(e))]
+        return self.store.get_artifacts_by_id(ids) if ids else []
+
+    def producers(self, artifact_id: int) -> set[int]:
+        """The ids of the executions that wrote an artifact (a cached execution writes none)."""
+        return {e.execution_id for e in self.store.get_events_by_artifact_ids([artifact_id])
+                if e.type == OUTPUT}
+
+    def readers(self, artifact_id: int, key: str) -> list[int]:
+        """The ids of the executions that read an artifact under `key`, oldest first."""
+        return sorted({e.execution_id for e in self.store.get_events_by_artifact_ids([artifact_id])
+                       if e.type == INPUT and key in _event_keys(e)})
+
+    def node_artifacts(self, node: str, type_name: str, live_only: bool = False) -> list:
+        """One node's artifacts of one type, oldest first (Transform's examples share the
+        Examples type with ingest's, hence by node)."""
+        context = self._node_context(node)
+        if context is None:
+            return []
+        type_id = self.store.get_artifact_type(type_name).id
+        return sorted((a for a in self.store.get_artifacts_by_context(context.id)
+                       if a.type_id == type_id
+                       and (not live_only or a.state == mlmd.Artifact.LIVE)), key=lambda a: a.id)
+
+    def live_artifacts(self, type_name: str) -> list:
+        """Every live artifact of one type, oldest first."""
+        return sorted((a for a in self.store.get_artifacts_by_type(type_name)
+                       if a.state == mlmd.Artifact.LIVE), key=lambda a: a.id)
+
+    def is_blessed(self, model_id: int) -> bool | None:
+        """Whether an evaluation blessed this model (None: no evaluation read it)."""
+        evaluations = self.readers(model_id, "model")
+        if not evaluations:
+            return None
+        return any(bool(custom_property(b, "blessed"))
+                   for e in evaluations for b in self.artifacts(e, OUTPUT, "blessing"))
