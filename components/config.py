@@ -17,6 +17,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
+from components.beam_args import guard_multi_threading, split_extra_args
 from components.errors import UsageError
 from components.features import RESIZE_POLICIES  # plain constants, no TensorFlow
 
@@ -250,8 +251,9 @@ class BeamConfig(Section):
     """Beam DirectRunner mode."""
     direct_num_workers: Annotated[int, Field(ge=1)] = 1
     """Beam DirectRunner workers."""
-    extra_args: Annotated[list[Text], BeforeValidator(_list_from_text)] = []
-    """Extra Beam pipeline args, e.g. ["--runner=DataflowRunner", "--project=..."]."""
+    extra_args: Annotated[list[str], BeforeValidator(split_extra_args)] = []
+    """Extra Beam pipeline args, one per item (`--experiments=a,b` is one); from `--set`, a shell-quoted
+    line: `--set beam.extra_args='--runner=FlinkRunner --parallelism=2'`."""
 
 
 class ModelSettings(Section):
@@ -322,6 +324,10 @@ class PipelineConfig(Section):
         return ModelSettings(base=self.base, tuner=self.tuner, trainer=self.trainer)
 
     def beam_pipeline_args(self) -> list[str]:
+        """What TFX hands every Beam node; `multi_threading` also gets Beam's data plane fixed in
+        this process (components/beam_args.py), since it runs here."""
+        if self.beam.direct_running_mode == "multi_threading":
+            guard_multi_threading()
         return [
             f"--direct_running_mode={self.beam.direct_running_mode}",
             f"--direct_num_workers={self.beam.direct_num_workers}",
