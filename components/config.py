@@ -17,6 +17,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
+from components.beam_args import guard_multi_threading, split_extra_args, with_runner
 from components.errors import UsageError
 from components.features import RESIZE_POLICIES  # plain constants, no TensorFlow
 
@@ -254,8 +255,9 @@ class BeamConfig(Section):
     """DirectRunner mode (`multi_processing` measured ~2x slower on 2 cores)."""
     direct_num_workers: Annotated[int, Field(ge=1)] = 1
     """DirectRunner workers."""
-    extra_args: Annotated[list[Text], BeforeValidator(_list_from_text)] = []
-    """More Beam args, e.g. `[--runner=DataflowRunner, --project=...]`."""
+    extra_args: Annotated[list[str], BeforeValidator(split_extra_args)] = []
+    """Extra Beam pipeline args, one per item (`--experiments=a,b` is one); from `--set`, a shell-quoted
+    line: `--set beam.extra_args='--runner=FlinkRunner --parallelism=2'`."""
 
 
 class ModelSettings(Section):
@@ -326,11 +328,15 @@ class PipelineConfig(Section):
         return ModelSettings(base=self.base, tuner=self.tuner, trainer=self.trainer)
 
     def beam_pipeline_args(self) -> list[str]:
-        return [
+        """What TFX hands every Beam node; `multi_threading` also gets Beam's data plane fixed in
+        this process (components/beam_args.py), since it runs here."""
+        if self.beam.direct_running_mode == "multi_threading":
+            guard_multi_threading()
+        return with_runner([
             f"--direct_running_mode={self.beam.direct_running_mode}",
             f"--direct_num_workers={self.beam.direct_num_workers}",
             *self.beam.extra_args,
-        ]
+        ])
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True)
