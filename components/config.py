@@ -11,12 +11,13 @@ each setting is its documentation (`tlpipe config --markdown` prints the referen
 from __future__ import annotations
 
 import json
-from pathlib import Path
+import os
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
+from components import storage
 from components.errors import UsageError
 from components.features import RESIZE_POLICIES  # plain constants, no TensorFlow
 
@@ -254,6 +255,66 @@ class BeamConfig(Section):
     """Extra Beam pipeline args, e.g. ["--runner=DataflowRunner", "--project=..."]."""
 
 
+class StorageConfig(Section):
+    """Where artifacts go, when not under work_dir: any URL tf.io.gfile and TFX fileio read (gs://,
+    s3://, hdfs://...) or a local path."""
+
+    pipeline_root: OptionalText = None
+    """TFX pipeline root (every artifact); none: <work_dir>/pipeline."""
+    serving_dir: OptionalText = None
+    """TF Serving base path the pusher writes <model_name>/<version>/ under; none: <work_dir>/serving."""
+    feature_cache_dir: OptionalText = None
+    """Cache of frozen-base features (trainer.phase1_features=cached); none: <work_dir>/cache/features."""
+    local_dir: OptionalText = None
+    """Local folder for what only makes sense on this machine (logs, the scheduler's lock, the demo
+    download, the default SQLite store, compare reports); none: work_dir, which must then be local."""
+
+
+class MySQLConfig(Section):
+    host: Text = "127.0.0.1"
+    """MySQL/MariaDB server host."""
+    port: Annotated[int, Field(ge=0, le=65535)] = 3306
+    """Server port (0 with `socket`)."""
+    socket: OptionalText = None
+    """Unix socket of a local server instead of host:port."""
+    database: Text
+    """Database holding the ML Metadata tables (created when missing)."""
+    user: Text
+    """User name."""
+    password_env: OptionalText = None
+    """Environment variable holding the password (never the password itself; none: no password)."""
+
+    def password(self) -> str:
+        if self.password_env is None:
+            return ""
+        value = os.environ.get(self.password_env)
+        if value is None:
+            raise ConfigError(f"metadata.mysql.password_env: environment variable {self.password_env} is not set")
+        return value
+
+    def describe(self) -> str:
+        """Where the store is, for messages: no password."""
+        where = f"socket {self.socket}" if self.socket else f"{self.host}:{self.port}"
+        return f"mysql://{self.user}@{where}/{self.database}"
+
+
+class MetadataConfig(Section):
+    """ML Metadata store: `{sqlite: PATH}` or `{mysql: {host, port, database, user, password_env}}`."""
+
+    sqlite: OptionalText = None
+    """SQLite file (local); none, without mysql: <local_dir>/metadata.sqlite."""
+    mysql: MySQLConfig | None = None
+    """A MySQL/MariaDB server, as production TFX uses."""
+
+    @model_validator(mode="after")
+    def _one_store(self):
+        if self.sqlite is not None and self.mysql is not None:
+            raise ValueError("set either metadata.sqlite or metadata.mysql, not both")
+        if self.sqlite is not None and storage.is_url(self.sqlite):
+            raise ValueError(f"metadata.sqlite must be a local file, got {self.sqlite!r}")
+        return self
+
+
 class ModelSettings(Section):
     """What the Tuner's and Trainer's module code gets as custom_config["settings"]: only the
     sections they read, so editing other settings keeps them cached."""
@@ -282,7 +343,10 @@ class PipelineConfig(Section):
     pipeline_name: Text = "tlpipe"
     """TFX pipeline name (ML Metadata context)."""
     work_dir: Text = "tlpipe-work"
-    """Where everything is written: pipeline root, ML Metadata, serving base, logs."""
+    """Where everything is written (a local path or a URL): pipeline root, serving base, feature
+    cache; when local also logs and the SQLite ML Metadata store (see storage, metadata)."""
+    storage: StorageConfig = Field(default_factory=StorageConfig)
+    metadata: MetadataConfig = Field(default_factory=MetadataConfig)
     data: DataConfig = Field(default_factory=DataConfig)
     transform: TransformConfig = Field(default_factory=TransformConfig)
     base: BaseModelConfig = Field(default_factory=BaseModelConfig)
@@ -293,22 +357,53 @@ class PipelineConfig(Section):
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
     beam: BeamConfig = Field(default_factory=BeamConfig)
 
-    # Derived locations: one place decides the work-dir layout.
-    @property
-    def pipeline_root(self) -> str:
-        return str(Path(self.work_dir).resolve() / "pipeline")
+    # Derived locations: one place decides the work-dir layout. URLs are never resolve()d.
+    def _under_work_dir(self, setting: str | None, *parts: str) -> str:
+        return storage.absolute(setting) if setting else storage.join(storage.absolute(self.work_dir), *parts)
 
     @property
-    def metadata_path(self) -> str:
-        return str(Path(self.work_dir).resolve() / "metadata.sqlite")
+    def pipeline_root(self) -> str:
+        return self._under_work_dir(self.storage.pipeline_root, "pipeline")
 
     @property
     def serving_base(self) -> str:
-        return str(Path(self.work_dir).resolve() / "serving")
+        return self._under_work_dir(self.storage.serving_dir, "serving")
 
     @property
     def serving_model_dir(self) -> str:
-        return str(Path(self.serving_base) / self.model_name)
+        return storage.join(self.serving_base, self.model_name)
+
+    @property
+    def feature_cache_dir(self) -> str:
+        return self._under_work_dir(self.storage.feature_cache_dir, "cache", "features")
+
+    @property
+    def local_dir(self) -> str:
+        """This machine's folder for logs, locks, downloads and the default SQLite store."""
+        if self.storage.local_dir:
+            return storage.absolute(self.storage.local_dir)
+        if storage.is_url(self.work_dir):
+            raise ConfigError(f"work_dir {self.work_dir!r} is a URL: set storage.local_dir to a local folder "
+                              "for logs and the local ML Metadata store (or metadata.mysql)")
+        return storage.absolute(self.work_dir)
+
+    @property
+    def logs_dir(self) -> str:
+        return os.path.join(self.local_dir, "logs")
+
+    @property
+    def metadata_path(self) -> str | None:
+        """The SQLite store's file; None with metadata.mysql."""
+        if self.metadata.mysql is not None:
+            return None
+        if self.metadata.sqlite:
+            return storage.absolute(self.metadata.sqlite)
+        return os.path.join(self.local_dir, "metadata.sqlite")
+
+    @property
+    def metadata_description(self) -> str:
+        """Where ML Metadata lives, for messages (never a password)."""
+        return self.metadata_path or self.metadata.mysql.describe()
 
     @property
     def storage_size(self) -> int:

@@ -90,6 +90,9 @@ def validate(config: PipelineConfig, data_root: str | None = None) -> None:
     if config.tuner.learning_rate_min > config.tuner.learning_rate_max:
         raise ConfigError(f"tuner.learning_rate_min {config.tuner.learning_rate_min} is above "
                           f"tuner.learning_rate_max {config.tuner.learning_rate_max}")
+    config.local_dir  # noqa: B018 (a URL work_dir needs storage.local_dir: refused here, not mid-run)
+    if config.metadata.mysql is not None:
+        config.metadata.mysql.password()  # the named environment variable must be set
     if data_root is not None:
         from components.ingest.listing import DatasetError, check_input
         try:

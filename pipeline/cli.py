@@ -8,6 +8,7 @@ import os
 import sys
 import time
 
+from components import storage
 from components.config import ConfigError, PipelineConfig
 from components.config_loading import load_config, validate
 from pipeline.nodes import NODE_ORDER as NODES
@@ -22,11 +23,11 @@ def resolve_data_root(config: PipelineConfig, mirror: str | None) -> str:
     """The user's image root, or the flowers demo (mirror, cache, or download)."""
     if config.data.root:
         root = config.data.root
-        return root if "://" in root else os.path.abspath(root)  # gs://... stays as it is
+        return storage.absolute(root)  # gs://... stays as it is
     from data.flowers import FlowersUnavailable, ensure_flowers
 
     try:
-        return ensure_flowers(os.path.join(os.path.abspath(config.work_dir), "datasets"),
+        return ensure_flowers(os.path.join(config.local_dir, "datasets"),
                               mirror=mirror or config.data.flowers_mirror,
                               progress=lambda m: print(f"tlpipe: {m}", flush=True))
     except FlowersUnavailable as err:
@@ -56,7 +57,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             return 0
         print(f"tlpipe: {why}", flush=True)
     print(f"tlpipe: data {data_root}; base {config.base.name}; work dir "
-          f"{os.path.abspath(config.work_dir)}", flush=True)
+          f"{storage.absolute(config.work_dir)}", flush=True)
     from pipeline.local_runner import run_pipeline
     from pipeline.notify import FAILED, notify, notify_outcome
     from pipeline.summary import latest_run_summary
@@ -75,7 +76,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     broken = [f"{e.node} ({e.state})" for e in ended if not e.ok]
     if broken:
         message = (f"run incomplete: {', '.join(broken)}; see the log under "
-                   f"{os.path.abspath(config.work_dir)}/logs")
+                   f"{config.logs_dir}")
         notify(config, FAILED, message, summary)
         return _fail(message, 1)
     print(f"tlpipe: run completed in {time.time() - started:.0f}s", flush=True)

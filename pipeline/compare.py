@@ -369,7 +369,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if args.format == "html":
         from pipeline.compare_report import write_report
 
-        out = args.out or os.path.join(os.path.abspath(config.work_dir), "compare")
+        out = args.out or os.path.join(config.local_dir, "compare")
         print(f"report: {write_report(rows, h2h, out)} (charts as PNG beside it)")
     return 0
 

@@ -112,7 +112,7 @@ def run_pipeline(config: PipelineConfig, data_root: str, to_node: str | None = N
     from pipeline.pipeline import create_pipeline, model_custom_config
     from pipeline.retune import decide
 
-    log_dir = Path(config.work_dir).resolve() / "logs"
+    log_dir = Path(config.logs_dir)
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / time.strftime("run-%Y%m%d-%H%M%S.log")
     file_handler = logging.FileHandler(log_path)

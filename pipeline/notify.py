@@ -14,6 +14,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from components import storage
 from components.config import PipelineConfig
 from pipeline.summary import RunSummary
 
@@ -39,7 +40,7 @@ def payload(config: PipelineConfig, event: str, message: str,
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "pipeline": config.pipeline_name,
         "model_name": config.model_name,
-        "work_dir": str(Path(config.work_dir).resolve()),
+        "work_dir": storage.absolute(config.work_dir),
         "run_id": summary.run_id if summary else None,
         "accuracy": summary.accuracy if summary else None,
         "baseline_accuracy": summary.baseline_accuracy if summary else None,
@@ -67,7 +68,7 @@ def notify(config: PipelineConfig, event: str, message: str,
                 lines.append(f"tlpipe: alert posted to {url} (HTTP {response.status})")
         except Exception as err:  # an unreachable webhook must not fail the run
             lines.append(f"tlpipe: alert NOT posted to {url}: {type(err).__name__}: {err}")
-    log_dir = Path(config.work_dir).resolve() / "logs"
+    log_dir = Path(config.logs_dir)
     log_dir.mkdir(parents=True, exist_ok=True)
     with open(log_dir / ALERTS_LOG, "a") as fh:
         for text in lines:

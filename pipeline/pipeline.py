@@ -19,6 +19,7 @@ from components.evaluator.eval_config import make_eval_config
 from components.ingest.component import make_ingest
 from components.pusher.component import ServingPusher
 from components.schema.component import make_label_domain
+from pipeline import lineage
 from pipeline.nodes import HYPERPARAMETERS_NODE, NODE_ORDER, RESOLVER_NODE
 
 COMPONENTS_DIR = Path(__file__).resolve().parent.parent / "components"
@@ -48,7 +49,7 @@ def model_custom_config(config: PipelineConfig) -> dict:
     shared_code = [COMPONENTS_DIR / "features.py", COMPONENTS_DIR / "trainer"]
     return {"settings": config.model_settings().to_custom_config(),
             "code": code_fingerprint(*shared_code),
-            "feature_cache_dir": str(Path(config.work_dir).resolve() / "cache" / "features")}
+            "feature_cache_dir": config.feature_cache_dir}
 
 
 def create_pipeline(config: PipelineConfig, data_root: str, to_node: str | None = None,
@@ -147,8 +148,7 @@ def create_pipeline(config: PipelineConfig, data_root: str, to_node: str | None 
         pipeline_root=config.pipeline_root,
         components=nodes,
         enable_cache=True,
-        metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(
-            config.metadata_path),
+        metadata_connection_config=lineage.connection_config(config),
         beam_pipeline_args=config.beam_pipeline_args(),
     )
 

@@ -23,7 +23,7 @@ class PromoteError(RuntimeError):
 def _lineage(config: PipelineConfig) -> Lineage:
     lineage = Lineage.open(config)
     if lineage is None:
-        raise PromoteError(f"no ML Metadata at {config.metadata_path}: run the pipeline first")
+        raise PromoteError(f"no ML Metadata at {config.metadata_description}: run the pipeline first")
     return lineage
 
 

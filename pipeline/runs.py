@@ -189,7 +189,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps([r.to_dict() for r in records], indent=2))
     elif not records:
-        print(f"tlpipe: no runs recorded in {config.metadata_path}")
+        print(f"tlpipe: no runs recorded in {config.metadata_description}")
     else:
         print("\n".join(history_lines(records)))
     return 0

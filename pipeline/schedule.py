@@ -31,7 +31,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from components.config import ConfigError, PipelineConfig
+from components import storage
+from components.config import ConfigError
 from components.config_loading import load_config, validate
 from pipeline.events import EVENTS_FILE_ENV, RUN_SKIPPED, STARTED, Event, EventFollower
 from pipeline.nodes import NODE_ORDER
@@ -298,10 +299,10 @@ def cmd_schedule(args: argparse.Namespace) -> int:
         from pipeline.notify import FAILED, notify
 
         notify(config, FAILED, message)
-    scheduler = Scheduler(config.work_dir, _run_command(args), timing, first_now=not cron,
+    scheduler = Scheduler(config.local_dir, _run_command(args), timing, first_now=not cron,
                           max_runs=args.max_runs, on_killed=killed)
     when = f"cron '{cron}'" if cron else f"every {args.every or config.schedule.every}"
-    scheduler.say(f"{when}; work dir {Path(config.work_dir).resolve()}")
+    scheduler.say(f"{when}; work dir {storage.absolute(config.work_dir)}")
     return scheduler.serve()
 
 

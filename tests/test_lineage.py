@@ -10,7 +10,7 @@ import pytest
 from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2 as pb
 
-from components.config import load_config
+from components.config_loading import load_config
 from pipeline import retune
 from pipeline.lineage import INPUT, OUTPUT, Lineage, execution_state
 from pipeline.promote import PromoteError, _latest
