@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -31,18 +34,68 @@ def join(base: str, *parts: str) -> str:
     return os.path.join(base, *parts)
 
 
-def read_text(path: str) -> str:
-    import tensorflow as tf
+def _gfile():
+    import tensorflow as tf  # late: config and CLI code import this module without TensorFlow
 
-    with tf.io.gfile.GFile(path, "r") as fh:
+    return tf.io.gfile
+
+
+def exists(path: str) -> bool:
+    return _gfile().exists(path)
+
+
+def glob(pattern: str) -> list[str]:
+    return sorted(_gfile().glob(pattern))
+
+
+def read_bytes(path: str) -> bytes:
+    with _gfile().GFile(path, "rb") as fh:
         return fh.read()
+
+
+def read_text(path: str) -> str:
+    return read_bytes(path).decode("utf-8")
 
 
 def read_json(path: str) -> Any:
     return json.loads(read_text(path))
 
 
-def exists(path: str) -> bool:
-    import tensorflow as tf
+def write_bytes(path: str, payload: bytes) -> None:
+    """Writes a file, creating its folder (a no-op on object stores, which have none)."""
+    gfile = _gfile()
+    gfile.makedirs(os.path.dirname(path))
+    with gfile.GFile(path, "wb") as fh:
+        fh.write(payload)
 
-    return tf.io.gfile.exists(path)
+
+def write_text(path: str, text: str) -> None:
+    write_bytes(path, text.encode("utf-8"))
+
+
+def write_json(path: str, payload: Any) -> None:
+    write_text(path, json.dumps(payload, indent=2, sort_keys=True))
+
+
+@contextmanager
+def local_copy(path: str) -> Iterator[str]:
+    """A local path holding `path`'s bytes, for libraries that only open local files (h5py)."""
+    if not is_url(path):
+        yield path
+        return
+    with tempfile.TemporaryDirectory(prefix="tlpipe-") as tmp:
+        local = os.path.join(tmp, os.path.basename(path))
+        _gfile().copy(path, local)
+        yield local
+
+
+def save_through_local(path: str, save: Callable[[str], None]) -> None:
+    """`save(local_path)` then the file copied to `path` (a URL), for local-only writers (h5py)."""
+    if not is_url(path):
+        save(path)
+        return
+    with tempfile.TemporaryDirectory(prefix="tlpipe-") as tmp:
+        local = os.path.join(tmp, os.path.basename(path))
+        save(local)
+        _gfile().makedirs(os.path.dirname(path))
+        _gfile().copy(local, path, overwrite=True)
