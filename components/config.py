@@ -440,6 +440,9 @@ def _one_line(error: dict[str, Any], root: type[BaseModel]) -> str:
         section: Any = root
         for part in path[:-1]:
             section = section.model_fields[part].annotation
+            # `MySQLConfig | None`: the section inside the optional
+            section = next((t for t in getattr(section, "__args__", ()) if isinstance(t, type)
+                            and issubclass(t, BaseModel)), section)
         valid = ", ".join(sorted(section.model_fields))
         return f"unknown setting '{name}' (valid: {valid})"
     if error["type"] in ("model_type", "model_attributes_type", "dict_type"):

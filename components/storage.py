@@ -77,6 +77,30 @@ def write_json(path: str, payload: Any) -> None:
     write_text(path, json.dumps(payload, indent=2, sort_keys=True))
 
 
+def publish_tree(staging: str, final: str, last: str) -> None:
+    """Makes the complete folder `staging` appear at `final`, the file named `last` (in the top
+    folder) appearing after every other file.
+
+    A local folder is renamed (atomic). An object store (gs://, s3://) has no directory rename,
+    so each file is copied to `final` (server side: no upload) with `last` copied at the end,
+    then staging is deleted: a reader that waits for `last` (TF Serving waits for
+    saved_model.pb) never loads a half-written folder.
+    """
+    gfile = _gfile()
+    if not is_url(final):
+        gfile.rename(staging, final)
+        return
+    files = []
+    for folder, _, names in gfile.walk(staging):
+        relative = folder[len(staging.rstrip("/")):].strip("/")
+        files += [join(relative, n) if relative else n for n in names]
+    files.sort(key=lambda name: name == last)  # stable: `last` moves to the end
+    for name in files:
+        gfile.makedirs(os.path.dirname(join(final, name)))
+        gfile.copy(join(staging, name), join(final, name), overwrite=True)
+    gfile.rmtree(staging)
+
+
 @contextmanager
 def local_copy(path: str) -> Iterator[str]:
     """A local path holding `path`'s bytes, for libraries that only open local files (h5py)."""
