@@ -61,9 +61,10 @@ def load_config(path: str | None = None, overrides: list[str] | None = None,
     return PipelineConfig.from_dict(raw)
 
 
-def validate(config: PipelineConfig, data_root: str | None = None) -> None:
+def validate(config: PipelineConfig, data_root: str | None = None, runs_here: bool = True) -> None:
     """Checks across settings, against the backbone registry and (with `data_root`) the data tree:
-    bad values fail here, before any component runs. Single values were checked on loading."""
+    bad values fail here, before any component runs. Single values were checked on loading.
+    `runs_here=False` (a compiled pipeline) skips what only a run on this machine needs."""
     from components.trainer.backbones import BACKBONES, min_input_size  # light: no TensorFlow
     from components.trainer.base_layers import CutLayerError, check_cut, layer_names
 
@@ -90,8 +91,9 @@ def validate(config: PipelineConfig, data_root: str | None = None) -> None:
     if config.tuner.learning_rate_min > config.tuner.learning_rate_max:
         raise ConfigError(f"tuner.learning_rate_min {config.tuner.learning_rate_min} is above "
                           f"tuner.learning_rate_max {config.tuner.learning_rate_max}")
-    config.local_dir  # noqa: B018 (a URL work_dir needs storage.local_dir: refused here, not mid-run)
-    if config.metadata.mysql is not None:
+    if runs_here:
+        config.local_dir  # noqa: B018 (a URL work_dir needs storage.local_dir: refused here, not mid-run)
+    if runs_here and config.metadata.mysql is not None:
         config.metadata.mysql.password()  # the named environment variable must be set
     if data_root is not None:
         from components.ingest.listing import DatasetError, check_input

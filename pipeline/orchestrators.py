@@ -15,10 +15,9 @@ import tempfile
 from collections.abc import Iterator
 from typing import Any
 
+from components import storage
 from components.config import ConfigError, PipelineConfig
 from components.config_loading import load_config, validate
-
-DEFAULT_IMAGE = "tlpipe:latest"  # an image with this project installed (README: Kubeflow)
 
 
 @contextlib.contextmanager
@@ -47,12 +46,32 @@ def _output_to_log() -> Iterator[None]:
                 os.write(2, log.read())
 
 
+def check_kubeflow(config: PipelineConfig) -> None:
+    """What a Kubeflow run cannot do, refused before compiling: locations on this machine's disk
+    (the module wheels and every output go under the pipeline root, which the pods must reach),
+    and several spans (TFX's ExampleGen driver on Kubeflow takes one span per run: "ExampleGen
+    only support single span for RollingRange")."""
+    if not config.data.root:
+        raise ConfigError("compile needs the images' location as the cluster sees it: "
+                          "--data gs://bucket/images (or data.root)")
+    local = [f"{name} {where}" for name, where in (
+        ("pipeline root", config.pipeline_root), ("serving dir", config.serving_base),
+        ("feature cache", config.feature_cache_dir)) if not storage.is_url(where)]
+    if local:
+        raise ConfigError(f"compile needs locations the cluster reaches, not this machine's disk: "
+                          f"{'; '.join(local)}; use --work-dir gs://bucket/work (or storage.*)")
+    if config.data.num_spans > 1:
+        raise ConfigError(f"data.num_spans={config.data.num_spans} cannot run on Kubeflow: TFX's "
+                          "ExampleGen driver there ingests a single span per run; set "
+                          "data.num_spans=1 (several spans run locally only)")
+
+
 def compile_kubeflow(config: PipelineConfig, data_root: str, output_file: str,
-                     image: str = DEFAULT_IMAGE) -> dict[str, Any]:
+                     image: str) -> dict[str, Any]:
     """Writes the pipeline spec JSON to `output_file` and returns it as a dict.
 
-    Builds the user-module wheels into the pipeline root as TFX's runner does; the cluster
-    must reach that root, the data root and the serving dir (gs://... in production).
+    Builds the user-module wheels into the pipeline root (a URL, see check_kubeflow) as TFX's
+    runner does; the cluster must reach that root, the data root and the serving dir.
     """
     from tfx import v1 as tfx
 
@@ -64,7 +83,7 @@ def compile_kubeflow(config: PipelineConfig, data_root: str, output_file: str,
         config=tfx.orchestration.experimental.KubeflowV2DagRunnerConfig(default_image=image),
         output_dir=os.path.dirname(output_file), output_filename=os.path.basename(output_file))
     with _output_to_log():
-        runner.run(create_pipeline(config, data_root), write_out=True)
+        runner.run(create_pipeline(config, data_root, with_metadata=False), write_out=True)
     with open(output_file) as fh:
         return json.load(fh)
 
@@ -73,10 +92,8 @@ def cmd_compile(args: argparse.Namespace) -> int:
     try:
         config = load_config(args.config, args.set, work_dir=args.work_dir,
                              data__root=args.data)
-        validate(config)
-        if not config.data.root:
-            raise ConfigError("compile needs the images' location as the cluster sees it: "
-                              "--data gs://bucket/images (or data.root)")
+        validate(config, runs_here=False)
+        check_kubeflow(config)
     except ConfigError as err:
         print(f"tlpipe: error: {err}", file=sys.stderr)
         return 2
@@ -98,10 +115,11 @@ def register(sub) -> None:
                     "recurring runs there). Needs the kfp package (requirements-kfp.lock).")
     parser.add_argument("--kubeflow", required=True, metavar="FILE",
                         help="where to write the pipeline spec JSON")
-    parser.add_argument("--image", default=DEFAULT_IMAGE,
-                        help=f"container image with tlpipe installed (default {DEFAULT_IMAGE})")
+    parser.add_argument("--image", required=True,
+                        help="container image with tlpipe installed, as the cluster pulls it")
     parser.add_argument("--config", help="YAML config file")
     parser.add_argument("--data", help="image root as the cluster sees it (gs://...)")
-    parser.add_argument("--work-dir", help="work dir: pipeline root and serving dir")
+    parser.add_argument("--work-dir", help="work dir as the cluster sees it (gs://...): pipeline "
+                        "root, serving dir, feature cache")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     parser.set_defaults(func=cmd_compile)

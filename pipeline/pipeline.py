@@ -53,9 +53,11 @@ def model_custom_config(config: PipelineConfig) -> dict:
 
 
 def create_pipeline(config: PipelineConfig, data_root: str, to_node: str | None = None,
-                    reuse_hyperparameters: str | None = None) -> tfx.dsl.Pipeline:
+                    reuse_hyperparameters: str | None = None,
+                    with_metadata: bool = True) -> tfx.dsl.Pipeline:
     """The DAG; with `reuse_hyperparameters` (a HyperParameters artifact URI, see
-    pipeline/retune.py) an Importer stands in for the tuner."""
+    pipeline/retune.py) an Importer stands in for the tuner. `with_metadata=False` leaves the
+    ML Metadata connection to the orchestrator (Kubeflow brings its own)."""
     tune = reuse_hyperparameters is None
     ingest = make_ingest(config.data, data_root)
     statistics_gen = tfx.components.StatisticsGen(
@@ -148,7 +150,7 @@ def create_pipeline(config: PipelineConfig, data_root: str, to_node: str | None 
         pipeline_root=config.pipeline_root,
         components=nodes,
         enable_cache=True,
-        metadata_connection_config=lineage.connection_config(config),
+        metadata_connection_config=lineage.connection_config(config) if with_metadata else None,
         beam_pipeline_args=config.beam_pipeline_args(),
     )
 
