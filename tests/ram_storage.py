@@ -40,8 +40,13 @@ class _Writer:
     """A GFile writer that knows its position: Beam's sinks call tell(), which TensorFlow's RAM
     filesystem does not implement."""
 
+    mode = "wb"
+
     def __init__(self, handle):
         self._handle, self._position, self.closed = handle, 0, False
+
+    def __getattr__(self, name):
+        return getattr(self._handle, name)
 
     def write(self, data) -> int:
         self._handle.write(data)
@@ -91,7 +96,11 @@ class RamFileSystem(FileSystem):
             return
         for folder, _, files in gfile.walk(dir_or_prefix):
             for name in files:
-                yield self.metadata(self.join(folder, name))
+                path = self.join(folder, name)
+                # TensorFlow's RAM filesystem lists by string prefix: listing `x/rec` also
+                # yields `2` for a sibling `x/rec2/...`, which is no file here.
+                if gfile.exists(path):
+                    yield self.metadata(path)
 
     def _opened(self, path, mode, compression_type):
         handle = gfile.GFile(path, mode) if mode == "rb" else _Writer(gfile.GFile(path, mode))
@@ -169,8 +178,8 @@ def install() -> None:
 
 
 def listing(root: str) -> dict[str, int]:
-    return {storage.join(folder, name): gfile.stat(storage.join(folder, name)).length
-            for folder, _, files in gfile.walk(root) for name in files}
+    """Every file under `root` with its size."""
+    return {m.path: m.size_in_bytes for m in RamFileSystem(None)._list(root)}
 
 
 if __name__ == "__main__":
