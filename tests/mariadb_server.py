@@ -7,6 +7,7 @@ through the root socket login. `make setup` installs the package (scripts/setup.
 from __future__ import annotations
 
 import getpass
+import os
 import secrets
 import shutil
 import socket
@@ -41,17 +42,19 @@ def _free_port() -> int:
 
 
 def start(folder: Path, database: str = "mlmd", user: str = "tlpipe") -> MariaDB:
-    missing = [c for c in ("mariadb-install-db", "mariadbd", "mariadb") if shutil.which(c) is None]
+    path = f"{os.environ.get('PATH', '')}:/usr/sbin:/usr/bin"  # mariadbd is in sbin
+    tools = {c: shutil.which(c, path=path) for c in ("mariadb-install-db", "mariadbd", "mariadb")}
+    missing = [c for c, found in tools.items() if found is None]
     if missing:
         raise RuntimeError(f"{', '.join(missing)} not found: install Debian's mariadb-server (make setup)")
     data, sock, port = folder / "data", str(folder / "sock"), _free_port()
     me = getpass.getuser()
-    subprocess.run(["mariadb-install-db", "--no-defaults", f"--datadir={data}", f"--user={me}",
+    subprocess.run([tools["mariadb-install-db"], "--no-defaults", f"--datadir={data}", f"--user={me}",
                     "--auth-root-authentication-method=socket", "--skip-test-db"],
                    check=True, capture_output=True, timeout=120)
     log = open(folder / "mariadbd.log", "wb")  # noqa: SIM115 (open as long as the server runs)
     process = subprocess.Popen(
-        ["mariadbd", "--no-defaults", f"--datadir={data}", f"--socket={sock}", f"--port={port}",
+        [tools["mariadbd"], "--no-defaults", f"--datadir={data}", f"--socket={sock}", f"--port={port}",
          "--bind-address=127.0.0.1", f"--user={me}", f"--pid-file={folder / 'pid'}", "--skip-log-bin",
          "--innodb-buffer-pool-size=32M"], stdout=log, stderr=subprocess.STDOUT)
     deadline = time.time() + 60
@@ -63,6 +66,6 @@ def start(folder: Path, database: str = "mlmd", user: str = "tlpipe") -> MariaDB
     password = secrets.token_hex(12)
     sql = (f"CREATE DATABASE {database}; CREATE USER '{user}'@'127.0.0.1' IDENTIFIED BY '{password}'; "
            f"GRANT ALL ON {database}.* TO '{user}'@'127.0.0.1';")
-    subprocess.run(["mariadb", "--no-defaults", f"--socket={sock}", "-u", me, "-e", sql],
+    subprocess.run([tools["mariadb"], "--no-defaults", f"--socket={sock}", "-u", me, "-e", sql],
                    check=True, capture_output=True, timeout=60)
     return MariaDB(port, sock, database, user, password, process)
