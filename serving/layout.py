@@ -78,7 +78,8 @@ def _copy_tree(src: str, dst: str) -> None:
 
 def push(saved_model_dir: str, model_dir: str, metadata: dict[str, Any],
          extra_files: dict[str, bytes] | None = None) -> Version:
-    """Copies a SavedModel in as the next integer version, atomically (temp dir, then rename).
+    """Copies a SavedModel in as the next integer version: staged, then published (renamed locally;
+    on object stores copied with saved_model.pb last, see storage.publish_tree).
 
     `extra_files` (relative path -> bytes, e.g. warmup requests) are written before the rename,
     so they are there when the version first becomes visible.
