@@ -3,7 +3,7 @@
 Why `ram://` and not an object-store emulator: TensorFlow 2.21 ships no S3 filesystem (it moved
 to tensorflow-io) and its GCS one needs a real endpoint; no emulator both TensorFlow and Beam
 reach installs from the registries here. `ram://` is served by TensorFlow itself (so by
-tf.io.gfile and TFX fileio), and three thin shims, only in this process, give the rest what a
+tf.io.gfile and TFX fileio), and four thin shims, only in this process, give the rest what a
 real object store's client gives:
 
 - Beam has no `ram` FileSystem: `RamFileSystem` below maps Beam's FileSystem API onto
@@ -14,6 +14,9 @@ real object store's client gives:
 - TensorFlow's RAM filesystem renames a directory entry without its files, where TF's GCS
   filesystem renames every object under the prefix (tf.Transform renames its output folders):
   `tf.io.gfile.rename` of a `ram://` folder copies the files over and deletes the source.
+- TensorFlow's RAM filesystem appends when an existing file is opened for writing, where every
+  real filesystem truncates (the trainer rewrites saved_model.pb): opening a `ram://` file
+  for writing deletes it first.
 
 Run as a script (the memory lives as long as the process): `python tests/ram_storage.py
 <tlpipe args>` runs the CLI, then prints one line `RAM_LISTING <json>` of every ram:// file
@@ -169,12 +172,23 @@ def _rename_folders_too(rename):
     return renamed
 
 
+def _truncating(init):
+    def opened(self, name, mode, encoding="utf-8"):
+        if "w" in mode and str(name).startswith(f"{SCHEME}://") and gfile.exists(name) \
+                and not gfile.isdir(name):
+            gfile.remove(name)
+        init(self, name, mode, encoding)
+    return opened
+
+
 def install() -> None:
+    from tensorflow.python.lib.io import file_io
     from tfx.utils import io_utils
 
     if f"{SCHEME}://" not in io_utils._REMOTE_FS_PREFIX:
         io_utils._REMOTE_FS_PREFIX.append(f"{SCHEME}://")
     gfile.rename = _rename_folders_too(gfile.rename)
+    file_io.FileIO.__init__ = _truncating(file_io.FileIO.__init__)
 
 
 def listing(root: str) -> dict[str, int]:
