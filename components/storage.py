@@ -114,12 +114,13 @@ def local_copy(path: str) -> Iterator[str]:
 
 
 def save_through_local(path: str, save: Callable[[str], None]) -> None:
-    """`save(local_path)` then the file copied to `path` (a URL), for local-only writers (h5py)."""
+    """`save(local_path)` then the file copied to `path` (a URL), for local-only writers (h5py);
+    the folder is created either way."""
+    _gfile().makedirs(os.path.dirname(path))
     if not is_url(path):
         save(path)
         return
     with tempfile.TemporaryDirectory(prefix="tlpipe-") as tmp:
         local = os.path.join(tmp, os.path.basename(path))
         save(local)
-        _gfile().makedirs(os.path.dirname(path))
         _gfile().copy(local, path, overwrite=True)

@@ -91,5 +91,8 @@ def test_weights_go_through_a_local_file(tmp_path):
     written = []
     storage.save_through_local("ram://weights/w.h5", lambda p: (written.append(p), open(p, "wb").write(b"h5")))
     assert not written[0].startswith("ram://") and not os.path.exists(written[0])
+    local = tmp_path / "Format-Keras" / "w.h5"  # a local folder is created too, as h5py will not
+    storage.save_through_local(str(local), lambda p: open(p, "wb").write(b"h5"))
+    assert local.read_bytes() == b"h5"
     with storage.local_copy("ram://weights/w.h5") as local:
         assert open(local, "rb").read() == b"h5"
