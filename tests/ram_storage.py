@@ -3,20 +3,22 @@
 Why `ram://` and not an object-store emulator: TensorFlow 2.21 ships no S3 filesystem (it moved
 to tensorflow-io) and its GCS one needs a real endpoint; no emulator both TensorFlow and Beam
 reach installs from the registries here. `ram://` is served by TensorFlow itself (so by
-tf.io.gfile and TFX fileio), and four thin shims, only in this process, give the rest what a
-real object store's client gives:
+tf.io.gfile and TFX fileio), and thin shims, only in this process, give the rest what a real
+object store's client gives:
 
 - Beam has no `ram` FileSystem: `RamFileSystem` below maps Beam's FileSystem API onto
   tf.io.gfile. LocalDagRunner and the in-memory DirectRunner keep every node, and every Beam
   stage, in this one process, so they all see the same memory.
 - TFX copies a module wheel to a local temp dir before `pip install` only for `gs://`, `hdfs://`,
   `s3://` (tfx.utils.io_utils._REMOTE_FS_PREFIX): `ram://` joins that list.
-- TensorFlow's RAM filesystem renames a directory entry without its files, where TF's GCS
-  filesystem renames every object under the prefix (tf.Transform renames its output folders):
-  `tf.io.gfile.rename` of a `ram://` folder copies the files over and deletes the source.
-- TensorFlow's RAM filesystem appends when an existing file is opened for writing, where every
-  real filesystem truncates (the trainer rewrites saved_model.pb): opening a `ram://` file
-  for writing deletes it first.
+- TensorFlow's RAM filesystem departs from real filesystems in three ways, each corrected for
+  `ram://` paths: renaming a folder moves its entry without its files (TF's GCS filesystem
+  renames every object under the prefix; tf.Transform renames its output folders), so such a
+  rename copies the files and deletes the source; opening an existing file for writing appends
+  (the trainer rewrites saved_model.pb), so it is deleted first; and listing a folder matches
+  by string prefix (`assets` lists `.extra` from a sibling `assets.extra`), so names that are
+  not there are dropped, and a folder is deleted by walking it (TensorFlow's own recursive
+  delete trips over those names).
 
 Run as a script (the memory lives as long as the process): `python tests/ram_storage.py
 <tlpipe args>` runs the CLI, then prints one line `RAM_LISTING <json>` of every ram:// file
@@ -181,6 +183,26 @@ def _truncating(init):
     return opened
 
 
+def _only_children(list_directory):
+    def listed(path):
+        names = list_directory(path)
+        if not str(path).startswith(f"{SCHEME}://"):
+            return names
+        return [n for n in names if gfile.exists(storage.join(str(path), n))]
+    return listed
+
+
+def _rmtree_by_walking(rmtree):
+    def removed(path):
+        if not str(path).startswith(f"{SCHEME}://"):
+            return rmtree(path)
+        for folder, _, files in list(gfile.walk(path, topdown=False)):
+            for name in files:
+                gfile.remove(storage.join(folder, name))
+            gfile.remove(folder)  # a RAM filesystem folder is one entry like a file
+    return removed
+
+
 def install() -> None:
     from tensorflow.python.lib.io import file_io
     from tfx.utils import io_utils
@@ -189,6 +211,8 @@ def install() -> None:
         io_utils._REMOTE_FS_PREFIX.append(f"{SCHEME}://")
     gfile.rename = _rename_folders_too(gfile.rename)
     file_io.FileIO.__init__ = _truncating(file_io.FileIO.__init__)
+    file_io.list_directory_v2 = gfile.listdir = _only_children(file_io.list_directory_v2)
+    gfile.rmtree = _rmtree_by_walking(gfile.rmtree)
 
 
 def listing(root: str) -> dict[str, int]:

@@ -82,3 +82,22 @@ def test_dag_twice_on_mariadb_with_caching_baseline_runs_and_compare(mariadb, tm
     for text in [*logs, first.stdout, first.stderr, second.stdout, second.stderr, runs.stdout,
                  compare.stdout, compare.stderr]:
         assert mariadb.password not in text
+
+
+def test_the_run_log_redacts_the_password():
+    import io
+    import logging
+
+    from pipeline.local_runner import RedactSecrets
+
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.addFilter(RedactSecrets(["pw-123", ""]))
+    logger = logging.getLogger("tlpipe.test.redact")
+    logger.addHandler(handler)
+    try:
+        logger.warning("Using connection config:\n %s", 'mysql { password: "pw-123" }')
+        logger.warning("100% plain")
+    finally:
+        logger.removeHandler(handler)
+    assert stream.getvalue() == 'Using connection config:\n mysql { password: "********" }\n100% plain\n'
