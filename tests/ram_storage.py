@@ -203,16 +203,26 @@ def _rmtree_by_walking(rmtree):
     return removed
 
 
+def _replace_everywhere(original, replacement) -> None:
+    """TensorFlow's API modules bind file_io's functions by name, some of them loaded lazily
+    later: patch file_io itself (later imports bind the patched one) and every loaded binding."""
+    for module in list(sys.modules.values()):
+        for name, value in list(getattr(module, "__dict__", {}).items()):
+            if value is original:
+                setattr(module, name, replacement)
+
+
 def install() -> None:
     from tensorflow.python.lib.io import file_io
     from tfx.utils import io_utils
 
     if f"{SCHEME}://" not in io_utils._REMOTE_FS_PREFIX:
         io_utils._REMOTE_FS_PREFIX.append(f"{SCHEME}://")
-    gfile.rename = _rename_folders_too(gfile.rename)
+    for name, wrap in (("rename_v2", _rename_folders_too), ("list_directory_v2", _only_children),
+                       ("delete_recursively_v2", _rmtree_by_walking)):
+        original = getattr(file_io, name)
+        _replace_everywhere(original, wrap(original))
     file_io.FileIO.__init__ = _truncating(file_io.FileIO.__init__)
-    file_io.list_directory_v2 = gfile.listdir = _only_children(file_io.list_directory_v2)
-    gfile.rmtree = _rmtree_by_walking(gfile.rmtree)
 
 
 def listing(root: str) -> dict[str, int]:
