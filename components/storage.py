@@ -30,7 +30,9 @@ def absolute(location: str) -> str:
 def join(base: str, *parts: str) -> str:
     """`base/part/...` for a URL (no `os.path.normpath`, which turns `gs://` into `gs:/`)."""
     if is_url(base):
-        return "/".join([base.rstrip("/"), *(p.strip("/") for p in parts)])
+        head = base if base.endswith(URL_SEPARATOR) else base.rstrip("/")  # `gs://` alone stays
+        tail = "/".join(p.strip("/") for p in parts)
+        return head if not tail else head + tail if head.endswith("/") else f"{head}/{tail}"
     return os.path.join(base, *parts)
 
 

@@ -61,6 +61,7 @@ def test_mysql_password_comes_from_the_named_variable_and_stays_out_of_messages(
 
 def test_join_keeps_the_scheme():
     assert storage.join("gs://b/", "a", "/b/") == "gs://b/a/b"
+    assert storage.join("ram://", "work") == "ram://work" and storage.join("gs://b/") == "gs://b"
     assert storage.join("/x", "a") == "/x/a"
     assert storage.absolute("ram://w/") == "ram://w"
 
