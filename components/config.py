@@ -11,86 +11,30 @@ each setting is its documentation (`tlpipe config --markdown` prints the referen
 from __future__ import annotations
 
 import json
-from pathlib import Path
+import os
 from typing import Annotated, Any, Literal
 
-import yaml
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import BeforeValidator, Field, model_validator
 
+from components import storage
 from components.beam_args import guard_multi_threading, split_extra_args, with_runner
-from components.errors import UsageError
+from components.config_types import (  # noqa: F401 (ConfigError: imported from here too)
+    ConfigError,
+    Float,
+    InputSize,
+    OptionalText,
+    PlainName,
+    PositiveFloat,
+    Section,
+    Share,
+    Strength,
+    Text,
+    _list_from_text,
+    _none_from_text,
+)
 from components.features import RESIZE_POLICIES  # plain constants, no TensorFlow
 
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "gif", "bmp", "webp")
-MAX_INPUT_SIZE = 1024  # Transform stores every image at the largest size: bound the bytes
-
-
-class ConfigError(UsageError):
-    """A configuration problem, reported as one line before anything runs."""
-
-
-def _number_from_text(value: Any) -> Any:
-    """YAML 1.1 reads `1e-3` (no dot) as text: take it as the number it spells."""
-    if isinstance(value, str):
-        try:
-            return float(value)
-        except ValueError:
-            return value
-    return value
-
-
-def _none_from_text(value: Any) -> Any:
-    return None if isinstance(value, str) and value.strip().lower() in ("none", "null", "") else value
-
-
-def _text_from_number(value: Any) -> Any:
-    """`--set model_name=2024` or `trainer.fine_tune_from=0.7` arrive as numbers from YAML."""
-    return str(value) if isinstance(value, int | float) and not isinstance(value, bool) else value
-
-
-def _list_from_text(value: Any) -> Any:
-    """`--set tuner.input_sizes=160,192` (YAML reads it as one string)."""
-    if isinstance(value, str):
-        return [yaml.safe_load(v) for v in (s.strip() for s in value.strip("[]").split(",")) if v]
-    return value
-
-
-def _plain_name(value: str) -> str:
-    if value in (".", ".."):
-        raise ValueError("must be a plain name, not '.' or '..'")
-    return value
-
-
-Float = Annotated[float, BeforeValidator(_number_from_text), Field(allow_inf_nan=False)]
-PositiveFloat = Annotated[Float, Field(gt=0)]
-Share = Annotated[Float, Field(ge=0, le=1)]
-Strength = Annotated[Float, Field(ge=0, lt=1)]
-Text = Annotated[str, BeforeValidator(_text_from_number)]
-OptionalText = Annotated[Text | None, BeforeValidator(_none_from_text)]
-PlainName = Annotated[Text, Field(pattern=r"^[A-Za-z0-9._-]+$"), AfterValidator(_plain_name)]
-InputSize = Annotated[int, Field(ge=1, le=MAX_INPUT_SIZE)]
-
-
-class Section(BaseModel):
-    """Strict, closed (unknown keys are errors), documented by attribute docstrings."""
-
-    model_config = ConfigDict(extra="forbid", strict=True, validate_assignment=True,
-                              use_attribute_docstrings=True)
-
-    @classmethod
-    def from_dict(cls, raw: Any):
-        """The typed section from plain data (YAML, JSON, TFX's custom_config); one-line errors."""
-        try:
-            return cls.model_validate(raw)
-        except ValidationError as err:
-            raise ConfigError(_one_line(err.errors()[0], cls)) from None
-
-    def to_dict(self) -> dict[str, Any]:
-        return self.model_dump()
-
-    def replace(self, **changes: Any):
-        """A validated copy with `changes` (pydantic's model_copy would not validate them)."""
-        return self.from_dict({**self.to_dict(), **changes})
 
 
 class DataConfig(Section):
@@ -260,6 +204,66 @@ class BeamConfig(Section):
     line: `--set beam.extra_args='--runner=FlinkRunner --parallelism=2'`."""
 
 
+class StorageConfig(Section):
+    """Where artifacts go, when not under work_dir: any URL tf.io.gfile and TFX fileio read (gs://,
+    s3://, hdfs://...) or a local path."""
+
+    pipeline_root: OptionalText = None
+    """TFX pipeline root (every artifact); none: <work_dir>/pipeline."""
+    serving_dir: OptionalText = None
+    """TF Serving base path the pusher writes <model_name>/<version>/ under; none: <work_dir>/serving."""
+    feature_cache_dir: OptionalText = None
+    """Cache of frozen-base features (trainer.phase1_features=cached); none: <work_dir>/cache/features."""
+    local_dir: OptionalText = None
+    """Local folder for what only makes sense on this machine (logs, the scheduler's lock, the demo
+    download, the default SQLite store, compare reports); none: work_dir, which must then be local."""
+
+
+class MySQLConfig(Section):
+    host: Text = "127.0.0.1"
+    """MySQL/MariaDB server host."""
+    port: Annotated[int, Field(ge=0, le=65535)] = 3306
+    """Server port (0 with `socket`)."""
+    socket: OptionalText = None
+    """Unix socket of a local server instead of host:port."""
+    database: Text
+    """Database holding the ML Metadata tables (created when missing)."""
+    user: Text
+    """User name."""
+    password_env: OptionalText = None
+    """Environment variable holding the password (never the password itself; none: no password)."""
+
+    def password(self) -> str:
+        if self.password_env is None:
+            return ""
+        value = os.environ.get(self.password_env)
+        if value is None:
+            raise ConfigError(f"metadata.mysql.password_env: environment variable {self.password_env} is not set")
+        return value
+
+    def describe(self) -> str:
+        """Where the store is, for messages: no password."""
+        where = f"socket {self.socket}" if self.socket else f"{self.host}:{self.port}"
+        return f"mysql://{self.user}@{where}/{self.database}"
+
+
+class MetadataConfig(Section):
+    """ML Metadata store: `{sqlite: PATH}` or `{mysql: {host, port, database, user, password_env}}`."""
+
+    sqlite: OptionalText = None
+    """SQLite file (local); none, without mysql: <local_dir>/metadata.sqlite."""
+    mysql: MySQLConfig | None = None
+    """A MySQL/MariaDB server, as production TFX uses."""
+
+    @model_validator(mode="after")
+    def _one_store(self):
+        if self.sqlite is not None and self.mysql is not None:
+            raise ValueError("set either metadata.sqlite or metadata.mysql, not both")
+        if self.sqlite is not None and storage.is_url(self.sqlite):
+            raise ValueError(f"metadata.sqlite must be a local file, got {self.sqlite!r}")
+        return self
+
+
 class ModelSettings(Section):
     """What the Tuner's and Trainer's module code gets as custom_config["settings"]: only the
     sections they read, so editing other settings keeps them cached."""
@@ -288,7 +292,10 @@ class PipelineConfig(Section):
     pipeline_name: Text = "tlpipe"
     """TFX pipeline name."""
     work_dir: Text = "tlpipe-work"
-    """Everything a run writes."""
+    """Where everything is written (a local path or a URL): pipeline root, serving base, feature
+    cache; when local also logs and the SQLite ML Metadata store (see storage, metadata)."""
+    storage: StorageConfig = Field(default_factory=StorageConfig)
+    metadata: MetadataConfig = Field(default_factory=MetadataConfig)
     data: DataConfig = Field(default_factory=DataConfig)
     transform: TransformConfig = Field(default_factory=TransformConfig)
     base: BaseModelConfig = Field(default_factory=BaseModelConfig)
@@ -299,22 +306,53 @@ class PipelineConfig(Section):
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
     beam: BeamConfig = Field(default_factory=BeamConfig)
 
-    # Derived locations: one place decides the work-dir layout.
-    @property
-    def pipeline_root(self) -> str:
-        return str(Path(self.work_dir).resolve() / "pipeline")
+    # Derived locations: one place decides the work-dir layout. URLs are never resolve()d.
+    def _under_work_dir(self, setting: str | None, *parts: str) -> str:
+        return storage.absolute(setting) if setting else storage.join(storage.absolute(self.work_dir), *parts)
 
     @property
-    def metadata_path(self) -> str:
-        return str(Path(self.work_dir).resolve() / "metadata.sqlite")
+    def pipeline_root(self) -> str:
+        return self._under_work_dir(self.storage.pipeline_root, "pipeline")
 
     @property
     def serving_base(self) -> str:
-        return str(Path(self.work_dir).resolve() / "serving")
+        return self._under_work_dir(self.storage.serving_dir, "serving")
 
     @property
     def serving_model_dir(self) -> str:
-        return str(Path(self.serving_base) / self.model_name)
+        return storage.join(self.serving_base, self.model_name)
+
+    @property
+    def feature_cache_dir(self) -> str:
+        return self._under_work_dir(self.storage.feature_cache_dir, "cache", "features")
+
+    @property
+    def local_dir(self) -> str:
+        """This machine's folder for logs, locks, downloads and the default SQLite store."""
+        if self.storage.local_dir:
+            return storage.absolute(self.storage.local_dir)
+        if storage.is_url(self.work_dir):
+            raise ConfigError(f"work_dir {self.work_dir!r} is a URL: set storage.local_dir to a local folder "
+                              "for logs and the local ML Metadata store (or metadata.mysql)")
+        return storage.absolute(self.work_dir)
+
+    @property
+    def logs_dir(self) -> str:
+        return os.path.join(self.local_dir, "logs")
+
+    @property
+    def metadata_path(self) -> str | None:
+        """The SQLite store's file; None with metadata.mysql."""
+        if self.metadata.mysql is not None:
+            return None
+        if self.metadata.sqlite:
+            return storage.absolute(self.metadata.sqlite)
+        return os.path.join(self.local_dir, "metadata.sqlite")
+
+    @property
+    def metadata_description(self) -> str:
+        """Where ML Metadata lives, for messages (never a password)."""
+        return self.metadata_path or self.metadata.mysql.describe()
 
     @property
     def storage_size(self) -> int:
@@ -344,23 +382,3 @@ class PipelineConfig(Section):
     @classmethod
     def from_json(cls, text: str) -> PipelineConfig:
         return cls.from_dict(json.loads(text))
-
-
-def _one_line(error: dict[str, Any], root: type[BaseModel]) -> str:
-    """pydantic's first error as tlpipe's one line: the dotted setting, what it must be, the value."""
-    path = [str(p) for p in error["loc"]]
-    name = ".".join(path) or "config"
-    value = error.get("input")
-    if error["type"] == "extra_forbidden":
-        section: Any = root
-        for part in path[:-1]:
-            section = section.model_fields[part].annotation
-        valid = ", ".join(sorted(section.model_fields))
-        return f"unknown setting '{name}' (valid: {valid})"
-    if error["type"] in ("model_type", "model_attributes_type", "dict_type"):
-        return f"'{name}' must be a mapping of settings, got {value!r}"
-    message = (error["msg"].replace("Input should", "must").replace("Value should", "must")
-               .replace(" after validation", "").replace("Value error, ", ""))
-    if message.startswith("String should match pattern"):
-        message = "must be a plain name of letters, digits, '.', '_' or '-'"
-    return f"'{name}' {message}, got {value!r}"

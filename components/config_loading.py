@@ -61,9 +61,10 @@ def load_config(path: str | None = None, overrides: list[str] | None = None,
     return PipelineConfig.from_dict(raw)
 
 
-def validate(config: PipelineConfig) -> None:
+def validate(config: PipelineConfig, runs_here: bool = True) -> None:
     """Checks across settings and against the backbone registry: bad values fail here, before
-    any component runs. Single values were checked on loading."""
+    any component runs. Single values were checked on loading. `runs_here=False` (a compiled
+    pipeline) skips what only a run on this machine needs."""
     from components.trainer.backbones import BACKBONES, min_input_size  # light: no TensorFlow
     from components.trainer.base_layers import CutLayerError, check_cut, layer_names
 
@@ -90,6 +91,10 @@ def validate(config: PipelineConfig) -> None:
     if config.tuner.learning_rate_min > config.tuner.learning_rate_max:
         raise ConfigError(f"tuner.learning_rate_min {config.tuner.learning_rate_min} is above "
                           f"tuner.learning_rate_max {config.tuner.learning_rate_max}")
+    if runs_here:
+        config.local_dir  # noqa: B018 (a URL work_dir needs storage.local_dir: refused here, not mid-run)
+    if runs_here and config.metadata.mysql is not None:
+        config.metadata.mysql.password()  # the named environment variable must be set
 
 
 def check_data_tree(config: PipelineConfig, data_root: str) -> None:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 
+from components import storage
 from components.config import PipelineConfig
 
 
@@ -11,9 +12,9 @@ def resolve_data_root(config: PipelineConfig, mirror: str | None = None) -> str:
     under the work dir. Raises FlowersUnavailable (a usage error) when the demo is out of reach."""
     if config.data.root:
         root = config.data.root
-        return root if "://" in root else os.path.abspath(root)
+        return storage.absolute(root)  # gs://... stays as it is
     from data.flowers import ensure_flowers
 
-    return ensure_flowers(os.path.join(os.path.abspath(config.work_dir), "datasets"),
+    return ensure_flowers(os.path.join(config.local_dir, "datasets"),
                           mirror=mirror or config.data.flowers_mirror,
                           progress=lambda m: print(f"tlpipe: {m}", flush=True))

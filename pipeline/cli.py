@@ -15,7 +15,6 @@ import sys
 from components.errors import TlpipeError
 from pipeline import commands
 from pipeline.nodes import NODE_ORDER
-from pipeline.orchestrators import DEFAULT_IMAGE
 from pipeline.work_dir_lock import wait_seconds
 
 LISTING_FORMATS = ("table", "json")
@@ -123,8 +122,8 @@ def _pipeline_commands(sub, parents: dict[str, argparse.ArgumentParser]) -> None
                                    "them (gs://...).")
     compile_.add_argument("--kubeflow", required=True, metavar="FILE",
                           help="where to write the pipeline spec JSON")
-    compile_.add_argument("--image", default=DEFAULT_IMAGE,
-                          help=f"container image with tlpipe installed (default {DEFAULT_IMAGE})")
+    compile_.add_argument("--image", required=True,
+                          help="container image with tlpipe installed, as the cluster pulls it")
 
 
 def _config_command(sub, parents: dict[str, argparse.ArgumentParser]) -> None:

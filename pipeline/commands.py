@@ -11,8 +11,8 @@ import json
 import os
 import sys
 import time
-from pathlib import Path
 
+from components import storage
 from components.config import PipelineConfig
 from components.config_loading import check_data_tree, load_config, validate
 from components.errors import TlpipeError, UsageError
@@ -24,11 +24,12 @@ class RunFailed(TlpipeError):
     """A run that started and did not complete (the node and log were reported)."""
 
 
-def config_from(args: argparse.Namespace) -> PipelineConfig:
-    """The validated config of a command: YAML file, then `--set`, then `--work-dir`/`--data`."""
+def config_from(args: argparse.Namespace, runs_here: bool = True) -> PipelineConfig:
+    """The validated config of a command: YAML file, then `--set`, then `--work-dir`/`--data`.
+    `runs_here=False`: a pipeline compiled for elsewhere (see `validate`)."""
     config = load_config(args.config, args.set, work_dir=args.work_dir,
                          data__root=getattr(args, "data", None))
-    validate(config)
+    validate(config, runs_here)
     return config
 
 
@@ -40,7 +41,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     config = config_from(args)
     data_root = resolve_data_root(config, args.mirror)
     check_data_tree(config, data_root)
-    with WorkDirLock(config.work_dir, "run", wait_seconds=args.wait):  # one run per work dir
+    with WorkDirLock(config.local_dir, "run", wait_seconds=args.wait):  # one run per work dir
         return _run(args, config, data_root)
 
 
@@ -57,7 +58,7 @@ def _run(args: argparse.Namespace, config: PipelineConfig, data_root: str) -> in
             return 0
         print(f"tlpipe: {why}", flush=True)
     print(f"tlpipe: data {data_root}; base {config.base.name}; work dir "
-          f"{os.path.abspath(config.work_dir)}", flush=True)
+          f"{storage.absolute(config.work_dir)}", flush=True)
     from pipeline.local_runner import run_pipeline
     from pipeline.notify import FAILED, notify, notify_outcome
     from pipeline.summary import latest_run_summary
@@ -76,7 +77,7 @@ def _run(args: argparse.Namespace, config: PipelineConfig, data_root: str) -> in
     broken = [f"{e.node} ({e.state})" for e in ended if not e.ok]
     if broken:
         message = (f"run incomplete: {', '.join(broken)}; see the log under "
-                   f"{os.path.abspath(config.work_dir)}/logs")
+                   f"{config.logs_dir}")
         notify(config, FAILED, message, summary)
         raise RunFailed(message)
     print(f"tlpipe: run completed in {time.time() - started:.0f}s", flush=True)
@@ -91,7 +92,7 @@ def cmd_promote(args: argparse.Namespace) -> int:
     from pipeline.promote import promote
 
     config = config_from(args)
-    with WorkDirLock(config.work_dir, "promote"):
+    with WorkDirLock(config.local_dir, "promote"):
         pushed = promote(config, args.reason, args.model_id, args.by)
     print(f"tlpipe: FORCED release of model {pushed['model_artifact_id']} as version "
           f"{pushed['version']} at {pushed['path']} (reason recorded in metadata.json)")
@@ -102,7 +103,7 @@ def cmd_label(args: argparse.Namespace) -> int:
     config = config_from(args)
     model_dir = os.path.join(config.serving_base, args.model or config.model_name)
     try:
-        with WorkDirLock(config.work_dir, "label"):
+        with WorkDirLock(config.local_dir, "label"):
             from serving import layout  # imports TensorFlow (seconds): not before the lock says go
 
             path = layout.set_label(model_dir, args.label, args.version)
@@ -136,7 +137,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if args.format == "html":
         from pipeline.compare_report import write_report
 
-        out = args.out or os.path.join(os.path.abspath(config.work_dir), "compare")
+        out = args.out or os.path.join(config.local_dir, "compare")
         print(f"report: {write_report(rows, h2h, out)} (charts as PNG beside it)")
     return 0
 
@@ -149,7 +150,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
     if args.format == "json":
         print(json.dumps([r.to_dict() for r in records], indent=2))
     elif not records:
-        print(f"tlpipe: no runs recorded in {config.metadata_path}")
+        print(f"tlpipe: no runs recorded in {config.metadata_description}")
     else:
         print("\n".join(history_lines(records)))
     return 0
@@ -196,21 +197,19 @@ def cmd_schedule(args: argparse.Namespace) -> int:
 
         notify(config, FAILED, message)
 
-    scheduler = Scheduler(config.work_dir, scheduled_command(args), timing, first_now=not cron,
+    scheduler = Scheduler(config.local_dir, scheduled_command(args), timing, first_now=not cron,
                           max_runs=args.max_runs, on_killed=killed)
     when = f"cron '{cron}'" if cron else f"every {args.every or config.schedule.every}"
-    scheduler.say(f"{when}; work dir {Path(config.work_dir).resolve()}")
+    scheduler.say(f"{when}; work dir {storage.absolute(config.work_dir)}")
     return scheduler.serve()
 
 
 def cmd_compile(args: argparse.Namespace) -> int:
-    config = config_from(args)
+    config = config_from(args, runs_here=False)
     from data.root import resolve_data_root
-    from pipeline.orchestrators import compile_kubeflow
+    from pipeline.orchestrators import check_kubeflow, compile_kubeflow
 
-    if not config.data.root:
-        raise UsageError("compile needs the images' location as the cluster sees it: "
-                         "--data gs://bucket/images (or data.root)")
+    check_kubeflow(config)
     spec = compile_kubeflow(config, resolve_data_root(config), args.kubeflow, args.image)
     tasks = spec.get("pipelineSpec", spec).get("root", {}).get("dag", {}).get("tasks", {})
     print(f"tlpipe: wrote the Kubeflow V2 pipeline spec {os.path.abspath(args.kubeflow)} "

@@ -13,14 +13,13 @@ second version's run (TFMA keeps no per-example predictions).
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
-from components import features
+from components import features, storage
 from components.config import PipelineConfig
 from components.errors import UsageError
 
@@ -75,10 +74,10 @@ def serving_labels(model_dir: str) -> dict[str, int]:
     from serving import config as server_config
     from serving import layout, source
 
-    name = os.path.basename(os.path.abspath(model_dir))
-    model = server_config.ModelConfig(name, os.path.abspath(model_dir))
+    name = os.path.basename(storage.absolute(model_dir))
+    model = server_config.ModelConfig(name, storage.absolute(model_dir))
     path = layout.model_server_config_path(model_dir)
-    if os.path.exists(path):
+    if storage.exists(path):
         entry = next((m for m in server_config.read_model_config_file(path) if m.name == name), None)
         if entry is not None:
             model = server_config.ModelConfig(name, model.base_path, labels=entry.labels)
@@ -86,10 +85,9 @@ def serving_labels(model_dir: str) -> dict[str, int]:
 
 
 def _read_json(path: str) -> dict[str, Any]:
-    if not path or not os.path.exists(path):
+    if not path or not storage.exists(path):
         return {}
-    with open(path) as fh:
-        return json.load(fh)
+    return storage.read_json(path)
 
 
 def _fill_model_info(row: VersionRow, saved_model_dir: str) -> None:
@@ -149,7 +147,7 @@ def _mlmd_rows(config: PipelineConfig) -> list[VersionRow]:
         row.blessed = lineage.is_blessed(model.id)
         evaluations = [(e, first(e, OUTPUT, "evaluation")) for e in lineage.readers(model.id, "model")]
         latest = next(((e, ev) for e, ev in reversed(evaluations)
-                       if ev is not None and os.path.exists(ev.uri)), None)
+                       if ev is not None and storage.exists(ev.uri)), None)
         if latest is not None:
             examples = first(latest[0], INPUT, "examples")
             if examples is not None:
@@ -164,7 +162,7 @@ def gather(config: PipelineConfig, model_name: str | None = None) -> list[Versio
     """Every trained version: ML Metadata's models joined with the serving directory."""
     from serving import layout
 
-    model_dir = os.path.join(config.serving_base, model_name or config.model_name)
+    model_dir = storage.join(config.serving_base, model_name or config.model_name)
     rows = _mlmd_rows(config)
     by_uri = {row.model_uri: row for row in rows}
     labels: dict[int, list[str]] = {}
@@ -178,7 +176,7 @@ def gather(config: PipelineConfig, model_name: str | None = None) -> list[Versio
                              data_span=meta.get("data_span"),
                              blessed=meta.get("verdict", {}).get("blessed"))
             _fill_model_info(row, version.path)
-            if meta.get("evaluation_uri") and os.path.exists(meta["evaluation_uri"]):
+            if meta.get("evaluation_uri") and storage.exists(meta["evaluation_uri"]):
                 _fill_evaluation(row, meta["evaluation_uri"])
             rows.append(row)
         row.key, row.version, row.pushed = str(version.number), version.number, True

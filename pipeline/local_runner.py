@@ -40,6 +40,26 @@ class ComponentProgressHandler(logging.Handler):
             self._emit_line(f"  {'':<22} {message[len(_PROGRESS):]}")
 
 
+class RedactSecrets(logging.Filter):
+    """Replaces secrets in every record a handler writes: TFX's LocalDagRunner logs the ML
+    Metadata connection config, MySQL password included, at INFO."""
+
+    def __init__(self, secrets: list[str]):
+        super().__init__()
+        self._secrets = [s for s in secrets if s]
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self._secrets:
+            try:
+                message = record.getMessage()
+            except Exception:  # left as it is: a malformed record is the formatter's problem
+                return True
+            for secret in self._secrets:
+                message = message.replace(secret, "********")
+            record.msg, record.args = message, None
+        return True
+
+
 def progress_line(event: Event, log_path: str) -> str:
     """The console line of a node event."""
     if event.state == STARTED:
@@ -111,11 +131,14 @@ def run_pipeline(config: PipelineConfig, data_root: str, to_node: str | None = N
 
     from pipeline.pipeline import plan_run
 
-    log_dir = Path(config.work_dir).resolve() / "logs"
+    log_dir = Path(config.logs_dir)
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / time.strftime("run-%Y%m%d-%H%M%S.log")
     file_handler = logging.FileHandler(log_path)
     file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    mysql = config.metadata.mysql
+    redact = RedactSecrets([mysql.password()] if mysql else [])
+    file_handler.addFilter(redact)
     # Libraries print to fd 1/2 directly (KerasTuner summaries, pip installing the module
     # wheel, TF's C++ logs): send both descriptors to the log file for the run, and keep a
     # duplicate of the real stdout for the progress lines.
@@ -127,6 +150,7 @@ def run_pipeline(config: PipelineConfig, data_root: str, to_node: str | None = N
         print(line, file=console, flush=True)
 
     progress = ComponentProgressHandler(show)
+    progress.addFilter(redact)
     events = EventWriter.for_run(str(log_path), [lambda e: show(progress_line(e, str(log_path)))])
     absl_logging.set_verbosity(absl_logging.INFO)
     root = logging.getLogger()

@@ -22,6 +22,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from components import storage
 from components.config import PipelineConfig
 from pipeline.summary import RunSummary
 
@@ -47,7 +48,7 @@ def payload(config: PipelineConfig, event: str, message: str,
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "pipeline": config.pipeline_name,
         "model_name": config.model_name,
-        "work_dir": str(Path(config.work_dir).resolve()),
+        "work_dir": storage.absolute(config.work_dir),
         "run_id": summary.run_id if summary else None,
         "accuracy": summary.accuracy if summary else None,
         "baseline_accuracy": summary.baseline_accuracy if summary else None,
@@ -138,7 +139,7 @@ def notify(config: PipelineConfig, event: str, message: str,
     lines = [line]
     if config.schedule.webhook_url:
         lines.append(post_json(config.schedule.webhook_url, body))
-    log_dir = Path(config.work_dir).resolve() / "logs"
+    log_dir = Path(config.logs_dir)
     log_dir.mkdir(parents=True, exist_ok=True)
     with open(log_dir / ALERTS_LOG, "a") as fh:
         for text in lines:

@@ -19,6 +19,7 @@ from components.evaluator.eval_config import make_eval_config
 from components.ingest.component import make_ingest
 from components.pusher.component import ServingPusher
 from components.schema.component import make_label_domain
+from pipeline import lineage
 from pipeline.nodes import HYPERPARAMETERS_NODE, NODE_ORDER, RESOLVER_NODE
 from pipeline.retune import TuningDecision, decide
 
@@ -49,7 +50,7 @@ def model_custom_config(config: PipelineConfig) -> dict:
     shared_code = [COMPONENTS_DIR / "features.py", COMPONENTS_DIR / "trainer"]
     return {"settings": config.model_settings().to_custom_config(),
             "code": code_fingerprint(*shared_code),
-            "feature_cache_dir": str(Path(config.work_dir).resolve() / "cache" / "features")}
+            "feature_cache_dir": config.feature_cache_dir}
 
 
 def plan_run(config: PipelineConfig, data_root: str, to_node: str | None = None,
@@ -63,10 +64,12 @@ def plan_run(config: PipelineConfig, data_root: str, to_node: str | None = None,
 
 def create_pipeline(config: PipelineConfig, data_root: str, to_node: str | None = None,
                     reuse_hyperparameters: str | None = None,
-                    model_config: dict | None = None) -> tfx.dsl.Pipeline:
+                    model_config: dict | None = None, with_metadata: bool = True) -> tfx.dsl.Pipeline:
     """The DAG; with `reuse_hyperparameters` (a HyperParameters artifact URI, see
     pipeline/retune.py) an Importer stands in for the tuner. `model_config`: the Tuner's and
-    Trainer's custom config when the caller has built it (default: built here)."""
+    Trainer's custom config when the caller has built it (default: built here).
+    `with_metadata=False` leaves the ML Metadata connection to the orchestrator (Kubeflow brings
+    its own)."""
     tune = reuse_hyperparameters is None
     ingest = make_ingest(config.data, data_root)
     statistics_gen = tfx.components.StatisticsGen(
@@ -159,8 +162,7 @@ def create_pipeline(config: PipelineConfig, data_root: str, to_node: str | None 
         pipeline_root=config.pipeline_root,
         components=nodes,
         enable_cache=True,
-        metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(
-            config.metadata_path),
+        metadata_connection_config=lineage.connection_config(config) if with_metadata else None,
         beam_pipeline_args=config.beam_pipeline_args(),
     )
 

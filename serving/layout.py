@@ -17,7 +17,10 @@ from typing import Any
 import tensorflow as tf
 from tfx.v1.dsl.io import fileio
 
+from components import storage
+
 METADATA_FILE = "metadata.json"
+SAVED_MODEL_FILE = "saved_model.pb"  # written last on object stores: TF Serving waits for it
 # Version labels of a model (`{"stable": 3, "canary": 4}`), beside its versions; retention never
 # deletes a labelled version.
 LABELS_FILE = "labels.json"
@@ -83,7 +86,8 @@ def _copy_tree(src: str, dst: str) -> None:
 
 def push(saved_model_dir: str, model_dir: str, metadata: dict[str, Any],
          extra_files: dict[str, bytes] | None = None) -> Version:
-    """Copies a SavedModel in as the next integer version, atomically (temp dir, then rename).
+    """Copies a SavedModel in as the next integer version: staged, then published (renamed locally;
+    on object stores copied with saved_model.pb last, see storage.publish_tree).
 
     `extra_files` (relative path -> bytes, e.g. warmup requests) are written before the rename,
     so they are there when the version first becomes visible.
@@ -101,7 +105,8 @@ def push(saved_model_dir: str, model_dir: str, metadata: dict[str, Any],
     with fileio.open(os.path.join(staging, METADATA_FILE), "w") as fh:
         fh.write(json.dumps(record, indent=2, sort_keys=True))
     final = os.path.join(model_dir, str(number))
-    fileio.rename(staging, final)
+    # Local: rename. Object stores: file by file, saved_model.pb last (see storage.publish_tree).
+    storage.publish_tree(staging, final, last=SAVED_MODEL_FILE)
     return Version(number, final, record)
 
 

@@ -17,7 +17,7 @@ from google.protobuf import json_format
 from tensorflow_model_analysis.metrics.example_count import EXAMPLE_COUNT_NAME
 from tensorflow_model_analysis.proto import config_pb2
 
-from components import features
+from components import features, storage
 from components.evaluator.eval_config import (
     ACCURACY_METRIC,
     CONFUSION_MATRIX_PLOT,
@@ -151,8 +151,7 @@ def per_class_scores(matrix: list[list[float]], names: list[str],
 
 
 def _eval_config(evaluation_uri: str) -> config_pb2.EvalConfig:
-    with open(os.path.join(evaluation_uri, "eval_config.json")) as fh:
-        raw = json.load(fh)["evalConfig"]
+    raw = storage.read_json(os.path.join(evaluation_uri, "eval_config.json"))["evalConfig"]
     return json_format.ParseDict(raw, config_pb2.EvalConfig(), ignore_unknown_fields=True)
 
 
@@ -249,11 +248,8 @@ def verdict_lines(verdict: dict[str, Any]) -> list[str]:
 
 
 def write_verdict(verdict: dict[str, Any], directory: str) -> None:
-    os.makedirs(directory, exist_ok=True)
-    with open(os.path.join(directory, VERDICT_JSON), "w") as fh:
-        json.dump(verdict, fh, indent=2, sort_keys=True)
-    with open(os.path.join(directory, VERDICT_HTML), "w") as fh:
-        fh.write(render_html(verdict))
+    storage.write_json(os.path.join(directory, VERDICT_JSON), verdict)
+    storage.write_text(os.path.join(directory, VERDICT_HTML), render_html(verdict))
 
 
 def render_html(verdict: dict[str, Any]) -> str:

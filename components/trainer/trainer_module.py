@@ -19,7 +19,7 @@ import tensorflow_transform as tft
 from absl import logging
 from tfx import v1 as tfx
 
-from components import features
+from components import features, storage
 from components.config import ModelSettings
 from components.trainer import model as model_lib
 from components.trainer.curves import plot_training_curves
@@ -59,7 +59,8 @@ def _warm_start(model: keras.Model, base_model_dir: str | None, info: dict[str, 
     weights = keras_weights_path(base_model_dir)
     if not tf.io.gfile.exists(weights):
         return f"no Keras weights at {weights}"
-    model_lib.classifier_of(model).load_weights(weights)
+    with storage.local_copy(weights) as local:  # h5py opens local files only
+        model_lib.classifier_of(model).load_weights(local)
     return f"from {weights}"
 
 
@@ -126,8 +127,7 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     model_lib.export(model, tf_transform_output, names, settings, fn_args.serving_model_dir,
                      model_info)
     weights_path = keras_weights_path(fn_args.serving_model_dir)
-    tf.io.gfile.makedirs(os.path.dirname(weights_path))
-    model_lib.classifier_of(model).save_weights(weights_path)
+    storage.save_through_local(weights_path, model_lib.classifier_of(model).save_weights)
     summary = {**model_info, "phases": record, "train_examples": int(counts.sum()),
                "feature_cache": cache.stats if cache else None,
                "history": {k: [float(x) for x in v] for k, v in history.items()}}
