@@ -6,19 +6,18 @@ import subprocess
 import sys
 
 import pytest
-from conftest import E2E_SETTINGS, REPO, tlpipe_env
+from conftest import E2E_SETTINGS, REPO
 
 pytestmark = pytest.mark.e2e
 
 
-def test_whole_dag_on_a_url_work_dir_completes_and_pushes(tmp_path, tiny_images, keras_home):
+def test_whole_dag_on_a_url_work_dir_completes_and_pushes(tmp_path, tiny_images):
     local = tmp_path / "local"
-    weights = [] if keras_home else ["--set", "base.weights=none"]
     args = ["run", "--data", str(tiny_images), "--work-dir", "ram://work", "--set",
-            f"storage.local_dir={local}", *weights,  # min_accuracy 0: about storage, not the model
+            f"storage.local_dir={local}",  # min_accuracy 0: about storage, not the model
             *[a for s in [*E2E_SETTINGS, "evaluator.min_accuracy=0"] for a in ("--set", s)]]
     result = subprocess.run([sys.executable, str(REPO / "tests" / "ram_storage.py"), *args],
-                            capture_output=True, text=True, cwd=tmp_path, env=tlpipe_env(keras_home),
+                            capture_output=True, text=True, cwd=tmp_path,
                             timeout=1200)
     assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-5000:]
     assert "blessed       : yes" in result.stdout
