@@ -15,10 +15,9 @@ import os
 from typing import Annotated, Any, Literal
 
 from pydantic import BeforeValidator, Field, model_validator
-
-from components import storage
-from components.beam_args import guard_multi_threading, split_extra_args, with_runner
-from components.config_types import (  # noqa: F401 (ConfigError: imported from here too)
+from tlpipe.components import storage
+from tlpipe.components.beam_args import guard_multi_threading, split_extra_args, with_runner
+from tlpipe.components.config_types import (  # noqa: F401 (ConfigError: imported from here too)
     ConfigError,
     Float,
     InputSize,
@@ -32,7 +31,7 @@ from components.config_types import (  # noqa: F401 (ConfigError: imported from 
     _list_from_text,
     _none_from_text,
 )
-from components.features import RESIZE_POLICIES  # plain constants, no TensorFlow
+from tlpipe.components.features import RESIZE_POLICIES  # plain constants, no TensorFlow
 
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "gif", "bmp", "webp")
 

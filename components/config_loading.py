@@ -10,8 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-
-from components.config import ConfigError, PipelineConfig
+from tlpipe.components.config import ConfigError, PipelineConfig
 
 
 def _read_file(path: str) -> dict[str, Any]:
@@ -65,8 +64,8 @@ def validate(config: PipelineConfig, runs_here: bool = True) -> None:
     """Checks across settings and against the backbone registry: bad values fail here, before
     any component runs. Single values were checked on loading. `runs_here=False` (a compiled
     pipeline) skips what only a run on this machine needs."""
-    from components.trainer.backbones import BACKBONES, min_input_size  # light: no TensorFlow
-    from components.trainer.base_layers import CutLayerError, check_cut, layer_names
+    from tlpipe.components.trainer.backbones import BACKBONES, min_input_size  # light: no TensorFlow
+    from tlpipe.components.trainer.base_layers import CutLayerError, check_cut, layer_names
 
     if config.base.name not in BACKBONES:
         raise ConfigError(f"unknown base '{config.base.name}' (known: {', '.join(sorted(BACKBONES))})")
@@ -99,7 +98,7 @@ def validate(config: PipelineConfig, runs_here: bool = True) -> None:
 
 def check_data_tree(config: PipelineConfig, data_root: str) -> None:
     """The images are there as the data settings describe them (enough classes and images)."""
-    from components.ingest.listing import DatasetError, check_input
+    from tlpipe.components.ingest.listing import DatasetError, check_input
 
     try:
         check_input(data_root, config.data.pattern, config.data.manifest, config.data.extensions,

@@ -7,8 +7,7 @@ from typing import Any
 
 import yaml
 from pydantic import BaseModel
-
-from components.config import PipelineConfig
+from tlpipe.components.config import PipelineConfig
 
 INTRO = """# Configuration
 

@@ -6,8 +6,7 @@ from typing import Annotated, Any
 
 import yaml
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
-
-from components.errors import UsageError
+from tlpipe.components.errors import UsageError
 
 MAX_INPUT_SIZE = 1024  # Transform stores every image at the largest size: bound the bytes
 

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import os
 
-from components import storage
-from components.config import PipelineConfig
+from tlpipe.components import storage
+from tlpipe.components.config import PipelineConfig
 
 
 def resolve_data_root(config: PipelineConfig, mirror: str | None = None) -> str:
@@ -13,7 +13,7 @@ def resolve_data_root(config: PipelineConfig, mirror: str | None = None) -> str:
     if config.data.root:
         root = config.data.root
         return storage.absolute(root)  # gs://... stays as it is
-    from data.flowers import ensure_flowers
+    from tlpipe.data.flowers import ensure_flowers
 
     return ensure_flowers(os.path.join(config.local_dir, "datasets"),
                           mirror=mirror or config.data.flowers_mirror,

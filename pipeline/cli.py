@@ -12,10 +12,10 @@ import argparse
 import os
 import sys
 
-from components.errors import TlpipeError
-from pipeline import commands
-from pipeline.nodes import NODE_ORDER
-from pipeline.work_dir_lock import wait_seconds
+from tlpipe.components.errors import TlpipeError
+from tlpipe.pipeline import commands
+from tlpipe.pipeline.nodes import NODE_ORDER
+from tlpipe.pipeline.work_dir_lock import wait_seconds
 
 LISTING_FORMATS = ("table", "json")
 SERVING_LABELS = ("stable", "canary")
@@ -144,7 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     parents = _shared_parents()
     _pipeline_commands(sub, parents)
     _config_command(sub, parents)
-    from serving.cli import register as register_serving  # serve, predict: TF Serving's flags
+    from tlpipe.serving.cli import register as register_serving  # serve, predict: TF Serving's flags
 
     register_serving(sub)
     return parser

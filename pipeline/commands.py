@@ -12,12 +12,12 @@ import os
 import sys
 import time
 
-from components import storage
-from components.config import PipelineConfig
-from components.config_loading import check_data_tree, load_config, validate
-from components.errors import TlpipeError, UsageError
-from pipeline.nodes import NODE_ORDER
-from pipeline.work_dir_lock import WorkDirLock
+from tlpipe.components import storage
+from tlpipe.components.config import PipelineConfig
+from tlpipe.components.config_loading import check_data_tree, load_config, validate
+from tlpipe.components.errors import TlpipeError, UsageError
+from tlpipe.pipeline.nodes import NODE_ORDER
+from tlpipe.pipeline.work_dir_lock import WorkDirLock
 
 
 class RunFailed(TlpipeError):
@@ -34,7 +34,7 @@ def config_from(args: argparse.Namespace, runs_here: bool = True) -> PipelineCon
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from data.root import resolve_data_root
+    from tlpipe.data.root import resolve_data_root
 
     if args.to and args.to not in NODE_ORDER:
         raise UsageError(f"--to: unknown node '{args.to}' (nodes: {', '.join(NODE_ORDER)})")
@@ -47,11 +47,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace, config: PipelineConfig, data_root: str) -> int:
     if args.if_new_data:
-        from pipeline.runs import NO_NEW_DATA, new_data_check
+        from tlpipe.pipeline.runs import NO_NEW_DATA, new_data_check
 
         new, why = new_data_check(config, data_root)
         if not new:
-            from pipeline.events import RUN_SKIPPED, Event, emit_to_env
+            from tlpipe.pipeline.events import RUN_SKIPPED, Event, emit_to_env
 
             emit_to_env(Event(RUN_SKIPPED, detail=why))
             print(f"{NO_NEW_DATA} {why}", flush=True)
@@ -59,9 +59,9 @@ def _run(args: argparse.Namespace, config: PipelineConfig, data_root: str) -> in
         print(f"tlpipe: {why}", flush=True)
     print(f"tlpipe: data {data_root}; base {config.base.name}; work dir "
           f"{storage.absolute(config.work_dir)}", flush=True)
-    from pipeline.local_runner import run_pipeline
-    from pipeline.notify import FAILED, notify, notify_outcome
-    from pipeline.summary import latest_run_summary
+    from tlpipe.pipeline.local_runner import run_pipeline
+    from tlpipe.pipeline.notify import FAILED, notify, notify_outcome
+    from tlpipe.pipeline.summary import latest_run_summary
 
     started = time.time()
     try:
@@ -89,7 +89,7 @@ def _run(args: argparse.Namespace, config: PipelineConfig, data_root: str) -> in
 # ---------------------------------------------------------------- serving-layout actions
 
 def cmd_promote(args: argparse.Namespace) -> int:
-    from pipeline.promote import promote
+    from tlpipe.pipeline.promote import promote
 
     config = config_from(args)
     with WorkDirLock(config.local_dir, "promote"):
@@ -104,7 +104,7 @@ def cmd_label(args: argparse.Namespace) -> int:
     model_dir = os.path.join(config.serving_base, args.model or config.model_name)
     try:
         with WorkDirLock(config.local_dir, "label"):
-            from serving import layout  # imports TensorFlow (seconds): not before the lock says go
+            from tlpipe.serving import layout  # imports TensorFlow (seconds): not before the lock says go
 
             path = layout.set_label(model_dir, args.label, args.version)
     except ValueError as err:  # no such version
@@ -119,8 +119,8 @@ def cmd_label(args: argparse.Namespace) -> int:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     config = config_from(args)
-    from pipeline.compare import gather, head_to_head, select
-    from pipeline.compare_report import head_to_head_lines, table_lines
+    from tlpipe.pipeline.compare import gather, head_to_head, select
+    from tlpipe.pipeline.compare_report import head_to_head_lines, table_lines
 
     rows = select(gather(config, args.model), args.versions)
     if not rows:
@@ -135,7 +135,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if h2h:
         print("\n".join(head_to_head_lines(h2h)))
     if args.format == "html":
-        from pipeline.compare_report import write_report
+        from tlpipe.pipeline.compare_report import write_report
 
         out = args.out or os.path.join(config.local_dir, "compare")
         print(f"report: {write_report(rows, h2h, out)} (charts as PNG beside it)")
@@ -143,7 +143,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
-    from pipeline.runs import history_lines, run_history
+    from tlpipe.pipeline.runs import history_lines, run_history
 
     config = config_from(args)
     records = run_history(config, args.last)
@@ -158,7 +158,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 def cmd_config(args: argparse.Namespace) -> int:
     if args.markdown:
-        from components.config_reference import markdown
+        from tlpipe.components.config_reference import markdown
 
         print(markdown(), end="")
         return 0
@@ -172,7 +172,7 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 def scheduled_command(args: argparse.Namespace) -> list[str]:
     """The scheduler's child: the real `tlpipe run`, with this scheduler's options."""
-    command = [sys.executable, "-m", "pipeline.cli", "run"]
+    command = [sys.executable, "-m", "tlpipe.pipeline.cli", "run"]
     if not args.always:
         command.append("--if-new-data")
     for flag in ("config", "data", "work_dir", "mirror"):
@@ -185,15 +185,15 @@ def scheduled_command(args: argparse.Namespace) -> list[str]:
 
 
 def cmd_schedule(args: argparse.Namespace) -> int:
-    from pipeline.schedule import Scheduler
-    from pipeline.timing import next_tick
+    from tlpipe.pipeline.schedule import Scheduler
+    from tlpipe.pipeline.timing import next_tick
 
     config = config_from(args)
     cron = args.cron or (None if args.every else config.schedule.cron)
     timing = next_tick(args.every or config.schedule.every, cron)
 
     def killed(message: str) -> None:  # `tlpipe run` alerts on its own failures, not on a kill
-        from pipeline.notify import FAILED, notify
+        from tlpipe.pipeline.notify import FAILED, notify
 
         notify(config, FAILED, message)
 
@@ -206,8 +206,8 @@ def cmd_schedule(args: argparse.Namespace) -> int:
 
 def cmd_compile(args: argparse.Namespace) -> int:
     config = config_from(args, runs_here=False)
-    from data.root import resolve_data_root
-    from pipeline.orchestrators import check_kubeflow, compile_kubeflow
+    from tlpipe.data.root import resolve_data_root
+    from tlpipe.pipeline.orchestrators import check_kubeflow, compile_kubeflow
 
     check_kubeflow(config)
     spec = compile_kubeflow(config, resolve_data_root(config), args.kubeflow, args.image)

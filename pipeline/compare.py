@@ -19,9 +19,9 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
-from components import features, storage
-from components.config import PipelineConfig
-from components.errors import UsageError
+from tlpipe.components import features, storage
+from tlpipe.components.config import PipelineConfig
+from tlpipe.components.errors import UsageError
 
 HEADLINE_METRICS = ("accuracy", "macro_auc", "log_loss")  # the table's metric columns
 SIGNIFICANCE = 0.05
@@ -71,8 +71,8 @@ class VersionRow:
 def serving_labels(model_dir: str) -> dict[str, int]:
     """label -> version as the servers see it: labels.json, overridden by the
     ModelServerConfig's version_labels (serving.source's rule)."""
-    from serving import config as server_config
-    from serving import layout, source
+    from tlpipe.serving import config as server_config
+    from tlpipe.serving import layout, source
 
     name = os.path.basename(storage.absolute(model_dir))
     model = server_config.ModelConfig(name, storage.absolute(model_dir))
@@ -105,7 +105,7 @@ def _fill_model_info(row: VersionRow, saved_model_dir: str) -> None:
 
 
 def _fill_evaluation(row: VersionRow, evaluation_uri: str) -> None:
-    from components.evaluator import verdict
+    from tlpipe.components.evaluator import verdict
 
     row.evaluation_uri = evaluation_uri
     row.metrics = verdict.load_metrics(evaluation_uri).get(verdict.OVERALL, {}).get("candidate", {})
@@ -123,8 +123,8 @@ def _local_time(stamp: str | None) -> str | None:
 
 def _mlmd_rows(config: PipelineConfig) -> list[VersionRow]:
     """A row per Model the trainer node produced, with its latest evaluation as candidate."""
-    from components.pusher.component import SERVING_SUBDIR
-    from pipeline.lineage import INPUT, OUTPUT, Lineage, custom_property
+    from tlpipe.components.pusher.component import SERVING_SUBDIR
+    from tlpipe.pipeline.lineage import INPUT, OUTPUT, Lineage, custom_property
 
     lineage = Lineage.open(config)
     if lineage is None:
@@ -160,7 +160,7 @@ def _mlmd_rows(config: PipelineConfig) -> list[VersionRow]:
 
 def gather(config: PipelineConfig, model_name: str | None = None) -> list[VersionRow]:
     """Every trained version: ML Metadata's models joined with the serving directory."""
-    from serving import layout
+    from tlpipe.serving import layout
 
     model_dir = storage.join(config.serving_base, model_name or config.model_name)
     rows = _mlmd_rows(config)

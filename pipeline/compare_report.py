@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from pipeline.compare import HEADLINE_METRICS, VersionRow
+from tlpipe.pipeline.compare import HEADLINE_METRICS, VersionRow
 
 REPORT_FILE = "compare.html"
 CHART_METRICS = (*HEADLINE_METRICS, "expected_calibration_error")

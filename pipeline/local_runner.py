@@ -16,8 +16,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from components.config import PipelineConfig
-from pipeline.events import CACHED, EMPTY, FAILED, SKIPPED, STARTED, Event, EventWriter
+from tlpipe.components.config import PipelineConfig
+from tlpipe.pipeline.events import CACHED, EMPTY, FAILED, SKIPPED, STARTED, Event, EventWriter
 
 # Component code logs "progress: ..." for long work (epochs, trials); shown under its node.
 _PROGRESS = "progress: "
@@ -93,7 +93,7 @@ def _observing(launcher_class, emit: Callable[[Event], None]):
             return info
 
         def _recorded_state(self, info) -> str:
-            from pipeline.lineage import execution_state
+            from tlpipe.pipeline.lineage import execution_state
 
             if info is None or info.execution_id is None:
                 return SKIPPED
@@ -128,8 +128,7 @@ def run_pipeline(config: PipelineConfig, data_root: str, to_node: str | None = N
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from absl import logging as absl_logging
     from tfx import v1 as tfx
-
-    from pipeline.pipeline import plan_run
+    from tlpipe.pipeline.pipeline import plan_run
 
     log_dir = Path(config.logs_dir)
     log_dir.mkdir(parents=True, exist_ok=True)

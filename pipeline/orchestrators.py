@@ -14,8 +14,8 @@ import tempfile
 from collections.abc import Iterator
 from typing import Any
 
-from components import storage
-from components.config import ConfigError, PipelineConfig
+from tlpipe.components import storage
+from tlpipe.components.config import ConfigError, PipelineConfig
 
 
 @contextlib.contextmanager
@@ -72,8 +72,7 @@ def compile_kubeflow(config: PipelineConfig, data_root: str, output_file: str,
     runner does; the cluster must reach that root, the data root and the serving dir.
     """
     from tfx import v1 as tfx
-
-    from pipeline.pipeline import create_pipeline
+    from tlpipe.pipeline.pipeline import create_pipeline
 
     output_file = os.path.abspath(output_file)
     os.makedirs(os.path.dirname(output_file), exist_ok=True)

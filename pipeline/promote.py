@@ -9,10 +9,10 @@ from __future__ import annotations
 import getpass
 import os
 
-from components import features, storage
-from components.config import PipelineConfig
-from components.errors import UsageError
-from pipeline.lineage import Lineage
+from tlpipe.components import features, storage
+from tlpipe.components.config import PipelineConfig
+from tlpipe.components.errors import UsageError
+from tlpipe.pipeline.lineage import Lineage
 
 
 class PromoteError(UsageError, RuntimeError):
@@ -39,9 +39,9 @@ def _latest(candidates: list, type_name: str, artifact_id: int | None = None):
 
 def promote(config: PipelineConfig, reason: str, model_id: int | None = None,
             promoted_by: str | None = None) -> dict:
-    from components.pusher.component import SERVING_SUBDIR
-    from components.pusher.warmup import warmup_records
-    from serving import layout
+    from tlpipe.components.pusher.component import SERVING_SUBDIR
+    from tlpipe.components.pusher.warmup import warmup_records
+    from tlpipe.serving import layout
 
     if not reason.strip():
         raise PromoteError("a forced release needs --reason")

@@ -28,9 +28,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from pipeline.events import EVENTS_FILE_ENV, RUN_SKIPPED, STARTED, Event, EventFollower
-from pipeline.nodes import NODE_ORDER
-from pipeline.work_dir_lock import LockHeld, WorkDirLock, describe
+from tlpipe.pipeline.events import EVENTS_FILE_ENV, RUN_SKIPPED, STARTED, Event, EventFollower
+from tlpipe.pipeline.nodes import NODE_ORDER
+from tlpipe.pipeline.work_dir_lock import LockHeld, WorkDirLock, describe
 
 LOCK_FILE = "schedule.lock"
 SCHEDULE_LOG = "schedule.log"
@@ -202,7 +202,7 @@ class Scheduler:
 
 def shown_command(command: list[str]) -> str:
     """The command as logged: a URL in a `--set key=URL` (a webhook: a secret) redacted."""
-    from pipeline.notify import redact_url
+    from tlpipe.pipeline.notify import redact_url
 
     return shlex.join(f"{arg.split('=', 1)[0]}={redact_url(arg.split('=', 1)[1])}"
                       if "=" in arg and "://" in arg else arg for arg in command)

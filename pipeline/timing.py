@@ -12,9 +12,8 @@ from collections.abc import Callable
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import CroniterBadDateError, croniter
-
-from components.config import PipelineConfig
-from components.errors import UsageError
+from tlpipe.components.config import PipelineConfig
+from tlpipe.components.errors import UsageError
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 

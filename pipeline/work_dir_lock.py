@@ -19,7 +19,7 @@ import socket
 import time
 from pathlib import Path
 
-from components.errors import UsageError
+from tlpipe.components.errors import UsageError
 
 RUN_LOCK_FILE = "run.lock"
 _RUN_REFUSAL = ("another tlpipe command holds {path} ({holder}); nothing was done: wait for it to end "

@@ -17,9 +17,8 @@ from collections.abc import Callable
 from concurrent.futures import Future
 
 import numpy as np
-
-from serving.config import BatchingOptions
-from serving.status import unavailable
+from tlpipe.serving.config import BatchingOptions
+from tlpipe.serving.status import unavailable
 
 Arrays = dict[str, np.ndarray]
 # Rows per model call kept for tests and the benchmark: the latest calls only, so a

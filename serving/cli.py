@@ -13,7 +13,7 @@ import signal
 import sys
 import threading
 
-from serving.flags import add_serve_flags, log_ignored, server_options, version_text
+from tlpipe.serving.flags import add_serve_flags, log_ignored, server_options, version_text
 
 __all__ = ["register", "server_options"]
 
@@ -51,8 +51,8 @@ def _error(message: str, code: int = 2) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from serving.config import ConfigError
-    from serving.server import ModelServer, ServerError
+    from tlpipe.serving.config import ConfigError
+    from tlpipe.serving.server import ModelServer, ServerError
 
     if args.version:
         print(version_text())
@@ -89,7 +89,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from serving.client import ClientError, ServingClient
+    from tlpipe.serving.client import ClientError, ServingClient
 
     if args.top_k < 1:
         return _error("--top-k must be at least 1")

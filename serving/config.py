@@ -10,8 +10,7 @@ import os
 from dataclasses import dataclass, field
 
 from google.protobuf import text_format
-
-from serving import config_protos
+from tlpipe.serving import config_protos
 
 
 class ConfigError(ValueError):

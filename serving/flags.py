@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from serving.limits import DEFAULT_LIMITS
+from tlpipe.serving.limits import DEFAULT_LIMITS
 
 log = logging.getLogger(__name__)
 
@@ -143,10 +143,10 @@ def log_ignored(args: argparse.Namespace) -> None:
 
 def server_options(args: argparse.Namespace):
     """Flags into ServerOptions; ConfigError for anything inconsistent."""
-    from serving import config
-    from serving.limits import InputLimits
-    from serving.loader import SessionOptions
-    from serving.server import ServerOptions
+    from tlpipe.serving import config
+    from tlpipe.serving.limits import InputLimits
+    from tlpipe.serving.loader import SessionOptions
+    from tlpipe.serving.server import ServerOptions
 
     if args.model_config_file:
         models = config.read_model_config_file(args.model_config_file)

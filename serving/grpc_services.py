@@ -16,13 +16,12 @@ from tensorflow_serving.apis import (
     model_service_pb2_grpc,
     prediction_service_pb2_grpc,
 )
-
-from serving import config as server_config
-from serving import inference
-from serving.limits import InputLimits
-from serving.manager import ModelManager, spec_choice
-from serving.metrics import Metrics
-from serving.status import ServingError, code_number, from_exception, invalid_argument
+from tlpipe.serving import config as server_config
+from tlpipe.serving import inference
+from tlpipe.serving.limits import InputLimits
+from tlpipe.serving.manager import ModelManager, spec_choice
+from tlpipe.serving.metrics import Metrics
+from tlpipe.serving.status import ServingError, code_number, from_exception, invalid_argument
 
 ENTRYPOINT = "GRPC"
 

@@ -22,11 +22,10 @@ from tensorflow_serving.apis import (
     predict_pb2,
     regression_pb2,
 )
-
-from serving import tensors
-from serving.limits import DEFAULT_LIMITS, InputLimits
-from serving.servable import DEFAULT_SIGNATURE, LoadedModel, Signature
-from serving.status import ServingError, from_exception, invalid_argument
+from tlpipe.serving import tensors
+from tlpipe.serving.limits import DEFAULT_LIMITS, InputLimits
+from tlpipe.serving.servable import DEFAULT_SIGNATURE, LoadedModel, Signature
+from tlpipe.serving.status import ServingError, from_exception, invalid_argument
 
 __all__ = ["DEFAULT_LIMITS", "InputLimits", "predict", "classify", "regress", "multi_inference",
            "model_metadata"]

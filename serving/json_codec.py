@@ -14,10 +14,9 @@ from typing import Any
 import numpy as np
 from tensorflow.core.example import example_pb2
 from tensorflow.core.framework import types_pb2
-
-from serving.servable import Signature
-from serving.status import invalid_argument
-from serving.tensors import NUMPY_TYPES, dtype_name
+from tlpipe.serving.servable import Signature
+from tlpipe.serving.status import invalid_argument
+from tlpipe.serving.tensors import NUMPY_TYPES, dtype_name
 
 MAX_JSON_DEPTH = 64  # TF Serving's tensors are rarely deeper than 5; 100,000-deep JSON is 400
 

@@ -16,8 +16,7 @@ from typing import Any
 
 import tensorflow as tf
 from tfx.v1.dsl.io import fileio
-
-from components import storage
+from tlpipe.components import storage
 
 METADATA_FILE = "metadata.json"
 SAVED_MODEL_FILE = "saved_model.pb"  # written last on object stores: TF Serving waits for it
@@ -159,8 +158,7 @@ def set_label(model_dir: str, label: str, version: int) -> str:
     and never deletes a labelled version); `specific` gets the version added.
     """
     from google.protobuf import text_format
-
-    from serving import config as server_config
+    from tlpipe.serving import config as server_config
 
     if version not in {v.number for v in versions(model_dir)}:
         raise ValueError(f"no version {version} under {model_dir}")

@@ -15,11 +15,10 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
-
-from serving import layout
-from serving.batching import BatchScheduler
-from serving.config import BatchingOptions
-from serving.servable import LoadedModel, Signature, TensorSpec
+from tlpipe.serving import layout
+from tlpipe.serving.batching import BatchScheduler
+from tlpipe.serving.config import BatchingOptions
+from tlpipe.serving.servable import LoadedModel, Signature, TensorSpec
 
 log = logging.getLogger(__name__)
 

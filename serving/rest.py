@@ -20,13 +20,13 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from serving import json_codec, rest_actions
-from serving.config import MonitoringOptions, TlsOptions
-from serving.layout import MAX_VERSION
-from serving.limits import InputLimits
-from serving.manager import STATE_NAMES, ModelManager, spec_choice
-from serving.metrics import CONTENT_TYPE, Metrics
-from serving.status import ServingError, from_exception, http_status, invalid_argument, not_found
+from tlpipe.serving import json_codec, rest_actions
+from tlpipe.serving.config import MonitoringOptions, TlsOptions
+from tlpipe.serving.layout import MAX_VERSION
+from tlpipe.serving.limits import InputLimits
+from tlpipe.serving.manager import STATE_NAMES, ModelManager, spec_choice
+from tlpipe.serving.metrics import CONTENT_TYPE, Metrics
+from tlpipe.serving.status import ServingError, from_exception, http_status, invalid_argument, not_found
 
 log = logging.getLogger(__name__)
 

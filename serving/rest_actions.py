@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from google.protobuf import json_format
 from tensorflow_serving.apis import classification_pb2, get_model_metadata_pb2, regression_pb2
-
-from serving import inference, json_codec
-from serving.status import invalid_argument
+from tlpipe.serving import inference, json_codec
+from tlpipe.serving.status import invalid_argument
 
 
 def _predict(model, spec, body, limits):

@@ -11,9 +11,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-
-from serving.batching import BatchScheduler
-from serving.status import failed_precondition
+from tlpipe.serving.batching import BatchScheduler
+from tlpipe.serving.status import failed_precondition
 
 DEFAULT_SIGNATURE = "serving_default"
 

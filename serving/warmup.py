@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import os
 
-from serving import inference
-from serving.servable import LoadedModel
+from tlpipe.serving import inference
+from tlpipe.serving.servable import LoadedModel
 
 WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
 MAX_WARMUP_RECORDS = 1000  # TF Serving's limit

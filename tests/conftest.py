@@ -16,8 +16,7 @@ from pathlib import Path
 import dag_guard
 import numpy as np
 import pytest
-
-from data.synthetic import make_image_folder
+from tlpipe.data.synthetic import make_image_folder
 
 REPO = Path(__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent
@@ -182,7 +181,7 @@ SIZE = 64
 def model_settings(pretrained: bool = False, **trainer):
     """ModelSettings (as the Trainer and Tuner rebuild them) at SIZE px: TEST_BASE with random
     weights, or, when a test needs features worth training on, PRETRAINED_BASE."""
-    from components.config import PipelineConfig
+    from tlpipe.components.config import PipelineConfig
 
     config = PipelineConfig()
     config.base.name = PRETRAINED_BASE if pretrained else TEST_BASE

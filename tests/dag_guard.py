@@ -81,4 +81,4 @@ def launch_cli() -> None:
     import runpy
 
     install()
-    runpy.run_module("pipeline.cli", run_name="__main__", alter_sys=True)
+    runpy.run_module("tlpipe.pipeline.cli", run_name="__main__", alter_sys=True)

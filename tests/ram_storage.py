@@ -35,7 +35,7 @@ from apache_beam.io.filesystem import BeamIOError, CompressedFile, CompressionTy
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from components import storage  # noqa: E402
+from tlpipe.components import storage  # noqa: E402
 
 SCHEME = "ram"
 gfile = tf.io.gfile
@@ -232,7 +232,7 @@ def listing(root: str) -> dict[str, int]:
 
 if __name__ == "__main__":
     install()
-    from pipeline.cli import main
+    from tlpipe.pipeline.cli import main
 
     code = main(sys.argv[1:])
     print("RAM_LISTING " + json.dumps(listing(f"{SCHEME}://")), flush=True)

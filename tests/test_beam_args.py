@@ -6,10 +6,9 @@ import sys
 import textwrap
 
 import pytest
-
-from components.config import PipelineConfig
-from components.config_loading import load_config
-from components.errors import UsageError
+from tlpipe.components.config import PipelineConfig
+from tlpipe.components.config_loading import load_config
+from tlpipe.components.errors import UsageError
 
 
 @pytest.mark.parametrize(("given", "expected"), [
@@ -44,7 +43,7 @@ _RACE = textwrap.dedent("""
     from apache_beam.coders.coder_impl import create_InputStream
     from apache_beam.runners.worker import data_plane
     if sys.argv[1] == "guarded":
-        from components.config import PipelineConfig
+        from tlpipe.components.config import PipelineConfig
         config = PipelineConfig()
         config.beam.direct_running_mode = "multi_threading"
         config.beam_pipeline_args()
@@ -82,7 +81,8 @@ def test_beams_timed_flush_loses_elements_and_the_guard_stops_it():
 
 
 def test_ingest_multi_threaded_with_two_workers_counts_every_image(tmp_path, tiny_images):
-    from components.ingest.local import run_ingest
+    from tlpipe.components.ingest.local import run_ingest
+
     from tests.test_ingest_executor import read_examples
 
     config = PipelineConfig()
@@ -97,7 +97,7 @@ def test_ingest_multi_threaded_with_two_workers_counts_every_image(tmp_path, tin
 
 def test_the_in_process_runner_is_named_unless_the_user_names_one():
     """Beam 2.77's DirectRunner would try to download Prism first; FnApiRunner never does."""
-    from components.beam_args import IN_PROCESS_RUNNER
+    from tlpipe.components.beam_args import IN_PROCESS_RUNNER
 
     assert PipelineConfig().beam_pipeline_args()[0] == IN_PROCESS_RUNNER
     flink = PipelineConfig.from_dict({"beam": {"extra_args": ["--runner=FlinkRunner"]}})

@@ -8,12 +8,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from tlpipe.pipeline import compare, compare_report
+from tlpipe.pipeline.cli import main as tlpipe_main
+from tlpipe.serving import config as server_config
+from tlpipe.serving import layout
 from toy_pipeline import TOY_BASE, TOY_SIZE
-
-from pipeline import compare, compare_report
-from pipeline.cli import main as tlpipe_main
-from serving import config as server_config
-from serving import layout
 
 # The second version: one more epoch than the first, so the two pushed versions differ.
 SECOND_VERSION = ["trainer.phase1_epochs=2"]
@@ -34,7 +33,7 @@ def versions(toy_run_copy) -> TwoVersions:
 
 
 def _rows(work: Path) -> dict[str, compare.VersionRow]:
-    from components.config_loading import load_config
+    from tlpipe.components.config_loading import load_config
 
     return {row.key: row for row in compare.gather(load_config(work_dir=str(work)))}
 
@@ -152,7 +151,7 @@ def test_html_report_opens_in_headless_chromium(versions, tmp_path, capsys):
 
 
 def test_label_is_written_where_both_servers_read_it(versions, capsys):
-    from serving import source
+    from tlpipe.serving import source
 
     work, a, b = str(versions.work), versions.a, versions.b
     model_dir = versions.work / "serving" / "flowers"

@@ -3,9 +3,8 @@ import re
 
 import yaml
 from conftest import REPO
-
-from components.config import PipelineConfig
-from components.config_reference import markdown, rows
+from tlpipe.components.config import PipelineConfig
+from tlpipe.components.config_reference import markdown, rows
 
 REFERENCE = REPO / "docs" / "configuration.md"
 

@@ -11,8 +11,7 @@ from pathlib import Path
 
 import pytest
 from conftest import SHARED_FLOWERS
-
-from data.flowers import (
+from tlpipe.data.flowers import (
     FLOWERS_CLASSES,
     MARKER,
     MIRROR_ENV,
@@ -20,7 +19,7 @@ from data.flowers import (
     ensure_flowers,
     main,
 )
-from data.synthetic import make_flowers_tarball, make_image_folder
+from tlpipe.data.synthetic import make_flowers_tarball, make_image_folder
 
 
 class _Server:

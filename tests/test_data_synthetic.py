@@ -10,9 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-
-from data.flowers import FLOWERS_CLASSES
-from data.synthetic import class_names, make_flowers_tarball, make_image_folder
+from tlpipe.data.flowers import FLOWERS_CLASSES
+from tlpipe.data.synthetic import class_names, make_flowers_tarball, make_image_folder
 
 
 def _files(root: Path) -> list[Path]:

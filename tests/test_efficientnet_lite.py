@@ -13,10 +13,9 @@ import types
 import numpy as np
 import pytest
 from conftest import SHARED_FLOWERS
-
-from components.trainer import efficientnet_lite as lite
-from components.trainer.efficientnet_lite import EfficientNetLiteError, build_efficientnet_lite0
-from components.trainer.legacy_pth import read_legacy_state_dict
+from tlpipe.components.trainer import efficientnet_lite as lite
+from tlpipe.components.trainer.efficientnet_lite import EfficientNetLiteError, build_efficientnet_lite0
+from tlpipe.components.trainer.legacy_pth import read_legacy_state_dict
 
 DAISY_DIR = SHARED_FLOWERS / "daisy"
 DAISY_CLASS = 985

@@ -12,7 +12,7 @@ from conftest import REPO
 
 PACKAGES = ("components", "data", "pipeline", "serving")
 # Modules that do work when imported, by design: the Airflow DAG file loads TLPIPE_CONFIG.
-NOT_IMPORTABLE_ALONE = {"pipeline.airflow_dag"}
+NOT_IMPORTABLE_ALONE = {"tlpipe.pipeline.airflow_dag"}
 
 
 def product_modules() -> dict[str, Path]:
@@ -20,7 +20,7 @@ def product_modules() -> dict[str, Path]:
     for package in PACKAGES:
         for path in sorted((REPO / package).rglob("*.py")):
             parts = path.relative_to(REPO).with_suffix("").parts
-            modules[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+            modules["tlpipe." + ".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
     return modules
 
 
@@ -88,13 +88,13 @@ def _graph() -> dict[str, set[str]]:
 
 @pytest.mark.parametrize("package", PACKAGES)
 def test_no_import_circle(package):
-    circles = [c for c in cycles(_graph()) if c[0].split(".")[0] == package]
+    circles = [c for c in cycles(_graph()) if c[0].split(".")[1] == package]
     assert not circles, circles
 
 
 def test_components_import_nothing_from_pipeline():
-    upward = {f"{name} -> {target}" for name, targets in _graph().items() if name.startswith("components")
-              for target in targets if target.split(".")[0] == "pipeline"}
+    upward = {f"{name} -> {target}" for name, targets in _graph().items() if name.startswith("tlpipe.components.")
+              for target in targets if target.startswith("tlpipe.pipeline.")}
     assert not upward, sorted(upward)
 
 
@@ -107,7 +107,7 @@ def test_every_module_imports_on_its_own():
 import importlib, sys, traceback
 failed = []
 for name in {names!r}:
-    for loaded in [m for m in sys.modules if m.split(".")[0] in {PACKAGES!r}]:
+    for loaded in [m for m in sys.modules if m.startswith("tlpipe.")]:
         del sys.modules[loaded]
     try:
         importlib.import_module(name)
@@ -116,8 +116,19 @@ for name in {names!r}:
 print("FAILED:" + repr(failed))
 """
     proc = subprocess.run([sys.executable, "-c", program], cwd=REPO, capture_output=True, text=True,
-                          timeout=900, env={"PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "3",
+                          timeout=900, env={"TF_CPP_MIN_LOG_LEVEL": "3",
                                             "PATH": "/usr/bin:/bin", "HOME": str(Path.home())})
     result = [line for line in proc.stdout.splitlines() if line.startswith("FAILED:")]
     assert result, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert result[0] == "FAILED:[]", result[0]
+
+
+def test_installed_under_one_namespace(tmp_path):
+    """The design's folders install as tlpipe.pipeline, tlpipe.components...: outside the
+    checkout, no generic top-level `pipeline`, `components`, `data` or `serving` is importable."""
+    program = ("import importlib.util as u; print(sorted(n for n in ('pipeline', 'components', 'data', "
+               "'serving') if u.find_spec(n)), all(u.find_spec(f'tlpipe.{n}') for n in ('pipeline', "
+               "'components', 'data', 'serving')))")
+    proc = subprocess.run([sys.executable, "-c", program], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=120, env={"PATH": "/usr/bin:/bin", "HOME": str(Path.home())})
+    assert proc.stdout.split() == ["[]", "True"], proc.stdout + proc.stderr

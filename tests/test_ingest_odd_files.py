@@ -14,11 +14,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-
-from components.config import PipelineConfig
-from components.ingest import images
-from components.ingest.driver import split_fingerprint
-from components.ingest.listing import (
+from tlpipe.components.config import PipelineConfig
+from tlpipe.components.ingest import images
+from tlpipe.components.ingest.driver import split_fingerprint
+from tlpipe.components.ingest.listing import (
     DANGLING_SYMLINK,
     NOT_A_REGULAR_FILE,
     SYMLINK_LOOP,
@@ -116,7 +115,7 @@ def _on_alarm(signum, frame):
 
 
 def test_run_ingest_quarantines_odd_files_and_completes_with_default_settings(tmp_path):
-    from components.ingest.local import run_ingest
+    from tlpipe.components.ingest.local import run_ingest
 
     root = tmp_path / "data"
     for label in ("cats", "dogs"):
@@ -152,10 +151,9 @@ def test_run_ingest_quarantines_odd_files_and_completes_with_default_settings(tm
 def test_a_dag_run_over_odd_files_completes(tmp_path):
     """Through TFX's LocalDagRunner: its driver (our fingerprint) and the executor."""
     from tfx import v1 as tfx
-
-    from components.ingest.report import quarantine_summary
-    from pipeline.lineage import Lineage
-    from pipeline.pipeline import create_pipeline
+    from tlpipe.components.ingest.report import quarantine_summary
+    from tlpipe.pipeline.lineage import Lineage
+    from tlpipe.pipeline.pipeline import create_pipeline
 
     root = tmp_path / "data"
     for label in ("ant", "bee"):

@@ -9,9 +9,8 @@ import pytest
 import yaml
 from conftest import E2E_SETTINGS, tlpipe
 from mariadb_server import start
-
-from components.config_loading import load_config
-from pipeline.lineage import Lineage, connection_config
+from tlpipe.components.config_loading import load_config
+from tlpipe.pipeline.lineage import Lineage, connection_config
 
 PASSWORD_ENV = "TLPIPE_TEST_MLMD_PASSWORD"
 
@@ -87,7 +86,7 @@ def test_the_run_log_redacts_the_password():
     import io
     import logging
 
-    from pipeline.local_runner import RedactSecrets
+    from tlpipe.pipeline.local_runner import RedactSecrets
 
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)

@@ -7,10 +7,9 @@ import keras
 import numpy as np
 import pytest
 from conftest import image_batches, model_settings, normalized_images
-
-from components.evaluator import metrics as custom_metrics
-from components.trainer import model as model_lib
-from components.trainer.finite import FailOnNonFinite, NonFiniteModelError, non_finite_weights
+from tlpipe.components.evaluator import metrics as custom_metrics
+from tlpipe.components.trainer import model as model_lib
+from tlpipe.components.trainer.finite import FailOnNonFinite, NonFiniteModelError, non_finite_weights
 
 CLASSES = ["a", "b", "c"]
 
@@ -99,10 +98,9 @@ def _gate(tmp_path, probabilities, labels):
     """The pipeline's gate, accuracy floor 0 (what let the NaN model through), through real TFMA."""
     import pandas as pd
     import tensorflow_model_analysis as tfma
-
-    from components.config import PipelineConfig
-    from components.evaluator import verdict as verdict_lib
-    from components.evaluator.eval_config import make_eval_config
+    from tlpipe.components.config import PipelineConfig
+    from tlpipe.components.evaluator import verdict as verdict_lib
+    from tlpipe.components.evaluator.eval_config import make_eval_config
 
     config = PipelineConfig()
     config.evaluator.min_accuracy = 0.0

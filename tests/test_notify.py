@@ -8,8 +8,7 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-
-from pipeline.notify import FAILED, WebhookURLError, check_webhook_url, notify, post_json, redact_url
+from tlpipe.pipeline.notify import FAILED, WebhookURLError, check_webhook_url, notify, post_json, redact_url
 
 SECRETS = ("alice", "s3cr", "B0SECRET", "XXTOKENXX", "tok123")
 
@@ -48,7 +47,7 @@ def server():
 
 
 def test_credentials_go_in_a_header_and_no_secret_is_logged(server, tmp_path, capfd):
-    from components.config_loading import load_config
+    from tlpipe.components.config_loading import load_config
 
     host, received = server
     url = f"http://alice:s3cr%40t@{host}/ok/services/T0/B0SECRET/XXTOKENXX?token=tok123"
@@ -107,9 +106,9 @@ def test_redaction_keeps_scheme_host_and_path_head_only(url, shown):
 
 
 def test_the_scheduler_logs_its_runs_command_with_the_webhook_redacted():
-    from pipeline.schedule import shown_command
+    from tlpipe.pipeline.schedule import shown_command
 
-    shown = shown_command(["python", "-m", "pipeline.cli", "run", "--set",
+    shown = shown_command(["python", "-m", "tlpipe.pipeline.cli", "run", "--set",
                            "schedule.webhook_url=https://alice:s3cret@hooks.example.com/services/B0SECRET",
                            "--set", "trainer.phase1_epochs=3"])
     assert "schedule.webhook_url=https://hooks.example.com/services/…" in shown

@@ -184,9 +184,9 @@ def test_tuner_with_no_successful_trial_fails_the_run_and_says_why(pipeline_runs
 
 def test_retune_every_reuses_tuned_values_of_the_same_settings(pipeline_runs, tiny_images):
     """Read-only on the shared runs' ML Metadata: which tuning a later run would reuse."""
-    from components.config_loading import load_config
-    from pipeline.pipeline import create_pipeline, model_custom_config
-    from pipeline.retune import decide
+    from tlpipe.components.config_loading import load_config
+    from tlpipe.pipeline.pipeline import create_pipeline, model_custom_config
+    from tlpipe.pipeline.retune import decide
 
     def config(*extra):
         return load_config(None, [*E2E_SETTINGS, *extra],

@@ -11,8 +11,7 @@ import zipfile
 
 import numpy as np
 import pytest
-
-from components.trainer.legacy_pth import LegacyPthError, read_legacy_state_dict
+from tlpipe.components.trainer.legacy_pth import LegacyPthError, read_legacy_state_dict
 
 RECORDS = ("magic number", "protocol version", "system info", "state dict", "storage keys")
 

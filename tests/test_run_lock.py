@@ -14,15 +14,14 @@ from pathlib import Path
 
 import pytest
 from conftest import REPO, tlpipe
-
-from pipeline.work_dir_lock import RUN_LOCK_FILE, LockHeld, WorkDirLock
+from tlpipe.pipeline.work_dir_lock import RUN_LOCK_FILE, LockHeld, WorkDirLock
 
 
 def _holder(work: Path, seconds: float) -> subprocess.Popen:
     """Another process holding the run lock for `seconds` (says 'held' once it has it)."""
     code = textwrap.dedent(f"""
         import time
-        from pipeline.work_dir_lock import WorkDirLock
+        from tlpipe.pipeline.work_dir_lock import WorkDirLock
         with WorkDirLock({str(work)!r}, "run"):
             print("held", flush=True)
             time.sleep({seconds})
@@ -116,11 +115,11 @@ def test_the_holder_record_keeps_no_command_line(tmp_path, monkeypatch):
 def test_two_real_runs_on_one_work_dir_the_second_refuses(tmp_path, tiny_images):
     """Two `tlpipe run` (up to ingest, to stay quick): the second exits 2 while the first runs,
     and the first completes alone: one ingest execution in ML Metadata."""
-    from components.config import PipelineConfig
-    from pipeline.lineage import Lineage
+    from tlpipe.components.config import PipelineConfig
+    from tlpipe.pipeline.lineage import Lineage
 
     work = tmp_path / "work"
-    args = [sys.executable, "-m", "pipeline.cli", "run", "--to", "ingest", "--data", str(tiny_images),
+    args = [sys.executable, "-m", "tlpipe.pipeline.cli", "run", "--to", "ingest", "--data", str(tiny_images),
             "--work-dir", str(work)]
     first = subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE,
                              stderr=subprocess.STDOUT, text=True)

@@ -33,11 +33,10 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
     regression_pb2,
 )
-
-from serving.config import VersionPolicy
-from serving.inference import InputLimits
-from serving.manager import AVAILABLE
-from serving.server import service_descriptors_available
+from tlpipe.serving.config import VersionPolicy
+from tlpipe.serving.inference import InputLimits
+from tlpipe.serving.manager import AVAILABLE
+from tlpipe.serving.server import service_descriptors_available
 
 MAX_PIXELS = 1_000_000
 

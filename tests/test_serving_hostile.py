@@ -22,8 +22,7 @@ import tfs_models
 from tensorflow.core.framework import types_pb2
 from tensorflow_serving.apis import predict_pb2
 from tfs_support import RPC_TIMEOUT, half_plus_request, rest, start, stubs
-
-from serving.config import TlsOptions
+from tlpipe.serving.config import TlsOptions
 
 REPO = Path(__file__).resolve().parents[1]
 MB = 1024 * 1024
@@ -44,7 +43,7 @@ class _Child:
     def __init__(self, base: Path):
         self.grpc_port, self.rest_port = _free_ports(2)
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "pipeline.cli", "serve", "--model_name=default",
+            [sys.executable, "-m", "tlpipe.pipeline.cli", "serve", "--model_name=default",
              f"--model_base_path={base}", f"--port={self.grpc_port}",
              f"--rest_api_port={self.rest_port}", "--file_system_poll_wait_seconds=0"],
             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -293,7 +292,7 @@ def test_a_half_written_version_is_served_once_complete(tmp_path):
 
 
 def test_a_non_ascii_digit_directory_is_not_a_version(tmp_path):
-    from serving import layout
+    from tlpipe.serving import layout
 
     tfs_models.half_plus_two_tf1(tmp_path, 1)
     (tmp_path / "٥").mkdir()

@@ -9,8 +9,7 @@ import urllib.request
 import numpy as np
 import pytest
 from serving_helpers import model, sample_images, start_server, two_versions
-
-from serving.config import VersionPolicy
+from tlpipe.serving.config import VersionPolicy
 
 
 @pytest.fixture(scope="module")

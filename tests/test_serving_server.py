@@ -13,9 +13,8 @@ import pytest
 import tensorflow as tf
 from serving_helpers import copy_model, model, predict_request, sample_images, start_server
 from tensorflow_serving.apis import prediction_service_pb2_grpc
-
-from serving.client import ServingClient
-from serving.config import BatchingOptions, TlsOptions
+from tlpipe.serving.client import ServingClient
+from tlpipe.serving.config import BatchingOptions, TlsOptions
 
 
 @pytest.fixture(scope="module")

@@ -8,14 +8,13 @@ import grpc
 import numpy as np
 import pytest
 from tensorflow.core.framework import types_pb2
-
-from serving import config, json_codec, layout, source, tensors
-from serving.batching import BatchScheduler
-from serving.config import BatchingOptions, ModelConfig, VersionPolicy
-from serving.manager import AVAILABLE, END, ModelManager
-from serving.metrics import Metrics
-from serving.servable import LoadedModel, Signature, TensorSpec
-from serving.status import ServingError, http_status
+from tlpipe.serving import config, json_codec, layout, source, tensors
+from tlpipe.serving.batching import BatchScheduler
+from tlpipe.serving.config import BatchingOptions, ModelConfig, VersionPolicy
+from tlpipe.serving.manager import AVAILABLE, END, ModelManager
+from tlpipe.serving.metrics import Metrics
+from tlpipe.serving.servable import LoadedModel, Signature, TensorSpec
+from tlpipe.serving.status import ServingError, http_status
 
 
 def _until(condition, seconds: float = 10.0) -> None:
@@ -297,7 +296,7 @@ def test_status_codes_map_to_tf_servings_http_codes_and_metrics_render():
 
 def test_batch_sizes_keep_only_the_latest_model_calls(monkeypatch):
     """A long-running server must not grow a list by one entry per model call."""
-    from serving import batching
+    from tlpipe.serving import batching
 
     monkeypatch.setattr(batching, "RECENT_BATCHES", 3)
     scheduler = BatchScheduler(lambda inputs: {"y": inputs["x"]},

@@ -2,11 +2,10 @@
 import os
 
 import pytest
-
-from components import storage
-from components.config import ConfigError, PipelineConfig
-from components.config_loading import load_config, validate
-from pipeline.lineage import connection_config
+from tlpipe.components import storage
+from tlpipe.components.config import ConfigError, PipelineConfig
+from tlpipe.components.config_loading import load_config, validate
+from tlpipe.pipeline.lineage import connection_config
 
 
 def test_url_work_dir_is_never_resolved_against_the_current_directory():

@@ -150,8 +150,8 @@ def test_good_model_config(models, tmp_path):  # testGoodModelConfig
                       f'"{models / "half_plus_three"}", model_platform: "tensorflow" }} }}')
     args = serve_args("--model_config_file", str(config), "--port=0", "--rest_api_port=0",
                        "--file_system_poll_wait_seconds=0")
-    from serving.cli import server_options
-    from serving.server import ModelServer
+    from tlpipe.serving.cli import server_options
+    from tlpipe.serving.server import ModelServer
 
     with ModelServer(server_options(args)).start() as server:
         for specify_output in (True, False):
@@ -174,8 +174,8 @@ def test_model_config_reload(models, tmp_path, poll_seconds):
     config.write_text(_config_text("half_plus_two", models / "half_plus_two"))
     args = serve_args("--model_config_file", str(config), "--port=0", "--rest_api_port=0",
                        f"--model_config_file_poll_wait_seconds={poll_seconds}")
-    from serving.cli import server_options
-    from serving.server import ModelServer
+    from tlpipe.serving.cli import server_options
+    from tlpipe.serving.server import ModelServer
 
     with ModelServer(server_options(args)).start() as server:
         verify_prediction(predict_half(server, model_name="half_plus_two", specify_output=False),
@@ -244,8 +244,8 @@ def test_prometheus_endpoint(models, tmp_path):  # testPrometheusEndpoint
     monitoring.write_text('prometheus_config: { enable: true, path: "/monitoring/prometheus/metrics" }')
     args = serve_args("--model_base_path", str(models / "half_plus_two"), "--model_name=default",
                        "--port=0", f"--monitoring_config_file={monitoring}")
-    from serving.cli import server_options
-    from serving.server import ModelServer
+    from tlpipe.serving.cli import server_options
+    from tlpipe.serving.server import ModelServer
 
     options = dataclasses.replace(server_options(args), rest_port=0)  # any free port
     with ModelServer(options).start() as server:

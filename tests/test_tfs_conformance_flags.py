@@ -5,9 +5,8 @@ from __future__ import annotations
 import pytest
 import tfs_models
 from tfs_support import predict_half, serve_args, verify_prediction
-
-from serving.cli import server_options
-from serving.server import ModelServer
+from tlpipe.serving.cli import server_options
+from tlpipe.serving.server import ModelServer
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +90,7 @@ def test_every_tensorflow_model_server_flag_is_accepted(models, tmp_path, caplog
     argv = [f"--{name}={files.get(name, value)}" for name, value in ALL_FLAGS.items()
             if name not in ("version", "model_config_file", "ssl_config_file")]
     args = serve_args(*argv)
-    from serving.flags import log_ignored
+    from tlpipe.serving.flags import log_ignored
 
     options = server_options(args)
     assert (options.grpc_max_workers, options.rest_max_threads, options.rest_timeout_seconds) == \

@@ -9,8 +9,7 @@ import urllib.request
 import pytest
 import tfs_models
 from tfs_support import rest, start
-
-from serving.config import VersionPolicy
+from tlpipe.serving.config import VersionPolicy
 
 MODEL = "/v1/models/default"
 UINT64_MAX = str(2 ** 64 - 1)

@@ -7,10 +7,9 @@ import keras
 import numpy as np
 import pytest
 from conftest import PRETRAINED_BASE, SIZE, TEST_BASE, image_batches, model_settings, normalized_images
-
-from components.config import ModelSettings
-from components.trainer import model as model_lib
-from components.trainer.backbones import BACKBONES
+from tlpipe.components.config import ModelSettings
+from tlpipe.components.trainer import model as model_lib
+from tlpipe.components.trainer.backbones import BACKBONES
 
 
 def _hp(settings, learning_rate=1e-3):
@@ -155,8 +154,8 @@ def test_class_weights_balance_the_classes():
 def test_warm_start_loads_the_blessed_weights_only_for_the_same_architecture(tmp_path):
     import json
 
-    from components import features
-    from components.trainer import trainer_module
+    from tlpipe.components import features
+    from tlpipe.components.trainer import trainer_module
 
     settings = model_settings()
     previous = model_lib.build_model(_hp(settings), settings, 3)

@@ -19,13 +19,12 @@ from PIL import Image
 from tfx.components.trainer.fn_args_utils import DataAccessor
 from tfx.components.util import tfxio_utils
 from tfx.types import standard_component_specs as specs
-
-from components import features
-from components.config import PipelineConfig, TransformConfig, TransformSettings
-from components.trainer import model as model_lib
-from components.trainer.backbones import BACKBONES, CONVENTIONS
-from components.transform import preprocessing
-from components.transform.local import run_transform, write_raw_schema
+from tlpipe.components import features
+from tlpipe.components.config import PipelineConfig, TransformConfig, TransformSettings
+from tlpipe.components.trainer import model as model_lib
+from tlpipe.components.trainer.backbones import BACKBONES, CONVENTIONS
+from tlpipe.components.transform import preprocessing
+from tlpipe.components.transform.local import run_transform, write_raw_schema
 
 PHOTOS_PER_CLASS = 4  # 5 classes: 20 photos
 SIZE = 224

@@ -5,10 +5,9 @@ import json
 
 import pytest
 from conftest import image_batches, model_settings, normalized_images
-
-from components import features
-from components.trainer import model as model_lib
-from components.tuner import tuner_module
+from tlpipe.components import features
+from tlpipe.components.trainer import model as model_lib
+from tlpipe.components.tuner import tuner_module
 
 
 def _search(settings, tmp_path, trials: int, **fit):
@@ -79,7 +78,7 @@ def test_trials_table_lists_every_trial_with_its_error():
         {"trial": "1", "status": "FAILED", "score": None, "seconds": 1.0, "rss_mb": 910.0,
          "hyperparameters": {"input_size": 224, "learning_rate": 0.01}, "error": "OOM"},
     ]
-    from components.tuner.report import plot_trials, trial_lines
+    from tlpipe.components.tuner.report import plot_trials, trial_lines
 
     lines = trial_lines(rows)
     assert lines[0].split()[:3] == ["trial", "size", "lr"]

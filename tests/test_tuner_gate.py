@@ -3,8 +3,7 @@ import keras
 import keras_tuner
 import numpy as np
 import pytest
-
-from components.tuner.tuner_module import GatedRandomSearch
+from tlpipe.components.tuner.tuner_module import GatedRandomSearch
 
 
 def _data():

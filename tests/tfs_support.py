@@ -16,10 +16,9 @@ from tensorflow_serving.apis import (
     predict_pb2,
     prediction_service_pb2_grpc,
 )
-
-from serving.cli import register
-from serving.config import ModelConfig, VersionPolicy
-from serving.server import ModelServer, ServerOptions
+from tlpipe.serving.cli import register
+from tlpipe.serving.config import ModelConfig, VersionPolicy
+from tlpipe.serving.server import ModelServer, ServerOptions
 
 RPC_TIMEOUT = 10.0
 

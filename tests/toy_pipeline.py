@@ -17,12 +17,11 @@ from pathlib import Path
 import apache_beam as beam
 from tfx.dsl.components.base.base_beam_executor import BaseBeamExecutor
 from tfx.dsl.components.base.base_executor import BaseExecutor
-
-from components.config import PipelineConfig
-from components.config_loading import load_config
-from components.ingest.local import run_ingest
-from components.transform.local import write_raw_schema
-from pipeline.pipeline import create_pipeline
+from tlpipe.components.config import PipelineConfig
+from tlpipe.components.config_loading import load_config
+from tlpipe.components.ingest.local import run_ingest
+from tlpipe.components.transform.local import write_raw_schema
+from tlpipe.pipeline.pipeline import create_pipeline
 
 TOY_BASE = "mobilenet_v1_025"
 TOY_SIZE = 32

@@ -21,8 +21,7 @@ import warnings
 from dataclasses import dataclass, field
 
 from PIL import Image
-
-from components.ingest.listing import DANGLING_SYMLINK, NOT_A_REGULAR_FILE, SYMLINK_LOOP
+from tlpipe.components.ingest.listing import DANGLING_SYMLINK, NOT_A_REGULAR_FILE, SYMLINK_LOOP
 
 EXIF_ORIENTATION_TAG = 0x0112
 # Pillow warns above ~89 MP; data.max_pixels decides here (set once: catch_warnings is not

@@ -16,8 +16,7 @@ from typing import NamedTuple
 
 import tensorflow as tf
 from tfx.components.example_gen import write_split
-
-from components.ingest.listing import join
+from tlpipe.components.ingest.listing import join
 
 STAGING_DIR = ".ingest-staging"  # in the Examples artifact; removed once the shards are moved
 PROVISIONAL_DIR = "provisional"  # in the staging folder: examples as read, before corrections

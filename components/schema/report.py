@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from components import storage
+from tlpipe.components import storage
 
 LABEL_DOMAIN_FILE = "label_domain.json"
 

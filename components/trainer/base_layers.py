@@ -14,8 +14,8 @@ import json
 import sys
 from pathlib import Path
 
-from components.errors import TlpipeError
-from components.trainer.backbones import BACKBONES, build_base
+from tlpipe.components.errors import TlpipeError
+from tlpipe.components.trainer.backbones import BACKBONES, build_base
 
 TABLE = Path(__file__).with_name("base_layers.json")
 

@@ -26,8 +26,7 @@ import warnings
 
 import numpy as np
 from absl import logging
-
-from components.trainer.legacy_pth import read_legacy_state_dict
+from tlpipe.components.trainer.legacy_pth import read_legacy_state_dict
 
 NAME = "efficientnet_lite0"
 DEFAULT_SIZE = 224

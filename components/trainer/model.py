@@ -20,15 +20,14 @@ import tensorflow as tf
 import tensorflow_transform as tft
 from absl import logging
 from tfx_bsl.public import tfxio
-
-from components import features
-from components.config import ModelSettings
-from components.errors import TlpipeError
-from components.features import HP_DROPOUT, HP_INPUT_SIZE, HP_LEARNING_RATE, HP_PHASE2_LEARNING_RATE
-from components.trainer import base_layers
-from components.trainer.backbones import BACKBONES, CONVENTIONS, DENSE128_POOL, Backbone, build_base
-from components.trainer.backbones import min_input_size as base_min_input_size
-from components.trainer.base_layers import CutLayerError
+from tlpipe.components import features
+from tlpipe.components.config import ModelSettings
+from tlpipe.components.errors import TlpipeError
+from tlpipe.components.features import HP_DROPOUT, HP_INPUT_SIZE, HP_LEARNING_RATE, HP_PHASE2_LEARNING_RATE
+from tlpipe.components.trainer import base_layers
+from tlpipe.components.trainer.backbones import BACKBONES, CONVENTIONS, DENSE128_POOL, Backbone, build_base
+from tlpipe.components.trainer.backbones import min_input_size as base_min_input_size
+from tlpipe.components.trainer.base_layers import CutLayerError
 
 CLASSIFIER = "classifier"  # the exported sub-model: everything but augmentation
 HEAD = "head"              # the new layers on top of the base: what phase 1 trains

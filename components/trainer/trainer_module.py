@@ -18,12 +18,11 @@ import tensorflow as tf
 import tensorflow_transform as tft
 from absl import logging
 from tfx import v1 as tfx
-
-from components import features, storage
-from components.config import ModelSettings
-from components.trainer import model as model_lib
-from components.trainer.curves import plot_training_curves
-from components.trainer.finite import FailOnNonFinite
+from tlpipe.components import features, storage
+from tlpipe.components.config import ModelSettings
+from tlpipe.components.trainer import model as model_lib
+from tlpipe.components.trainer.curves import plot_training_curves
+from tlpipe.components.trainer.finite import FailOnNonFinite
 
 KERAS_WEIGHTS = os.path.join("Format-Keras", "classifier.weights.h5")  # beside Format-Serving
 # What must match for a warm start from the last blessed model's weights.

@@ -19,11 +19,10 @@ import tensorflow as tf
 import tensorflow_transform as tft
 from absl import logging
 from tfx import v1 as tfx
-
-from components import features
-from components.config import ModelSettings
-from components.trainer import model as model_lib
-from components.tuner.report import plot_trials, trial_lines
+from tlpipe.components import features
+from tlpipe.components.config import ModelSettings
+from tlpipe.components.trainer import model as model_lib
+from tlpipe.components.tuner.report import plot_trials, trial_lines
 
 
 def current_rss_mb() -> float:

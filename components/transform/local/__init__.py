@@ -23,9 +23,8 @@ from tfx.components.transform.executor import Executor
 from tfx.dsl.components.base import base_beam_executor
 from tfx.types import standard_artifacts
 from tfx.types import standard_component_specs as specs
-
-from components import features
-from components.beam_args import with_runner
+from tlpipe.components import features
+from tlpipe.components.beam_args import with_runner
 
 MODULE_FILE = str(Path(__file__).resolve().parents[1] / "preprocessing.py")
 # The raw features preprocessing_fn reads, shaped as SchemaGen infers them (one value each).
