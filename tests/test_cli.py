@@ -51,7 +51,7 @@ SUBCOMMANDS = {  # each subcommand that reads the config, with its own required 
     "promote": ["--reason", "test"],
     "label": ["--version", "1", "--label", "stable"],
     "schedule": ["--max-runs", "1"],
-    "compile": ["--kubeflow", "spec.json", "--data", "gs://bucket/images"],
+    "compile": ["--kubeflow", "spec.json", "--image", "registry.example/tlpipe:1", "--data", "gs://bucket/images"],
     "config": [],
 }
 

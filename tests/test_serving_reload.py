@@ -38,7 +38,7 @@ def _wait_for(condition, what: str, deadline_seconds: float = LOAD_DEADLINE_SECO
 
 def test_hot_reload_under_load_fails_no_request_and_switches_version(
         toy_model_dir, tiny_images, tmp_path, caplog):
-    caplog.set_level(logging.INFO, logger="serving")
+    caplog.set_level(logging.INFO, logger="tlpipe.serving")
     images = list(sample_images(tiny_images).values())
     base = copy_model(toy_model_dir, tmp_path / "flowers")
     with start_server([model(base)], file_system_poll_wait_seconds=POLL_SECONDS) as server, \
