@@ -6,8 +6,6 @@ The server runs in a child process (`tlpipe serve`, as deployed), so its peak re
 """
 from __future__ import annotations
 
-import datetime
-import ipaddress
 import json
 import socket
 import ssl
@@ -19,6 +17,7 @@ from pathlib import Path
 import grpc
 import pytest
 import tfs_models
+from serving_helpers import self_signed_certificate
 from tensorflow.core.framework import types_pb2
 from tensorflow_serving.apis import predict_pb2
 from tfs_support import RPC_TIMEOUT, half_plus_request, rest, start, stubs
@@ -170,33 +169,9 @@ def test_deep_json_is_400(child, depth):
     _still_answers(child)
 
 
-def _ca_signed() -> tuple[bytes, bytes]:
-    """One self-signed certificate: the server's, the CA's, and the good client's."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .add_extension(x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-                critical=False)
-            .sign(key, hashes.SHA256()))
-    return (cert.public_bytes(serialization.Encoding.PEM),
-            key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                              serialization.NoEncryption()))
-
-
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory):
-    cert, key = _ca_signed()
+    cert, key = self_signed_certificate()
     folder = tmp_path_factory.mktemp("pki")
     (folder / "cert.pem").write_bytes(cert)
     (folder / "key.pem").write_bytes(key)
