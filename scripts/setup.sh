@@ -73,6 +73,14 @@ ensure_venv() {
   touch "$STAMP"
 }
 
+# Debian packages, non-interactively (no prompts, config files kept, stdin closed for CI).
+apt_install() {
+  local SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq </dev/null
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends \
+    -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold "$@" </dev/null
+}
+
 # The HTML screenshot tests drive a headless Chromium.
 ensure_chromium() {
   if command -v chromium >/dev/null 2>&1; then
@@ -83,11 +91,8 @@ ensure_chromium() {
     say "WARNING: chromium is not on PATH and this is not a Debian-like system: install Chromium yourself (the HTML screenshot tests need it)."
     return
   fi
-  local SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   say "chromium is not on PATH: installing the Debian package chromium (HTML screenshot tests need it)."
-  $SUDO apt-get update -qq </dev/null
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends \
-    -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold chromium </dev/null
+  apt_install chromium
   say "chromium installed: $(command -v chromium || echo 'still not on PATH')."
 }
 
@@ -102,11 +107,8 @@ ensure_mariadb() {
     say "WARNING: mariadbd not found and this is not a Debian-like system: install MariaDB (the ML Metadata on MySQL tests need it)."
     return
   fi
-  local SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   say "mariadbd not found: installing the Debian package mariadb-server (the ML Metadata on MySQL tests need it)."
-  $SUDO apt-get update -qq </dev/null
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends \
-    -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold mariadb-server mariadb-client </dev/null
+  apt_install mariadb-server mariadb-client
   say "mariadb-server installed."
 }
 
