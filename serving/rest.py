@@ -159,20 +159,21 @@ class _Handler(BaseHTTPRequestHandler):
     def _serve(self, api: str, spec, action: str) -> None:
         owner = self.server.owner
         started = time.perf_counter()
-        version, status = "", "OK"
+        version, code, payload = "", 200, None
         try:
             body = self._body() if action != "/metadata" else {}
             with owner.manager.serving(spec) as model:
                 version = str(model.version)
                 payload = rest_actions.ACTIONS[action](model, spec, body, owner.limits)
-            self._json(200, payload)
+            reply, status = json.dumps(payload).encode(), "OK"
         except Exception as err:
             error = from_exception(err)
-            status = error.code.name
-            self._error(error)
-        finally:
-            owner.metrics.observe(spec.name, version, api, ENTRYPOINT, status,
-                                  time.perf_counter() - started)
+            code, status = http_status(error.code), error.code.name
+            reply = json.dumps({"error": error.message}).encode()
+        # Counted before the reply leaves: a client that reads the metrics right after its reply
+        # sees its own request (as with TF Serving, whose handler records before it responds).
+        owner.metrics.observe(spec.name, version, api, ENTRYPOINT, status, time.perf_counter() - started)
+        self._send(code, reply)
 
 
 class _HttpServer(ThreadingHTTPServer):
