@@ -21,6 +21,7 @@ from components.errors import UsageError
 from components.features import RESIZE_POLICIES  # plain constants, no TensorFlow
 
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "gif", "bmp", "webp")
+MIN_IMAGES_PER_CLASS = 3  # one image each for train, eval (selection) and test (the gate)
 MAX_INPUT_SIZE = 1024  # Transform stores every image at the largest size: bound the bytes
 
 
@@ -104,12 +105,14 @@ class DataConfig(Section):
     manifest: OptionalText = None
     """CSV manifest `path,label[,split]` under root (or absolute) instead of class folders; paths in
     it are relative to the CSV. May hold '{SPAN}'. None: the folder tree (pattern)."""
-    train_ratio: Annotated[Float, Field(gt=0, lt=1)] = 0.8
-    """Deterministic split by hash of the relative path, stratified per class."""
-    test_ratio: Annotated[Float, Field(ge=0, lt=1)] = 0.0
-    """Optional held-out test split (0: none); eval gets 1 - train_ratio - test_ratio."""
-    min_images_per_class: Annotated[int, Field(ge=1)] = 2
-    """A class with fewer images fails the run."""
+    train_ratio: Annotated[Float, Field(gt=0, lt=1)] = 0.7
+    """Train share per class (deterministic split by hash of the relative path): what fits."""
+    test_ratio: Annotated[Float, Field(gt=0, lt=1)] = 0.15
+    """Test share per class: touched only by the Evaluator, which gates on it and reports its
+    accuracy as the run's. Eval (1 - train_ratio - test_ratio) selects: tuner trials, early
+    stopping."""
+    min_images_per_class: Annotated[int, Field(ge=MIN_IMAGES_PER_CLASS)] = MIN_IMAGES_PER_CLASS
+    """A class with fewer images fails the run (at least 3: one each for train, eval and test)."""
     num_spans: Annotated[int, Field(ge=1)] = 1
     """With '{SPAN}': ingest the last N spans on disk (1: the latest only)."""
     max_pixels: Annotated[int, Field(ge=1)] = 50_000_000

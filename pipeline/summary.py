@@ -46,7 +46,7 @@ class RunSummary:
         if self.accuracy is not None:
             base = (f" (baseline {self.baseline_accuracy:.4f})"
                     if self.baseline_accuracy is not None else "")
-            out.append(f"  eval accuracy : {self.accuracy:.4f}{base}")
+            out.append(f"  test accuracy : {self.accuracy:.4f}{base}")
         if self.hyperparameters:
             source = f" ({self.hyperparameters_source})" if self.hyperparameters_source else ""
             out.append("  hyperparameters: " + ", ".join(
