@@ -151,18 +151,19 @@ class TunerConfig(Section):
     """Lower end of the searched phase-1 learning rate (log scale)."""
     learning_rate_max: PositiveFloat = 1e-2
     """Upper end of the searched phase-1 learning rate."""
-    max_trials: Annotated[int, Field(ge=1)] = 3
-    """Trials of the search."""
-    epochs_per_trial: Annotated[int, Field(ge=1)] = 2
-    """Epochs each trial trains."""
+    max_trials: Annotated[int, Field(ge=1)] = 24
+    """Trials of the search; the first ones cover every input size."""
+    epochs_per_trial: Annotated[int, Field(ge=1)] = 10
+    """Epochs each trial trains (early stopping on the eval split may end it sooner)."""
     max_failed_trials: Annotated[int, Field(ge=0)] = 0
     """Failed trials tolerated before the tuner fails the run (none succeeding always fails it)."""
     seed: int = 42
     """Seed of the search."""
-    algorithm: Literal["random", "bayesian", "hyperband"] = "random"
+    algorithm: Literal["random", "bayesian", "hyperband"] = "bayesian"
     """random, bayesian or hyperband."""
     tune_phases: Literal["phase1", "both"] = "phase1"
-    """phase1 (frozen base only, cheap) or both (frozen then fine-tune inside each trial)."""
+    """phase1: each trial trains the head on frozen-base features cached once per input size (an
+    epoch takes well under a second); both: frozen then live fine-tuning inside each trial."""
     tune_phase2_learning_rate: bool = False
     """Also search the fine-tune learning rate."""
     tune_dropout: bool = False
@@ -181,15 +182,19 @@ class TunerConfig(Section):
 class TrainerConfig(Section):
     batch_size: Annotated[int, Field(ge=1)] = 32
     """Examples per training step."""
-    phase1_epochs: Annotated[int, Field(ge=1)] = 6
-    """Epochs of phase 1 (new head on the frozen base)."""
-    phase2_epochs: Annotated[int, Field(ge=0)] = 4
-    """Epochs of phase 2 (fine-tuning the top of the base); 0: no phase 2."""
+    phase1_epochs: Annotated[int, Field(ge=1)] = 20
+    """Epochs of phase 1 (new head on the frozen base; early stopping usually ends it sooner)."""
+    phase2_epochs: Annotated[int, Field(ge=0)] = 5
+    """Epochs of phase 2 (fine-tuning the top of the base, live, with augmentation); 0: none."""
+    phase2_schedule: Literal["constant", "cosine"] = "cosine"
+    """Phase-2 learning rate: constant, or cosine decay from the phase-2 rate to 0."""
+    label_smoothing: Strength = 0.1
+    """Targets (1 - s) * one-hot + s / classes in both phases (0: plain cross-entropy)."""
     phase1_learning_rate: PositiveFloat = 1e-3
     """Phase-1 learning rate when not tuned (the tuner's default)."""
     phase2_learning_rate: Annotated[PositiveFloat | None, BeforeValidator(_none_from_text)] = None
     """None: the phase-1 (tuned) rate / 10."""
-    phase1_features: Literal["live", "cached"] = "live"
+    phase1_features: Literal["live", "cached"] = "cached"
     """live: phase 1 runs the frozen base every epoch (augmentation on); cached: base features
     computed once per (base, input size, cut layer) and the head trained on them."""
     head: Literal["gap", "dense128"] = "gap"
@@ -219,6 +224,9 @@ class TrainerConfig(Section):
     """Augmentation: contrast factor (0: off)."""
     seed: int = 42
     """Seed of weights, augmentation and shuffling."""
+    distribution: Literal["none", "mirrored"] = "none"
+    """none: the default device; mirrored: tf.distribute.MirroredStrategy over every local GPU
+    (or logical CPU device), batch_size per replica (the global batch scales with replicas)."""
 
 
 class EvaluatorConfig(Section):

@@ -31,7 +31,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from components.config import ConfigError, PipelineConfig
+from components.config import ConfigError
 from components.config_loading import load_config, validate
 from pipeline.events import EVENTS_FILE_ENV, RUN_SKIPPED, STARTED, Event, EventFollower
 from pipeline.nodes import NODE_ORDER
