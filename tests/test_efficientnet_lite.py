@@ -17,12 +17,14 @@ import numpy as np
 import pytest
 
 from components.trainer import efficientnet_lite as lite
-from components.trainer.efficientnet_lite import (
-    EfficientNetLiteError,
-    build_efficientnet_lite,
-    build_efficientnet_lite0,
-    read_legacy_state_dict,
-)
+from components.trainer import efficientnet_lite_build as lite_build
+from components.trainer import efficientnet_lite_graph as lite_graph
+from components.trainer.backbones import BACKBONES, CONVENTIONS
+from components.trainer.efficientnet_lite import EfficientNetLiteError, read_legacy_state_dict
+from components.trainer.efficientnet_lite_build import build_efficientnet_lite, build_efficientnet_lite0
+
+FINE_TUNE_AT = BACKBONES["efficientnet_lite0"].fine_tune_at
+(MEAN, *_), (STD, *_), _ = CONVENTIONS["lite"]
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 DAISY_DIR = SHARED / "datasets" / "tf_flowers" / "daisy"
@@ -200,7 +202,7 @@ def test_input_size_validation():
 
 
 def test_minimum_size_builds_with_readable_names():
-    model = build_efficientnet_lite0((lite.MIN_SIZE, lite.MIN_SIZE, 3), weights=None,
+    model = build_efficientnet_lite0((lite_graph.MIN_SIZE, lite_graph.MIN_SIZE, 3), weights=None,
                                      include_top=True)
     assert model.output_shape == (None, 1000)
     assert tuple(model.get_layer("top_activation").output.shape) == (None, 1, 1, 1280)
@@ -208,7 +210,7 @@ def test_minimum_size_builds_with_readable_names():
     assert model.count_params() == 4_694_024
     names = [layer.name for layer in model.layers]
     for name in ("stem_conv", "stem_bn", "block1a_dwconv", "block1a_project_bn",
-                 "block2a_expand_conv", lite.FINE_TUNE_AT, "block6d_add", "block7a_project_bn",
+                 "block2a_expand_conv", FINE_TUNE_AT, "block6d_add", "block7a_project_bn",
                  "top_conv", "top_bn", "top_activation", "avg_pool", "predictions"):
         assert name in names, name
     assert "block1a_expand_conv" not in names
@@ -217,7 +219,7 @@ def test_minimum_size_builds_with_readable_names():
     assert model.get_layer("stem_conv").padding == "same"
     assert model.get_layer("block6a_dwconv").padding == "same"
     assert not any("pad" in n for n in names)
-    assert names.index(lite.FINE_TUNE_AT) == names.index("block5c_add") + 1
+    assert names.index(FINE_TUNE_AT) == names.index("block5c_add") + 1
 
 
 # ------------------------------------------------------------------ converted weights
@@ -233,7 +235,7 @@ def _daisies(n=NUM_DAISIES, size=224):
     files = sorted(glob.glob(str(DAISY_DIR / "*.jpg")))[:n]
     images = [tf.image.resize(tf.io.decode_jpeg(tf.io.read_file(f), channels=3), (size, size),
                               antialias=True) for f in files]  # stretch, like the recipe
-    return (np.stack([i.numpy() for i in images]) - lite.MEAN) / lite.STD
+    return (np.stack([i.numpy() for i in images]) - MEAN) / STD
 
 
 @pytest.fixture(scope="module")
@@ -294,7 +296,7 @@ def test_cache_is_reused_without_reading_pth(converted, monkeypatch):
     def no_pth(*args, **kwargs):
         raise AssertionError("the .pth was read again instead of the cache")
 
-    monkeypatch.setattr(lite, "read_legacy_state_dict", no_pth)
+    monkeypatch.setattr(lite_build, "read_state_dict", no_pth)
     again = build_efficientnet_lite0((64, 64, 3), weights="imagenet", include_top=True)
     np.testing.assert_array_equal(_predict(again, x), expected)
 
@@ -331,7 +333,7 @@ def test_larger_lites_load_offline_from_their_packages_and_label_daisies(
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     variant = lite.VARIANTS[name]
     state_dict = read_legacy_state_dict(lite.pth_path(variant))
-    assert len(lite.block_names(variant)) == blocks
+    assert len(lite_graph.block_names(variant)) == blocks
     assert state_dict[f"_blocks.{blocks - 1}._project_conv.weight"].shape[0] == last_channels
     model = build_efficientnet_lite(name, weights="imagenet", include_top=True)
     assert model.input_shape == (None, size, size, 3)

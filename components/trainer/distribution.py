@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import tensorflow as tf
+from absl import logging
 
 from components.config import ModelSettings
 
@@ -12,6 +13,9 @@ def strategy_for(settings: ModelSettings) -> tf.distribute.Strategy:
     if settings.trainer.distribution != "mirrored":
         return tf.distribute.get_strategy()
     gpus = tf.config.list_logical_devices("GPU")
+    if not gpus:  # said loudly: a GPU was expected
+        logging.warning("trainer.distribution=mirrored but TensorFlow sees no GPU (CUDA build "
+                        "installed? drivers?); mirroring over the CPU devices instead")
     devices = [d.name for d in gpus or tf.config.list_logical_devices("CPU")]
     return tf.distribute.MirroredStrategy(devices=devices)
 
