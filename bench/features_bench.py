@@ -74,11 +74,16 @@ def run_mode(args, mode: str, arrays, num_classes: int, work: str) -> dict:
     out: dict = {"mode": mode, "load_begin": tb.load_avg()}
 
     # 1. the learning-rate search
-    hypermodel = fit.TransferHyperModel(settings, num_classes, "phase1", feature_cache=cache)
+    # cached: head-only trials, as tuner_fn runs them (no base built per trial)
+    hypermodel = fit.TransferHyperModel(settings, num_classes, "phase1", feature_cache=cache,
+                                        head_only=cache is not None)
     tuner = tuner_module.make_tuner(hypermodel, settings, os.path.join(work, f"search_{mode}"))
     started = time.perf_counter()
-    tuner.search(x=train(True), validation_data=heldout(), epochs=args.trial_epochs,
-                 label="tuner", verbose=0)
+    if cache is not None:
+        tuner.search(x=None, epochs=args.trial_epochs, label="tuner", verbose=0)
+    else:
+        tuner.search(x=train(True), validation_data=heldout(), epochs=args.trial_epochs,
+                     label="tuner", verbose=0)
     out["tuning_seconds"] = time.perf_counter() - started
     out["trials"] = [{"lr": r["hyperparameters"][features.HP_LEARNING_RATE],
                       "val_accuracy": r["score"], "seconds": r["seconds"], "status": r["status"]}
