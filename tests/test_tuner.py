@@ -134,3 +134,12 @@ def test_trials_table_lists_every_trial_with_its_error():
     assert "0.75" in lines[1] and "160" in lines[1]
     assert lines[2].endswith("FAILED: OOM") and "224" in lines[2]
     assert plot_trials(rows)[:4] == b"\x89PNG"
+
+
+def test_a_feature_cache_that_cannot_be_written_fails_every_trial_loudly(
+        keras_home, monkeypatch, tmp_path):
+    """Head-only trials compute features inside the trial, so the failure gate sees the error."""
+    settings = model_settings(keras_home, monkeypatch)
+    (tmp_path / "cache").write_text("not a folder")
+    with pytest.raises(RuntimeError, match="no successful trial out of 1; first error: .*cache"):
+        _search(settings, tmp_path, trials=1)

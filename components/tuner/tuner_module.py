@@ -115,6 +115,13 @@ class GatedTuner(GatedSearchMixin, keras_tuner.Tuner):
     """One tuner class for every oracle; Hyperband's oracle says how many epochs a trial runs
     (each trial trains from scratch: on cached features that is cheaper than a checkpoint)."""
 
+    def _populate_initial_space(self):
+        """KerasTuner builds the model once in its constructor to discover the space. Ours is
+        declared whole up front (`search_space`), and a head-only build computes the first
+        size's features: that belongs inside a trial, where a failure is counted and reported."""
+        if not getattr(self.hypermodel, "head_only", False):
+            super()._populate_initial_space()
+
     def run_trial(self, trial, *fit_args, **fit_kwargs):
         values = trial.hyperparameters.values
         if "tuner/epochs" in values:
