@@ -57,13 +57,15 @@ def main(argv=None) -> None:
     x = keras.layers.Dropout(0.2)(x)
     outputs = keras.layers.Dense(num_classes, activation="softmax")(x)
     model = keras.Model(inputs, outputs)
-    model.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy", ["accuracy"])
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy",
+                  metrics=["accuracy"])
     model.fit(train, validation_data=val, epochs=phase1, verbose=2)
     base.trainable = True
     start = [layer.name for layer in base.layers].index(FINE_TUNE_AT)
     for i, layer in enumerate(base.layers):
         layer.trainable = i >= start and not isinstance(layer, keras.layers.BatchNormalization)
-    model.compile(keras.optimizers.Adam(1e-4), "sparse_categorical_crossentropy", ["accuracy"])
+    model.compile(optimizer=keras.optimizers.Adam(1e-4), loss="sparse_categorical_crossentropy",
+                  metrics=["accuracy"])
     model.fit(train, validation_data=val, epochs=phase1 + phase2, initial_epoch=phase1, verbose=2)
     print(json.dumps({"val_accuracy": float(model.evaluate(val, verbose=0)[1]),
                       "heldout_accuracy": float(model.evaluate(heldout, verbose=0)[1])}))
