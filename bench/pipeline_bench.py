@@ -108,10 +108,13 @@ def main(argv=None) -> None:
                     [sys.executable, "-m", "pipeline.cli", "run", "--data", str(rest),
                      "--work-dir", str(work), *sets], env)
                 test = re.search(r"test accuracy : ([0-9.]+)", result.stdout)
-                version = max((work / "serving").glob("*/*"), key=lambda p: int(p.name))
+                # The trainer's model, blessed or not (a gate failing is a finding too).
+                model = max(work.glob("pipeline/trainer/model/*/Format-Serving"),
+                            key=lambda p: int(p.parent.name))
                 report["tlpipe"] = {"cpu_s": cpu, "wall_s": wall,
                                     "test_accuracy": float(test.group(1)) if test else None,
-                                    "heldout_accuracy": heldout_accuracy(version, heldout),
+                                    "blessed": "blessed       : yes" in result.stdout,
+                                    "heldout_accuracy": heldout_accuracy(model, heldout),
                                     "summary": result.stdout[-4000:]}
             report[f"load_after_{side}"] = uptime()
     plain, ours = report.get("plain"), report.get("tlpipe")
