@@ -43,10 +43,10 @@ import tensorflow as tf  # noqa: E402
 import trainer_bench as tb  # noqa: E402  (sets sys.path, KERAS_HOME, TF log level)
 from absl import logging as absl_logging  # noqa: E402
 
-from components import features  # noqa: E402
-from components.trainer import feature_cache, fit  # noqa: E402
-from components.trainer.backbones import BACKBONES  # noqa: E402
-from components.tuner import tuner_module  # noqa: E402
+from tlpipe.components import features  # noqa: E402
+from tlpipe.components.trainer import feature_cache, fit  # noqa: E402
+from tlpipe.components.trainer.backbones import BACKBONES  # noqa: E402
+from tlpipe.components.tuner import tuner_module  # noqa: E402
 
 
 def settings_for(args, mode: str):

@@ -30,15 +30,15 @@ import tensorflow as tf  # noqa: E402
 from absl import logging as absl_logging  # noqa: E402
 from tfx.dsl.components.base import base_beam_executor  # noqa: E402
 
-from components import features  # noqa: E402
-from components.config import PipelineConfig  # noqa: E402
-from components.ingest import images  # noqa: E402
-from components.ingest.component import split_buckets  # noqa: E402
-from components.ingest.executor import ImageExampleGenExecutor  # noqa: E402
-from components.ingest.listing import Candidate, has_image_extension  # noqa: E402
-from components.ingest.local import run_ingest  # noqa: E402
-from components.ingest.splits import SplitRatios, assign_splits  # noqa: E402
-from components.ingest.stages import make_example  # noqa: E402
+from tlpipe.components import features  # noqa: E402
+from tlpipe.components.config import PipelineConfig  # noqa: E402
+from tlpipe.components.ingest import images  # noqa: E402
+from tlpipe.components.ingest.component import split_buckets  # noqa: E402
+from tlpipe.components.ingest.executor import ImageExampleGenExecutor  # noqa: E402
+from tlpipe.components.ingest.listing import Candidate, has_image_extension  # noqa: E402
+from tlpipe.components.ingest.local import run_ingest  # noqa: E402
+from tlpipe.components.ingest.splits import SplitRatios, assign_splits  # noqa: E402
+from tlpipe.components.ingest.stages import make_example  # noqa: E402
 
 DEFAULT_DATA = REPO.parent / "shared" / "datasets" / "tf_flowers"
 

@@ -105,7 +105,7 @@ def main(argv=None) -> None:
                 work = Path(tmp) / "work"
                 sets = [a for s in args.set for a in ("--set", s)]
                 result, cpu, wall = measured(
-                    [sys.executable, "-m", "pipeline.cli", "run", "--data", str(rest),
+                    [sys.executable, "-m", "tlpipe.pipeline.cli", "run", "--data", str(rest),
                      "--work-dir", str(work), *sets], env)
                 test = re.search(r"test accuracy : ([0-9.]+)", result.stdout)
                 # The trainer's model, blessed or not (a gate failing is a finding too).

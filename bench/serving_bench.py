@@ -30,8 +30,8 @@ sys.path.insert(0, str(REPO))
 
 def _serve_child(args) -> int:
     """Runs the server in this (child) process until stdin closes; prints the gRPC port."""
-    from serving.config import from_flags, read_batching_parameters
-    from serving.server import ModelServer, ServerOptions
+    from tlpipe.serving.config import from_flags, read_batching_parameters
+    from tlpipe.serving.server import ModelServer, ServerOptions
 
     batching = read_batching_parameters(args.batching_parameters_file) if args.batching else None
     server = ModelServer(ServerOptions(from_flags("flowers", args.model_base_path), grpc_port=0,
@@ -78,7 +78,7 @@ def _stub(port: int):
 
 
 def _request(image: bytes):
-    from serving.client import predict_request
+    from tlpipe.serving.client import predict_request
 
     return predict_request([image])
 
@@ -171,7 +171,7 @@ def main() -> int:
     if args.serve_child:
         return _serve_child(args)
 
-    from serving import layout
+    from tlpipe.serving import layout
 
     versions = layout.versions(os.path.abspath(args.model_base_path))
     if not versions:
@@ -179,7 +179,7 @@ def main() -> int:
     if args.images:
         paths = sorted(Path(args.images).rglob("*.jpg"))[:32]
     else:
-        from data.synthetic import make_image_folder
+        from tlpipe.data.synthetic import make_image_folder
 
         folder = tempfile.mkdtemp(prefix="serving-bench-")
         make_image_folder(folder, classes=3, per_class=8, size=96, seed=3)

@@ -29,12 +29,12 @@ sys.path.insert(0, str(REPO))
 import tensorflow as tf  # noqa: E402
 from absl import logging as absl_logging  # noqa: E402
 
-from components import features  # noqa: E402
-from components.config import PipelineConfig, TransformConfig, TransformSettings  # noqa: E402
-from components.ingest.local import run_ingest  # noqa: E402
-from components.trainer.backbones import BACKBONES, CONVENTIONS  # noqa: E402
-from components.transform.local import run_transform, write_raw_schema  # noqa: E402
-from components.transform.preprocessing import RESIZERS  # noqa: E402
+from tlpipe.components import features  # noqa: E402
+from tlpipe.components.config import PipelineConfig, TransformConfig, TransformSettings  # noqa: E402
+from tlpipe.components.ingest.local import run_ingest  # noqa: E402
+from tlpipe.components.trainer.backbones import BACKBONES, CONVENTIONS  # noqa: E402
+from tlpipe.components.transform.local import run_transform, write_raw_schema  # noqa: E402
+from tlpipe.components.transform.preprocessing import RESIZERS  # noqa: E402
 
 DEFAULT_DATA = REPO.parent / "shared" / "datasets" / "tf_flowers"
 BATCH = 32

@@ -17,8 +17,8 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
-from components.errors import UsageError
-from components.features import RESIZE_POLICIES  # plain constants, no TensorFlow
+from tlpipe.components.errors import UsageError
+from tlpipe.components.features import RESIZE_POLICIES  # plain constants, no TensorFlow
 
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "gif", "bmp", "webp")
 MIN_IMAGES_PER_CLASS = 3  # one image each for train, eval (selection) and test (the gate)

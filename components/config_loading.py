@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from components.config import ConfigError, PipelineConfig
+from tlpipe.components.config import ConfigError, PipelineConfig
 
 
 def _read_file(path: str) -> dict[str, Any]:
@@ -64,8 +64,8 @@ def load_config(path: str | None = None, overrides: list[str] | None = None,
 def validate(config: PipelineConfig, data_root: str | None = None) -> None:
     """Checks across settings, against the backbone registry and (with `data_root`) the data tree:
     bad values fail here, before any component runs. Single values were checked on loading."""
-    from components.trainer.backbones import BACKBONES, min_input_size  # light: no TensorFlow
-    from components.trainer.base_layers import CutLayerError, check_cut, layer_names
+    from tlpipe.components.trainer.backbones import BACKBONES, min_input_size  # light: no TensorFlow
+    from tlpipe.components.trainer.base_layers import CutLayerError, check_cut, layer_names
 
     if config.base.name not in BACKBONES:
         raise ConfigError(f"unknown base '{config.base.name}' (known: {', '.join(sorted(BACKBONES))})")
@@ -91,7 +91,7 @@ def validate(config: PipelineConfig, data_root: str | None = None) -> None:
         raise ConfigError(f"tuner.learning_rate_min {config.tuner.learning_rate_min} is above "
                           f"tuner.learning_rate_max {config.tuner.learning_rate_max}")
     if data_root is not None:
-        from components.ingest.listing import DatasetError, check_input
+        from tlpipe.components.ingest.listing import DatasetError, check_input
         try:
             check_input(data_root, config.data.pattern, config.data.manifest,
                         config.data.extensions, config.data.min_images_per_class,

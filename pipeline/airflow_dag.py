@@ -12,10 +12,10 @@ import os
 
 from tfx.orchestration.airflow.airflow_dag_runner import AirflowDagRunner, AirflowPipelineConfig
 
-from components.config import ConfigError
-from components.config_loading import load_config, validate
-from pipeline.pipeline import create_pipeline
-from pipeline.timing import airflow_schedule_interval
+from tlpipe.components.config import ConfigError
+from tlpipe.components.config_loading import load_config, validate
+from tlpipe.pipeline.pipeline import create_pipeline
+from tlpipe.pipeline.timing import airflow_schedule_interval
 
 _config = load_config(os.environ.get("TLPIPE_CONFIG"))
 validate(_config)

@@ -8,9 +8,9 @@ import os
 import sys
 import time
 
-from components.config import ConfigError, PipelineConfig
-from components.config_loading import load_config, validate
-from pipeline.nodes import NODE_ORDER as NODES
+from tlpipe.components.config import ConfigError, PipelineConfig
+from tlpipe.components.config_loading import load_config, validate
+from tlpipe.pipeline.nodes import NODE_ORDER as NODES
 
 
 def _fail(message: str, code: int = 2) -> int:
@@ -23,7 +23,7 @@ def resolve_data_root(config: PipelineConfig, mirror: str | None) -> str:
     if config.data.root:
         root = config.data.root
         return root if "://" in root else os.path.abspath(root)  # gs://... stays as it is
-    from data.flowers import FlowersUnavailable, ensure_flowers
+    from tlpipe.data.flowers import FlowersUnavailable, ensure_flowers
 
     try:
         return ensure_flowers(os.path.join(os.path.abspath(config.work_dir), "datasets"),
@@ -45,11 +45,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     except ConfigError as err:
         return _fail(str(err))
     if args.if_new_data:
-        from pipeline.runs import NO_NEW_DATA, new_data_check
+        from tlpipe.pipeline.runs import NO_NEW_DATA, new_data_check
 
         new, why = new_data_check(config, data_root)
         if not new:
-            from pipeline.events import RUN_SKIPPED, Event, emit_to_env
+            from tlpipe.pipeline.events import RUN_SKIPPED, Event, emit_to_env
 
             emit_to_env(Event(RUN_SKIPPED, detail=why))
             print(f"{NO_NEW_DATA} {why}", flush=True)
@@ -57,9 +57,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"tlpipe: {why}", flush=True)
     print(f"tlpipe: data {data_root}; base {config.base.name}; work dir "
           f"{os.path.abspath(config.work_dir)}", flush=True)
-    from pipeline.local_runner import run_pipeline
-    from pipeline.notify import FAILED, notify, notify_outcome
-    from pipeline.summary import latest_run_summary
+    from tlpipe.pipeline.local_runner import run_pipeline
+    from tlpipe.pipeline.notify import FAILED, notify, notify_outcome
+    from tlpipe.pipeline.summary import latest_run_summary
 
     started = time.time()
     try:
@@ -90,7 +90,7 @@ def cmd_promote(args: argparse.Namespace) -> int:
         validate(config)
     except ConfigError as err:
         return _fail(str(err))
-    from pipeline.promote import PromoteError, promote
+    from tlpipe.pipeline.promote import PromoteError, promote
 
     try:
         pushed = promote(config, args.reason, args.model_id, args.by)
@@ -136,15 +136,15 @@ def build_parser() -> argparse.ArgumentParser:
     promote.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     promote.set_defaults(func=cmd_promote)
 
-    from serving.cli import register as register_serving  # serve, predict
+    from tlpipe.serving.cli import register as register_serving  # serve, predict
 
     register_serving(sub)
-    from pipeline.compare import register as register_compare  # compare, label
+    from tlpipe.pipeline.compare import register as register_compare  # compare, label
 
     register_compare(sub)
-    from pipeline.orchestrators import register as register_compile  # compile
-    from pipeline.runs import register as register_runs  # runs; run --if-new-data
-    from pipeline.schedule import register as register_schedule  # schedule
+    from tlpipe.pipeline.orchestrators import register as register_compile  # compile
+    from tlpipe.pipeline.runs import register as register_runs  # runs; run --if-new-data
+    from tlpipe.pipeline.schedule import register as register_schedule  # schedule
 
     register_schedule(sub)
     register_runs(sub)

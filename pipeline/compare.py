@@ -22,9 +22,9 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
-from components import features
-from components.config import ConfigError, PipelineConfig
-from components.config_loading import load_config, validate
+from tlpipe.components import features
+from tlpipe.components.config import ConfigError, PipelineConfig
+from tlpipe.components.config_loading import load_config, validate
 
 LABELS = ("stable", "canary")
 FORMATS = ("table", "json", "html")
@@ -76,8 +76,8 @@ class VersionRow:
 def serving_labels(model_dir: str) -> dict[str, int]:
     """label -> version as the servers see it: labels.json, overridden by the
     ModelServerConfig's version_labels (serving.source's rule)."""
-    from serving import config as server_config
-    from serving import layout, source
+    from tlpipe.serving import config as server_config
+    from tlpipe.serving import layout, source
 
     name = os.path.basename(os.path.abspath(model_dir))
     model = server_config.ModelConfig(name, os.path.abspath(model_dir))
@@ -111,7 +111,7 @@ def _fill_model_info(row: VersionRow, saved_model_dir: str) -> None:
 
 
 def _fill_evaluation(row: VersionRow, evaluation_uri: str) -> None:
-    from components.evaluator import verdict
+    from tlpipe.components.evaluator import verdict
 
     row.evaluation_uri = evaluation_uri
     row.metrics = verdict.load_metrics(evaluation_uri).get(verdict.OVERALL, {}).get("candidate", {})
@@ -129,8 +129,8 @@ def _local_time(stamp: str | None) -> str | None:
 
 def _mlmd_rows(config: PipelineConfig) -> list[VersionRow]:
     """A row per Model the trainer node produced, with its latest evaluation as candidate."""
-    from components.pusher.component import SERVING_SUBDIR
-    from pipeline.lineage import INPUT, OUTPUT, Lineage, custom_property
+    from tlpipe.components.pusher.component import SERVING_SUBDIR
+    from tlpipe.pipeline.lineage import INPUT, OUTPUT, Lineage, custom_property
 
     lineage = Lineage.open(config)
     if lineage is None:
@@ -166,7 +166,7 @@ def _mlmd_rows(config: PipelineConfig) -> list[VersionRow]:
 
 def gather(config: PipelineConfig, model_name: str | None = None) -> list[VersionRow]:
     """Every trained version: ML Metadata's models joined with the serving directory."""
-    from serving import layout
+    from tlpipe.serving import layout
 
     model_dir = os.path.join(config.serving_base, model_name or config.model_name)
     rows = _mlmd_rows(config)
@@ -367,7 +367,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if h2h:
         print("\n".join(head_to_head_lines(h2h)))
     if args.format == "html":
-        from pipeline.compare_report import write_report
+        from tlpipe.pipeline.compare_report import write_report
 
         out = args.out or os.path.join(os.path.abspath(config.work_dir), "compare")
         print(f"report: {write_report(rows, h2h, out)} (charts as PNG beside it)")
@@ -375,7 +375,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_label(args: argparse.Namespace) -> int:
-    from serving import layout
+    from tlpipe.serving import layout
 
     try:
         config = _config(args)

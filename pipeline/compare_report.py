@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from pipeline.compare import HEADLINE_METRICS, VersionRow, head_to_head_lines, table
+from tlpipe.pipeline.compare import HEADLINE_METRICS, VersionRow, head_to_head_lines, table
 
 REPORT_FILE = "compare.html"
 CHART_METRICS = (*HEADLINE_METRICS, "expected_calibration_error")

@@ -14,7 +14,7 @@ from typing import Any
 from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2 as mlmd
 
-from components.config import PipelineConfig
+from tlpipe.components.config import PipelineConfig
 
 OK_STATES = ("COMPLETE", "CACHED")  # an execution that produced (or reused) its outputs
 INPUT, OUTPUT = mlmd.Event.INPUT, mlmd.Event.OUTPUT

@@ -16,8 +16,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from components.config import PipelineConfig
-from pipeline.events import CACHED, EMPTY, FAILED, SKIPPED, STARTED, Event, EventWriter
+from tlpipe.components.config import PipelineConfig
+from tlpipe.pipeline.events import CACHED, EMPTY, FAILED, SKIPPED, STARTED, Event, EventWriter
 
 # Component code logs "progress: ..." for long work (epochs, trials); shown under its node.
 _PROGRESS = "progress: "
@@ -73,7 +73,7 @@ def _observing(launcher_class, emit: Callable[[Event], None]):
             return info
 
         def _recorded_state(self, info) -> str:
-            from pipeline.lineage import execution_state
+            from tlpipe.pipeline.lineage import execution_state
 
             if info is None or info.execution_id is None:
                 return SKIPPED
@@ -109,8 +109,8 @@ def run_pipeline(config: PipelineConfig, data_root: str, to_node: str | None = N
     from absl import logging as absl_logging
     from tfx import v1 as tfx
 
-    from pipeline.pipeline import create_pipeline, model_custom_config
-    from pipeline.retune import decide
+    from tlpipe.pipeline.pipeline import create_pipeline, model_custom_config
+    from tlpipe.pipeline.retune import decide
 
     log_dir = Path(config.work_dir).resolve() / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)

@@ -14,8 +14,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from components.config import PipelineConfig
-from pipeline.summary import RunSummary
+from tlpipe.components.config import PipelineConfig
+from tlpipe.pipeline.summary import RunSummary
 
 FAILED = "failed"
 NOT_BLESSED = "not_blessed"
@@ -25,7 +25,7 @@ WEBHOOK_TIMEOUT_S = 10
 
 def served_version(config: PipelineConfig) -> int | None:
     """The version TF Serving serves now (the highest), so an alert says what stays live."""
-    from serving.layout import versions
+    from tlpipe.serving.layout import versions
 
     found = versions(config.serving_model_dir)
     return found[-1].number if found else None

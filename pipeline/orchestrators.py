@@ -15,8 +15,8 @@ import tempfile
 from collections.abc import Iterator
 from typing import Any
 
-from components.config import ConfigError, PipelineConfig
-from components.config_loading import load_config, validate
+from tlpipe.components.config import ConfigError, PipelineConfig
+from tlpipe.components.config_loading import load_config, validate
 
 DEFAULT_IMAGE = "tlpipe:latest"  # an image with this project installed (README: Kubeflow)
 
@@ -56,7 +56,7 @@ def compile_kubeflow(config: PipelineConfig, data_root: str, output_file: str,
     """
     from tfx import v1 as tfx
 
-    from pipeline.pipeline import create_pipeline
+    from tlpipe.pipeline.pipeline import create_pipeline
 
     output_file = os.path.abspath(output_file)
     os.makedirs(os.path.dirname(output_file), exist_ok=True)
@@ -80,7 +80,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
     except ConfigError as err:
         print(f"tlpipe: error: {err}", file=sys.stderr)
         return 2
-    from pipeline.cli import resolve_data_root  # a local root made absolute, a URL kept
+    from tlpipe.pipeline.cli import resolve_data_root  # a local root made absolute, a URL kept
 
     spec = compile_kubeflow(config, resolve_data_root(config, None), args.kubeflow, args.image)
     tasks = spec.get("pipelineSpec", spec).get("root", {}).get("dag", {}).get("tasks", {})

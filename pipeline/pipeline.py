@@ -13,13 +13,13 @@ from pathlib import Path
 
 from tfx import v1 as tfx
 
-from components import features
-from components.config import PipelineConfig
-from components.evaluator.eval_config import make_eval_config
-from components.ingest.component import make_ingest
-from components.pusher.component import ServingPusher
-from components.schema.component import make_label_domain
-from pipeline.nodes import HYPERPARAMETERS_NODE, NODE_ORDER, RESOLVER_NODE
+from tlpipe.components import features
+from tlpipe.components.config import PipelineConfig
+from tlpipe.components.evaluator.eval_config import make_eval_config
+from tlpipe.components.ingest.component import make_ingest
+from tlpipe.components.pusher.component import ServingPusher
+from tlpipe.components.schema.component import make_label_domain
+from tlpipe.pipeline.nodes import HYPERPARAMETERS_NODE, NODE_ORDER, RESOLVER_NODE
 
 COMPONENTS_DIR = Path(__file__).resolve().parent.parent / "components"
 TRANSFORM_MODULE = COMPONENTS_DIR / "transform" / "preprocessing.py"

@@ -11,9 +11,9 @@ import glob
 import json
 import os
 
-from components import features
-from components.config import PipelineConfig
-from pipeline.lineage import Lineage
+from tlpipe.components import features
+from tlpipe.components.config import PipelineConfig
+from tlpipe.pipeline.lineage import Lineage
 
 
 class PromoteError(RuntimeError):
@@ -40,9 +40,9 @@ def _latest(candidates: list, type_name: str, artifact_id: int | None = None):
 
 def promote(config: PipelineConfig, reason: str, model_id: int | None = None,
             promoted_by: str | None = None) -> dict:
-    from components.pusher.component import SERVING_SUBDIR
-    from components.pusher.warmup import warmup_records
-    from serving import layout
+    from tlpipe.components.pusher.component import SERVING_SUBDIR
+    from tlpipe.components.pusher.warmup import warmup_records
+    from tlpipe.serving import layout
 
     if not reason.strip():
         raise PromoteError("a forced release needs --reason")

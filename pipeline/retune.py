@@ -11,7 +11,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from components.config import PipelineConfig
+from tlpipe.components.config import PipelineConfig
 
 TUNER_NODE = "tuner"
 TUNER_OUTPUT = "best_hyperparameters"
@@ -52,7 +52,7 @@ def _compared(custom_config: dict[str, Any]) -> dict[str, Any]:
 def _latest_matching_tuning(config: PipelineConfig, wanted: dict[str, Any]
                             ) -> tuple[int, str] | None:
     """(runs since the latest tuner execution with these settings, its hyperparameters URI)."""
-    from pipeline.lineage import OK_STATES, OUTPUT, Lineage, execution_state
+    from tlpipe.pipeline.lineage import OK_STATES, OUTPUT, Lineage, execution_state
 
     lineage = Lineage.open(config)
     if lineage is None:

@@ -19,9 +19,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from components.config import ConfigError, PipelineConfig
-from components.config_loading import load_config
-from pipeline.summary import RunSummary
+from tlpipe.components.config import ConfigError, PipelineConfig
+from tlpipe.components.config_loading import load_config
+from tlpipe.pipeline.summary import RunSummary
 
 # The line `tlpipe run --if-new-data` prints when it skips (the scheduler reads its event).
 NO_NEW_DATA = "tlpipe: no new data:"
@@ -50,9 +50,9 @@ class RunRecord:
 
 def _records(config: PipelineConfig, with_summary: bool) -> Iterator[RunRecord]:
     """Records newest first, read lazily (the new-data check stops at the first good run)."""
-    from pipeline.lineage import INPUT, OK_STATES, OUTPUT, Lineage, custom_property, execution_state
-    from pipeline.nodes import RESOLVER_NODES
-    from pipeline.summary import summarize_run
+    from tlpipe.pipeline.lineage import INPUT, OK_STATES, OUTPUT, Lineage, custom_property, execution_state
+    from tlpipe.pipeline.nodes import RESOLVER_NODES
+    from tlpipe.pipeline.summary import summarize_run
 
     lineage = Lineage.open(config)
     if lineage is None:
@@ -109,7 +109,7 @@ def last_complete_run(config: PipelineConfig) -> RunRecord | None:
 def latest_span_on_disk(root: str, source: str) -> int | None:
     """The highest span under `root` for a `data.pattern` / `data.manifest` holding `{SPAN}`
     (None without one). Globs only the span level, so it stays quick on large trees."""
-    from components.ingest.listing import SPAN_SPEC, join
+    from tlpipe.components.ingest.listing import SPAN_SPEC, join
 
     parts = source.split("/")
     index = next((i for i, p in enumerate(parts) if SPAN_SPEC.search(p)), None)

@@ -31,11 +31,11 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from components.config import ConfigError
-from components.config_loading import load_config, validate
-from pipeline.events import EVENTS_FILE_ENV, RUN_SKIPPED, STARTED, Event, EventFollower
-from pipeline.nodes import NODE_ORDER
-from pipeline.timing import ScheduleError, next_tick
+from tlpipe.components.config import ConfigError
+from tlpipe.components.config_loading import load_config, validate
+from tlpipe.pipeline.events import EVENTS_FILE_ENV, RUN_SKIPPED, STARTED, Event, EventFollower
+from tlpipe.pipeline.nodes import NODE_ORDER
+from tlpipe.pipeline.timing import ScheduleError, next_tick
 
 LOCK_FILE = "schedule.lock"
 SCHEDULE_LOG = "schedule.log"
@@ -272,7 +272,7 @@ class Scheduler:
 
 def _run_command(args: argparse.Namespace) -> list[str]:
     """The child's command line: the real `tlpipe run`, with this scheduler's options."""
-    command = [sys.executable, "-m", "pipeline.cli", "run"]
+    command = [sys.executable, "-m", "tlpipe.pipeline.cli", "run"]
     if not args.always:
         command.append("--if-new-data")
     for flag in ("config", "data", "work_dir", "mirror"):
@@ -295,7 +295,7 @@ def cmd_schedule(args: argparse.Namespace) -> int:
         print(f"tlpipe: error: {err}", file=sys.stderr)
         return 2
     def killed(message: str) -> None:  # `tlpipe run` alerts on its own failures, not on a kill
-        from pipeline.notify import FAILED, notify
+        from tlpipe.pipeline.notify import FAILED, notify
 
         notify(config, FAILED, message)
     scheduler = Scheduler(config.work_dir, _run_command(args), timing, first_now=not cron,

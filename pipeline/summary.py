@@ -6,11 +6,11 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from components.config import PipelineConfig
-from components.features import TRAINING_CURVES_FILE, TRAINING_SUMMARY_FILE, TRIALS_JSON, TRIALS_PNG
-from pipeline.events import Event
-from pipeline.lineage import INPUT, OUTPUT, Lineage, custom_property, execution_state
-from pipeline.nodes import HYPERPARAMETERS_NODE
+from tlpipe.components.config import PipelineConfig
+from tlpipe.components.features import TRAINING_CURVES_FILE, TRAINING_SUMMARY_FILE, TRIALS_JSON, TRIALS_PNG
+from tlpipe.pipeline.events import Event
+from tlpipe.pipeline.lineage import INPUT, OUTPUT, Lineage, custom_property, execution_state
+from tlpipe.pipeline.nodes import HYPERPARAMETERS_NODE
 
 
 @dataclass
@@ -55,7 +55,7 @@ class RunSummary:
         if self.blessed is not None:
             out.append(f"  blessed       : {'yes' if self.blessed else 'NO'}")
         if self.verdict is not None:
-            from components.evaluator.verdict import verdict_lines
+            from tlpipe.components.evaluator.verdict import verdict_lines
 
             out.extend(verdict_lines(self.verdict))
             out.append(f"  verdict page  : {self.verdict_html}")
@@ -82,7 +82,7 @@ def latest_run_summary(config: PipelineConfig, node_events: list[Event] | None =
 
 
 def _fill_ingest(summary: RunSummary, artifacts) -> None:
-    from components.ingest.report import SUMMARY_FILE, quarantine_summary
+    from tlpipe.components.ingest.report import SUMMARY_FILE, quarantine_summary
 
     for artifact in artifacts:
         if os.path.exists(os.path.join(artifact.uri, SUMMARY_FILE)):
@@ -90,7 +90,7 @@ def _fill_ingest(summary: RunSummary, artifacts) -> None:
 
 
 def _fill_label_domain(summary: RunSummary, artifacts) -> None:
-    from components.schema.report import LABEL_DOMAIN_FILE, label_domain_lines
+    from tlpipe.components.schema.report import LABEL_DOMAIN_FILE, label_domain_lines
 
     for artifact in artifacts:
         if os.path.exists(os.path.join(artifact.uri, LABEL_DOMAIN_FILE)):
@@ -106,7 +106,7 @@ def _fill_evaluation(summary: RunSummary, artifacts) -> None:
 
 def _fill_push(summary: RunSummary, artifacts) -> None:
     for artifact in artifacts:
-        from components.evaluator.verdict import VERDICT_HTML, VERDICT_JSON
+        from tlpipe.components.evaluator.verdict import VERDICT_HTML, VERDICT_JSON
 
         verdict_path = os.path.join(artifact.uri, VERDICT_JSON)
         if os.path.exists(verdict_path):
@@ -169,7 +169,7 @@ def summarize_run(lineage: Lineage, run, with_transform: bool = False) -> RunSum
 
 
 def _fill_trials(summary: RunSummary, artifacts) -> None:
-    from components.tuner.report import trial_lines
+    from tlpipe.components.tuner.report import trial_lines
 
     for artifact in artifacts:
         path = os.path.join(artifact.uri, TRIALS_JSON)
@@ -213,7 +213,7 @@ def _fill_transform(summary: RunSummary, artifacts) -> None:
     for artifact in artifacts:
         if artifact.uri.rstrip("/").split("/")[-2] != "transform_graph":
             continue
-        from components.transform.preprocessing import channel_stats
+        from tlpipe.components.transform.preprocessing import channel_stats
 
         stats = channel_stats(artifact.uri)
         summary.transform_lines.append(

@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import CroniterBadDateError, croniter
 
-from components.config import PipelineConfig
+from tlpipe.components.config import PipelineConfig
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 

@@ -18,8 +18,8 @@ from concurrent.futures import Future
 
 import numpy as np
 
-from serving.config import BatchingOptions
-from serving.status import unavailable
+from tlpipe.serving.config import BatchingOptions
+from tlpipe.serving.status import unavailable
 
 Arrays = dict[str, np.ndarray]
 

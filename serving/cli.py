@@ -88,9 +88,9 @@ def _error(message: str, code: int = 2) -> int:
 
 def server_options(args: argparse.Namespace):
     """Flags into ServerOptions; ConfigError for anything inconsistent."""
-    from serving import config
-    from serving.inference import InputLimits
-    from serving.server import ServerOptions
+    from tlpipe.serving import config
+    from tlpipe.serving.inference import InputLimits
+    from tlpipe.serving.server import ServerOptions
 
     if args.model_config_file:
         models = config.read_model_config_file(args.model_config_file)
@@ -122,8 +122,8 @@ def server_options(args: argparse.Namespace):
 
 def cmd_serve(args: argparse.Namespace) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from serving.config import ConfigError
-    from serving.server import ModelServer, ServerError
+    from tlpipe.serving.config import ConfigError
+    from tlpipe.serving.server import ModelServer, ServerError
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     try:
@@ -156,7 +156,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from serving.client import ClientError, ServingClient
+    from tlpipe.serving.client import ClientError, ServingClient
 
     if args.top_k < 1:
         return _error("--top-k must be at least 1")

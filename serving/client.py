@@ -59,7 +59,7 @@ def predict_request(images: Sequence[bytes], model: str = "flowers",
     """A PredictRequest carrying raw image bytes, for any TF Serving server."""
     from tensorflow_serving.apis import predict_pb2
 
-    from serving.tensors import to_tensor_proto
+    from tlpipe.serving.tensors import to_tensor_proto
 
     request = predict_pb2.PredictRequest()
     request.model_spec.name = model
@@ -126,7 +126,7 @@ class ServingClient:
     def _predict_grpc(self, images, model, version, label, top_k) -> list[Prediction]:
         import grpc
 
-        from serving.tensors import to_ndarray
+        from tlpipe.serving.tensors import to_ndarray
 
         request = predict_request(images, model, version, label)
         try:

@@ -12,7 +12,7 @@ from typing import Any
 
 from google.protobuf import text_format
 
-from serving import textproto
+from tlpipe.serving import textproto
 
 
 class ConfigError(ValueError):

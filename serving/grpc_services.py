@@ -17,12 +17,12 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
-from serving import config as server_config
-from serving import inference
-from serving.inference import InputLimits
-from serving.manager import ModelManager, spec_choice
-from serving.metrics import Metrics
-from serving.status import ServingError, code_number, from_exception, invalid_argument
+from tlpipe.serving import config as server_config
+from tlpipe.serving import inference
+from tlpipe.serving.inference import InputLimits
+from tlpipe.serving.manager import ModelManager, spec_choice
+from tlpipe.serving.metrics import Metrics
+from tlpipe.serving.status import ServingError, code_number, from_exception, invalid_argument
 
 ENTRYPOINT = "GRPC"
 
@@ -75,7 +75,7 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
 
 
 def _no_regression(model):
-    from serving.status import unimplemented
+    from tlpipe.serving.status import unimplemented
 
     raise unimplemented("Regress is not implemented by this server (the models it serves "
                         "have no regression signature); use Predict")

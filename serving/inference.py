@@ -14,9 +14,9 @@ from tensorflow.core.example import example_pb2
 from tensorflow.core.framework import types_pb2
 from tensorflow_serving.apis import classification_pb2, get_model_metadata_pb2, inference_pb2, predict_pb2
 
-from serving import tensors
-from serving.loader import LoadedModel, Signature
-from serving.status import ServingError, failed_precondition, from_exception, invalid_argument, unimplemented
+from tlpipe.serving import tensors
+from tlpipe.serving.loader import LoadedModel, Signature
+from tlpipe.serving.status import ServingError, failed_precondition, from_exception, invalid_argument, unimplemented
 
 CLASSIFY_METHOD = "tensorflow/serving/classify"
 PREDICT_METHOD = "tensorflow/serving/predict"

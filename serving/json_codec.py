@@ -14,9 +14,9 @@ import numpy as np
 from tensorflow.core.example import example_pb2
 from tensorflow.core.framework import types_pb2
 
-from serving.loader import Signature
-from serving.status import invalid_argument
-from serving.tensors import NUMPY_TYPES, dtype_name
+from tlpipe.serving.loader import Signature
+from tlpipe.serving.status import invalid_argument
+from tlpipe.serving.tensors import NUMPY_TYPES, dtype_name
 
 
 def _decode_value(value: Any, dtype: int) -> Any:

@@ -147,7 +147,7 @@ def set_label(model_dir: str, label: str, version: int) -> str:
     """
     from google.protobuf import text_format
 
-    from serving import config as server_config
+    from tlpipe.serving import config as server_config
 
     if version not in {v.number for v in versions(model_dir)}:
         raise ValueError(f"no version {version} under {model_dir}")

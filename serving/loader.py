@@ -15,10 +15,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from serving import layout
-from serving.batching import BatchScheduler
-from serving.config import BatchingOptions
-from serving.status import failed_precondition
+from tlpipe.serving import layout
+from tlpipe.serving.batching import BatchScheduler
+from tlpipe.serving.config import BatchingOptions
+from tlpipe.serving.status import failed_precondition
 
 log = logging.getLogger(__name__)
 
@@ -198,7 +198,7 @@ def warmup_records(path: str) -> list:
 
 def replay_warmup(model: LoadedModel) -> int:
     """Runs each logged request once; any failure fails the load, as in TF Serving."""
-    from serving import inference
+    from tlpipe.serving import inference
 
     records = warmup_records(model.path)
     for record in records:

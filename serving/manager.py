@@ -18,10 +18,10 @@ from dataclasses import dataclass
 
 import grpc
 
-from serving import source
-from serving.config import ModelConfig, VersionPolicy
-from serving.loader import LoadedModel
-from serving.status import from_exception, invalid_argument, not_found
+from tlpipe.serving import source
+from tlpipe.serving.config import ModelConfig, VersionPolicy
+from tlpipe.serving.loader import LoadedModel
+from tlpipe.serving.status import from_exception, invalid_argument, not_found
 
 log = logging.getLogger(__name__)
 

@@ -18,12 +18,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from google.protobuf import json_format
 from tensorflow_serving.apis import classification_pb2, get_model_metadata_pb2
 
-from serving import inference, json_codec
-from serving.config import MonitoringOptions, TlsOptions
-from serving.inference import InputLimits
-from serving.manager import STATE_NAMES, ModelManager, spec_choice
-from serving.metrics import CONTENT_TYPE, Metrics
-from serving.status import ServingError, from_exception, http_status, invalid_argument, not_found
+from tlpipe.serving import inference, json_codec
+from tlpipe.serving.config import MonitoringOptions, TlsOptions
+from tlpipe.serving.inference import InputLimits
+from tlpipe.serving.manager import STATE_NAMES, ModelManager, spec_choice
+from tlpipe.serving.metrics import CONTENT_TYPE, Metrics
+from tlpipe.serving.status import ServingError, from_exception, http_status, invalid_argument, not_found
 
 ENTRYPOINT = "REST"
 MAX_BODY_BYTES = 256 * 1024 * 1024
@@ -165,7 +165,7 @@ def _classify(model, spec, body, limits):
 
 
 def _regress(model, spec, body, limits):
-    from serving.status import unimplemented
+    from tlpipe.serving.status import unimplemented
 
     raise unimplemented("Regress is not implemented by this server; use :predict")
 

@@ -17,14 +17,14 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
 
-from serving import config as server_config
-from serving import loader
-from serving.config import BatchingOptions, ModelConfig, MonitoringOptions, TlsOptions
-from serving.grpc_services import ModelServicer, PredictionServicer
-from serving.inference import DEFAULT_LIMITS, InputLimits
-from serving.manager import ModelManager
-from serving.metrics import Metrics
-from serving.rest import RestServer
+from tlpipe.serving import config as server_config
+from tlpipe.serving import loader
+from tlpipe.serving.config import BatchingOptions, ModelConfig, MonitoringOptions, TlsOptions
+from tlpipe.serving.grpc_services import ModelServicer, PredictionServicer
+from tlpipe.serving.inference import DEFAULT_LIMITS, InputLimits
+from tlpipe.serving.manager import ModelManager
+from tlpipe.serving.metrics import Metrics
+from tlpipe.serving.rest import RestServer
 
 log = logging.getLogger(__name__)
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import logging
 
-from serving import layout
-from serving.config import ModelConfig
+from tlpipe.serving import layout
+from tlpipe.serving.config import ModelConfig
 
 log = logging.getLogger(__name__)
 

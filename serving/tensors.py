@@ -8,8 +8,8 @@ from __future__ import annotations
 import numpy as np
 from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
 
-from serving.loader import TensorSpec
-from serving.status import invalid_argument
+from tlpipe.serving.loader import TensorSpec
+from tlpipe.serving.status import invalid_argument
 
 NUMPY_TYPES = {
     types_pb2.DT_FLOAT: np.float32, types_pb2.DT_DOUBLE: np.float64,

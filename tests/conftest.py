@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from data.synthetic import make_image_folder
+from tlpipe.data.synthetic import make_image_folder
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
@@ -30,7 +30,7 @@ def tiny_images(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def keras_home(tmp_path_factory) -> Path | None:
     """A writable copy of the shared Keras cache (tests keep the shared folder read-only)."""
-    from components.trainer.backbones import BACKBONES
+    from tlpipe.components.trainer.backbones import BACKBONES
 
     weights = SHARED_KERAS_HOME / "models" / BACKBONES[TEST_BASE].weights_file
     if not weights.is_file():
@@ -50,7 +50,7 @@ def tlpipe_env(keras_home: Path | None) -> dict[str, str]:
 
 def tlpipe(*args, env=None, timeout=120) -> subprocess.CompletedProcess:
     """Runs the real `tlpipe` command line in a child process."""
-    return subprocess.run([sys.executable, "-m", "pipeline.cli", *args], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "tlpipe.pipeline.cli", *args], capture_output=True,
                           text=True, cwd=REPO, env=env, timeout=timeout)
 
 
@@ -105,7 +105,7 @@ SIZE = 64
 def model_settings(keras_home, monkeypatch, **trainer):
     """ModelSettings (as the Trainer and Tuner rebuild them) for TEST_BASE at SIZE px, with real
     ImageNet weights when the shared Keras cache is there."""
-    from components.config import PipelineConfig
+    from tlpipe.components.config import PipelineConfig
 
     if keras_home is not None:
         monkeypatch.setenv("KERAS_HOME", str(keras_home))

@@ -5,8 +5,8 @@ import sys
 
 from conftest import REPO
 
-from components.trainer.backbones import BACKBONES
-from components.trainer.base_layers import TABLE
+from tlpipe.components.trainer.backbones import BACKBONES
+from tlpipe.components.trainer.base_layers import TABLE
 
 
 def test_shipped_layer_names_match_freshly_built_bases():

@@ -16,7 +16,7 @@ from test_config import BAD_COMBINATIONS, BAD_SETTINGS
 def tlpipe(*args: str, cwd: Path) -> tuple[subprocess.CompletedProcess, float]:
     env = {**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "3"}
     started = time.monotonic()
-    proc = subprocess.run([sys.executable, "-m", "pipeline.cli", *args], cwd=cwd, env=env,
+    proc = subprocess.run([sys.executable, "-m", "tlpipe.pipeline.cli", *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=120)
     return proc, time.monotonic() - started
 

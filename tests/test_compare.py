@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from conftest import E2E_SETTINGS, tlpipe, tlpipe_env
 
-from pipeline import compare
-from pipeline.cli import main as tlpipe_main
-from serving import config as server_config
-from serving import layout
+from tlpipe.pipeline import compare
+from tlpipe.pipeline.cli import main as tlpipe_main
+from tlpipe.serving import config as server_config
+from tlpipe.serving import layout
 
 # The second version: one frozen epoch after a one-trial search, pushed whatever it scores, so
 # the comparison has two pushed versions that differ.
@@ -46,7 +46,7 @@ def versions(pipeline_runs, tiny_images, keras_home, tmp_path_factory) -> TwoVer
 
 
 def _rows(work: Path) -> dict[str, compare.VersionRow]:
-    from components.config_loading import load_config
+    from tlpipe.components.config_loading import load_config
 
     return {row.key: row for row in compare.gather(load_config(work_dir=str(work)))}
 
@@ -171,7 +171,7 @@ def test_html_report_opens_in_headless_chromium(versions, tmp_path, capsys):
 
 
 def test_label_is_written_where_both_servers_read_it(versions, capsys):
-    from serving import source
+    from tlpipe.serving import source
 
     work, a, b = str(versions.work), versions.a, versions.b
     model_dir = versions.work / "serving" / "flowers"

@@ -2,8 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from components.config import ConfigError, PipelineConfig
-from components.config_loading import load_config, validate
+from tlpipe.components.config import ConfigError, PipelineConfig
+from tlpipe.components.config_loading import load_config, validate
 
 
 def test_defaults_round_trip_through_json():
@@ -142,8 +142,8 @@ def test_module_code_rebuilds_typed_sections_from_custom_config():
     """What crosses TFX's boundary as JSON comes back as the same typed sections."""
     import json
 
-    from components.config import ModelSettings, TransformSettings
-    from pipeline.pipeline import model_custom_config
+    from tlpipe.components.config import ModelSettings, TransformSettings
+    from tlpipe.pipeline.pipeline import model_custom_config
 
     config = load_config(None, ["trainer.rotation=0.2", "tuner.input_sizes=[96,128]",
                                 "tuner.retune_every=3"])

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from data.flowers import (
+from tlpipe.data.flowers import (
     FLOWERS_CLASSES,
     MARKER,
     MIRROR_ENV,
@@ -19,7 +19,7 @@ from data.flowers import (
     ensure_flowers,
     main,
 )
-from data.synthetic import make_flowers_tarball, make_image_folder
+from tlpipe.data.synthetic import make_flowers_tarball, make_image_folder
 
 SHARED_FLOWERS = Path(__file__).resolve().parents[2] / "shared/datasets/tf_flowers"
 

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from data.flowers import FLOWERS_CLASSES
-from data.synthetic import class_names, make_flowers_tarball, make_image_folder
+from tlpipe.data.flowers import FLOWERS_CLASSES
+from tlpipe.data.synthetic import class_names, make_flowers_tarball, make_image_folder
 
 
 def _files(root: Path) -> list[Path]:

@@ -21,8 +21,8 @@ SCRIPT = textwrap.dedent("""
     import numpy as np
     import pytest
     from conftest import image_batches, model_settings, normalized_images
-    from components.trainer import distribution, network, search_space
-    from components.trainer.fit import TransferHyperModel
+    from tlpipe.components.trainer import distribution, network, search_space
+    from tlpipe.components.trainer.fit import TransferHyperModel
 
     settings = model_settings(None, pytest.MonkeyPatch(), distribution="mirrored",
                               phase2_epochs=1, label_smoothing=0.1)

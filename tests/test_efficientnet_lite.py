@@ -16,12 +16,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from components.trainer import efficientnet_lite as lite
-from components.trainer import efficientnet_lite_build as lite_build
-from components.trainer import efficientnet_lite_graph as lite_graph
-from components.trainer.backbones import BACKBONES, CONVENTIONS
-from components.trainer.efficientnet_lite import EfficientNetLiteError, read_legacy_state_dict
-from components.trainer.efficientnet_lite_build import build_efficientnet_lite, build_efficientnet_lite0
+from tlpipe.components.trainer import efficientnet_lite as lite
+from tlpipe.components.trainer import efficientnet_lite_build as lite_build
+from tlpipe.components.trainer import efficientnet_lite_graph as lite_graph
+from tlpipe.components.trainer.backbones import BACKBONES, CONVENTIONS
+from tlpipe.components.trainer.efficientnet_lite import EfficientNetLiteError, read_legacy_state_dict
+from tlpipe.components.trainer.efficientnet_lite_build import build_efficientnet_lite, build_efficientnet_lite0
 
 FINE_TUNE_AT = BACKBONES["efficientnet_lite0"].fine_tune_at
 (MEAN, *_), (STD, *_), _ = CONVENTIONS["lite"]

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from components.evaluator import metrics as custom_metrics
+from tlpipe.components.evaluator import metrics as custom_metrics
 
 CLASSES = ["a", "b", "c"]
 
@@ -74,9 +74,9 @@ def test_tfma_computes_every_listed_metric_and_the_verdict_shows_them(tmp_path):
     import pandas as pd
     import tensorflow_model_analysis as tfma
 
-    from components.config import EvaluatorConfig
-    from components.evaluator import verdict as verdict_lib
-    from components.evaluator.eval_config import make_eval_config
+    from tlpipe.components.config import EvaluatorConfig
+    from tlpipe.components.evaluator import verdict as verdict_lib
+    from tlpipe.components.evaluator.eval_config import make_eval_config
 
     labels, probabilities = _data()
     eval_config = make_eval_config(EvaluatorConfig())

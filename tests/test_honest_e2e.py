@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from conftest import E2E_SETTINGS, tlpipe, tlpipe_env
 
-from components import features
-from components.config import DataConfig
-from components.ingest.component import split_buckets
-from components.ingest.splits import SplitRatios, assign_splits
+from tlpipe.components import features
+from tlpipe.components.config import DataConfig
+from tlpipe.components.ingest.component import split_buckets
+from tlpipe.components.ingest.splits import SplitRatios, assign_splits
 
 pytestmark = pytest.mark.e2e
 CLASSES = ["class_a", "class_b", "class_c"]

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from components import features
-from components.config import ConfigError, DataConfig, PipelineConfig
-from components.ingest.component import split_buckets
-from components.ingest.splits import SplitRatios, assign_splits
-from pipeline.pipeline import create_pipeline
+from tlpipe.components import features
+from tlpipe.components.config import ConfigError, DataConfig, PipelineConfig
+from tlpipe.components.ingest.component import split_buckets
+from tlpipe.components.ingest.splits import SplitRatios, assign_splits
+from tlpipe.pipeline.pipeline import create_pipeline
 
 
 def _splits(component, name: str) -> list[str]:

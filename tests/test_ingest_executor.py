@@ -18,11 +18,11 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from components import features
-from components.config import PipelineConfig
-from components.ingest.executor import IngestError
-from components.ingest.local import run_ingest
-from components.ingest.report import quarantine_summary
+from tlpipe.components import features
+from tlpipe.components.config import PipelineConfig
+from tlpipe.components.ingest.executor import IngestError
+from tlpipe.components.ingest.local import run_ingest
+from tlpipe.components.ingest.report import quarantine_summary
 
 RNG = np.random.default_rng(7)
 
@@ -233,7 +233,7 @@ def test_examples_carry_the_stored_bytes_and_a_consistent_vocabulary(bad_run):
 
 def test_every_written_image_decodes_through_the_transform_graph(bad_run):
     """Accepted means Transform's (and serving's) decoder reads it: no surprise hours later."""
-    from components.transform.preprocessing import decode_and_resize
+    from tlpipe.components.transform.preprocessing import decode_and_resize
 
     _, _, run = bad_run
     examples = read_examples(run.examples_uri)
@@ -410,9 +410,9 @@ def test_splits_hold_only_committed_shards_and_no_staging_is_left(bad_run):
 def test_the_executor_reads_the_typed_data_section_the_node_packed(tmp_path):
     """What make_ingest packs comes back as the same typed settings (ints stay ints), and a
     setting ingest does not read (on_class_change) leaves the node's cache key alone."""
-    from components.config import DataConfig
-    from components.ingest.component import make_ingest
-    from components.ingest.executor import data_config
+    from tlpipe.components.config import DataConfig
+    from tlpipe.components.ingest.component import make_ingest
+    from tlpipe.components.ingest.executor import data_config
 
     settings = dict(extensions=["png"], max_pixels=1234, max_rejected_share=0.5,
                     min_images_per_class=3, manifest="list.csv")

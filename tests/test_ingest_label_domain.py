@@ -17,12 +17,12 @@ from PIL import Image
 from tensorflow_metadata.proto.v0 import anomalies_pb2, schema_pb2
 from tfx import v1 as tfx
 
-from components import features
-from components.config import PipelineConfig
-from components.ingest.component import make_ingest
-from components.schema import domain
-from components.schema.component import make_label_domain
-from components.schema.report import label_domain_lines, read_label_domain
+from tlpipe.components import features
+from tlpipe.components.config import PipelineConfig
+from tlpipe.components.ingest.component import make_ingest
+from tlpipe.components.schema import domain
+from tlpipe.components.schema.component import make_label_domain
+from tlpipe.components.schema.report import label_domain_lines, read_label_domain
 
 # --- the rules -----------------------------------------------------------------------------------
 

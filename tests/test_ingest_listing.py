@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from components.config import IMAGE_EXTENSIONS
-from components.ingest.listing import (
+from tlpipe.components.config import IMAGE_EXTENSIONS
+from tlpipe.components.ingest.listing import (
     Candidate,
     DatasetError,
     Rejected,
@@ -17,7 +17,7 @@ from components.ingest.listing import (
     parse_manifest_row,
     split_folder_pattern,
 )
-from components.ingest.splits import SplitRatios, assign_splits, unit_hash
+from tlpipe.components.ingest.splits import SplitRatios, assign_splits, unit_hash
 
 EXTS = normalize_extensions(IMAGE_EXTENSIONS)
 

@@ -17,9 +17,9 @@ from ml_metadata.proto import metadata_store_pb2
 from PIL import Image
 from tfx import v1 as tfx
 
-from components.config import PipelineConfig
-from components.ingest.report import quarantine_summary
-from pipeline.pipeline import create_pipeline
+from tlpipe.components.config import PipelineConfig
+from tlpipe.components.ingest.report import quarantine_summary
+from tlpipe.pipeline.pipeline import create_pipeline
 
 
 def _jpeg(seed: int) -> bytes:

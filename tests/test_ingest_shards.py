@@ -6,7 +6,7 @@ import os
 
 import tensorflow as tf
 
-from components.ingest.shards import BundleWriter, commit_shards, prepare_staging, write_shard_list
+from tlpipe.components.ingest.shards import BundleWriter, commit_shards, prepare_staging, write_shard_list
 
 
 def _records(path) -> list[bytes]:

@@ -2,9 +2,9 @@
 which sentences fail the run."""
 from __future__ import annotations
 
-from components.config import DataConfig
-from components.ingest import images
-from components.ingest.tally import Tally, problems, summarize
+from tlpipe.components.config import DataConfig
+from tlpipe.components.ingest import images
+from tlpipe.components.ingest.tally import Tally, problems, summarize
 
 SPLITS = ["train", "eval"]
 

@@ -13,9 +13,9 @@ import textwrap
 import yaml
 from conftest import REPO, tlpipe
 
-from components.config_loading import load_config
-from pipeline.nodes import NODE_ORDER
-from pipeline.timing import airflow_schedule_interval
+from tlpipe.components.config_loading import load_config
+from tlpipe.pipeline.nodes import NODE_ORDER
+from tlpipe.pipeline.timing import airflow_schedule_interval
 
 
 def _has_every_node(task_ids) -> bool:
@@ -40,7 +40,7 @@ def test_kubeflow_v2_spec_has_every_component(tmp_path, tiny_images):
     component = spec["components"][tasks["ingest"]["componentRef"]["name"]]
     ingest = executors[component["executorLabel"]]["container"]
     assert "--temp_location=gs://bucket/tmp" in ingest["args"]  # Beam args from the config
-    assert "components.ingest.executor" in " ".join(ingest["args"])
+    assert "tlpipe.components.ingest.executor" in " ".join(ingest["args"])
 
 
 def test_compile_needs_a_data_root_the_cluster_sees(tmp_path):
@@ -86,7 +86,7 @@ def test_airflow_dag_file_builds_every_component_with_the_schedule(tmp_path, tin
                                       "schedule": {"cron": "0 3 * * *"}}))
     probe = textwrap.dedent("""
         import json
-        from pipeline.airflow_dag import DAG
+        from tlpipe.pipeline.airflow_dag import DAG
         print(json.dumps({"dag_id": DAG.dag_id, "kwargs": {k: str(v) for k, v in
                           DAG.kwargs.items()}, "tasks": {t.task_id: sorted(t.upstream)
                                                          for t in DAG.tasks}}))

@@ -10,10 +10,10 @@ import pytest
 from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2 as pb
 
-from components.config import load_config
-from pipeline import retune
-from pipeline.lineage import INPUT, OUTPUT, Lineage, execution_state
-from pipeline.promote import PromoteError, _latest
+from tlpipe.components.config import load_config
+from tlpipe.pipeline import retune
+from tlpipe.pipeline.lineage import INPUT, OUTPUT, Lineage, execution_state
+from tlpipe.pipeline.promote import PromoteError, _latest
 
 
 class _Writer:
@@ -150,7 +150,7 @@ def test_promote_picks_the_newest_live_artifact_or_the_one_asked_for(recorded):
 
 
 def test_compare_rows_come_from_the_trainers_models_and_their_evaluations(recorded):
-    from pipeline import compare
+    from tlpipe.pipeline import compare
 
     config, _, model1, model2 = recorded
     rows = compare.gather(config)

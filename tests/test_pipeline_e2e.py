@@ -205,9 +205,9 @@ def test_retune_every_reuses_tuned_values_of_the_same_settings(pipeline_runs, ke
     """Read-only on the shared runs' ML Metadata: which tuning a later run would reuse."""
     from conftest import E2E_SETTINGS
 
-    from components.config_loading import load_config
-    from pipeline.pipeline import create_pipeline, model_custom_config
-    from pipeline.retune import decide
+    from tlpipe.components.config_loading import load_config
+    from tlpipe.pipeline.pipeline import create_pipeline, model_custom_config
+    from tlpipe.pipeline.retune import decide
 
     weights = [] if keras_home else ["base.weights=none"]
 

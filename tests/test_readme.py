@@ -4,7 +4,7 @@ import re
 import yaml
 from conftest import REPO
 
-from components.config import PipelineConfig
+from tlpipe.components.config import PipelineConfig
 
 PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")

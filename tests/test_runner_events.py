@@ -7,7 +7,7 @@ import os
 import pytest
 from tfx import v1 as tfx
 
-from pipeline.events import (
+from tlpipe.pipeline.events import (
     CACHED,
     COMPLETE,
     EMPTY,
@@ -17,7 +17,7 @@ from pipeline.events import (
     EventFollower,
     EventWriter,
 )
-from pipeline.local_runner import observed_nodes, progress_line
+from tlpipe.pipeline.local_runner import observed_nodes, progress_line
 
 
 @tfx.dsl.components.component

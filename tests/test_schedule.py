@@ -21,8 +21,8 @@ from zoneinfo import ZoneInfo
 import pytest
 from conftest import E2E_SETTINGS, REPO, tlpipe, tlpipe_env
 
-from pipeline.schedule import LOCK_FILE, SCHEDULE_LOG, Lock, Scheduler
-from pipeline.timing import Cron, ScheduleError, next_tick, parse_every
+from tlpipe.pipeline.schedule import LOCK_FILE, SCHEDULE_LOG, Lock, Scheduler
+from tlpipe.pipeline.timing import Cron, ScheduleError, next_tick, parse_every
 
 
 def test_interval_parsing():
@@ -100,8 +100,8 @@ def _scheduler_process(work: Path, child: str, max_runs: int = 1) -> subprocess.
     script for `tlpipe run`, in its own process so signals reach only it."""
     code = textwrap.dedent(f"""
         import sys
-        from pipeline.schedule import Scheduler
-        from pipeline.timing import next_tick
+        from tlpipe.pipeline.schedule import Scheduler
+        from tlpipe.pipeline.timing import next_tick
         sys.exit(Scheduler({str(work)!r}, [sys.executable, "-c", {child!r}],
                            next_tick("1s", None), max_runs={max_runs}).serve())
     """)
@@ -186,8 +186,8 @@ def test_a_failed_run_is_recorded_and_the_next_tick_goes_on(tmp_path, capfd):
 # scheduler names, then the progress line).
 _EMIT = textwrap.dedent("""
     import os, sys, time
-    from pipeline.events import COMPLETE, EVENTS_FILE_ENV, STARTED, Event, EventWriter
-    from pipeline.local_runner import progress_line
+    from tlpipe.pipeline.events import COMPLETE, EVENTS_FILE_ENV, STARTED, Event, EventWriter
+    from tlpipe.pipeline.local_runner import progress_line
     events = EventWriter(os.environ[EVENTS_FILE_ENV], [lambda e: print(progress_line(e, "log"), flush=True)])
     def node(name, seconds):
         events.emit(Event(STARTED, name))
@@ -219,7 +219,7 @@ def _fed(scheduler: Scheduler, *events) -> list:
 
 
 def test_the_scheduler_follows_node_events():
-    from pipeline.events import CACHED, COMPLETE, RUN_SKIPPED, STARTED, Event
+    from tlpipe.pipeline.events import CACHED, COMPLETE, RUN_SKIPPED, STARTED, Event
 
     s = Scheduler("w", [], next_tick("1s", None))
     s._node, s._push_next, s._outcome = None, False, "ran"
@@ -260,8 +260,8 @@ def test_ctrl_c_never_interrupts_a_push(tmp_path):
 
 
 def test_a_webhook_that_is_down_never_fails_the_run(tmp_path, capfd):
-    from components.config_loading import load_config
-    from pipeline.notify import FAILED, notify
+    from tlpipe.components.config_loading import load_config
+    from tlpipe.pipeline.notify import FAILED, notify
 
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
@@ -295,7 +295,7 @@ def _settings() -> list[str]:
 def _make_spans(root: Path) -> dict[int, Path]:
     """span 1: 3 classes x 16; span 2: the same plus 16 more each; span 3: span 2 with the
     labels shuffled (every class keeps its size), which no model can learn."""
-    from data.synthetic import make_image_folder
+    from tlpipe.data.synthetic import make_image_folder
 
     make_image_folder(str(root / "span-1"), classes=3, per_class=16, size=40, seed=1)
     make_image_folder(str(root / "span-2"), classes=3, per_class=32, size=40, seed=1)
@@ -333,7 +333,7 @@ def test_three_spans_through_the_scheduler(tmp_path, keras_home):
     weights = [] if keras_home else ["base.weights=none"]
     settings = [*_settings(), *weights,
                 f"schedule.webhook_url=http://127.0.0.1:{server.server_address[1]}/hook"]
-    command = [sys.executable, "-m", "pipeline.cli", "schedule", "--every", "2s",
+    command = [sys.executable, "-m", "tlpipe.pipeline.cli", "schedule", "--every", "2s",
                "--data", str(data), "--work-dir", str(work),
                *[a for s in settings for a in ("--set", s)]]
     scheduler = subprocess.Popen(command, cwd=REPO, env=tlpipe_env(keras_home),

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 from test_serving_support import copy_model, model, start_server
 
-from serving.cli import register, server_options
-from serving.client import ClientError, ServingClient
-from serving.config import ConfigError
+from tlpipe.serving.cli import register, server_options
+from tlpipe.serving.client import ClientError, ServingClient
+from tlpipe.serving.config import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -34,10 +34,10 @@ from test_serving_support import (
     two_versions,
 )
 
-from serving.config import VersionPolicy
-from serving.inference import InputLimits
-from serving.manager import AVAILABLE
-from serving.server import service_descriptors_available
+from tlpipe.serving.config import VersionPolicy
+from tlpipe.serving.inference import InputLimits
+from tlpipe.serving.manager import AVAILABLE
+from tlpipe.serving.server import service_descriptors_available
 
 MAX_PIXELS = 1_000_000
 

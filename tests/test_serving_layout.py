@@ -1,6 +1,6 @@
 from pathlib import Path
 
-from serving import layout
+from tlpipe.serving import layout
 
 
 def _saved_model(tmp_path: Path) -> Path:

@@ -11,9 +11,9 @@ import pytest
 from tensorflow_serving.apis import get_model_status_pb2, model_service_pb2_grpc, prediction_service_pb2_grpc
 from test_serving_support import add_version, copy_model, model, predict_request, sample_images, start_server
 
-from serving import layout
-from serving.config import VersionPolicy
-from serving.manager import AVAILABLE, END
+from tlpipe.serving import layout
+from tlpipe.serving.config import VersionPolicy
+from tlpipe.serving.manager import AVAILABLE, END
 
 POLL_SECONDS = 0.2
 LOAD_DEADLINE_SECONDS = 90
@@ -137,7 +137,7 @@ def test_labels_file_moves_and_a_deleted_version_unloads(pushed_model_dir, tiny_
 
 
 def test_model_config_file_is_reread_when_it_changes(pushed_model_dir, tiny_images, tmp_path):
-    from serving.config import read_model_config_file
+    from tlpipe.serving.config import read_model_config_file
 
     images = list(sample_images(tiny_images).values())
     base = copy_model(pushed_model_dir, tmp_path / "flowers")

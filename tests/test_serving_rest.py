@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from test_serving_support import model, sample_images, start_server, two_versions
 
-from serving.config import VersionPolicy
+from tlpipe.serving.config import VersionPolicy
 
 
 @pytest.fixture(scope="module")

@@ -14,8 +14,8 @@ import tensorflow as tf
 from tensorflow_serving.apis import prediction_service_pb2_grpc
 from test_serving_support import copy_model, model, predict_request, sample_images, start_server
 
-from serving.client import ServingClient
-from serving.config import BatchingOptions, TlsOptions
+from tlpipe.serving.client import ServingClient
+from tlpipe.serving.config import BatchingOptions, TlsOptions
 
 
 @pytest.fixture(scope="module")

@@ -10,9 +10,9 @@ import numpy as np
 from PIL import Image
 from tensorflow_serving.apis import prediction_log_pb2
 
-from serving.client import predict_request  # noqa: F401  (the tests' request builder)
-from serving.config import ModelConfig, VersionPolicy
-from serving.server import ModelServer, ServerOptions
+from tlpipe.serving.client import predict_request  # noqa: F401  (the tests' request builder)
+from tlpipe.serving.config import ModelConfig, VersionPolicy
+from tlpipe.serving.server import ModelServer, ServerOptions
 
 
 def copy_model(pushed: Path, dst: Path) -> Path:

@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 from tensorflow.core.framework import types_pb2
 
-from serving import config, json_codec, layout, source, tensors, textproto
-from serving.batching import BatchScheduler
-from serving.config import BatchingOptions, ModelConfig, VersionPolicy
-from serving.loader import LoadedModel, Signature, TensorSpec
-from serving.manager import AVAILABLE, END, ModelManager
-from serving.metrics import Metrics
-from serving.status import ServingError, http_status
+from tlpipe.serving import config, json_codec, layout, source, tensors, textproto
+from tlpipe.serving.batching import BatchScheduler
+from tlpipe.serving.config import BatchingOptions, ModelConfig, VersionPolicy
+from tlpipe.serving.loader import LoadedModel, Signature, TensorSpec
+from tlpipe.serving.manager import AVAILABLE, END, ModelManager
+from tlpipe.serving.metrics import Metrics
+from tlpipe.serving.status import ServingError, http_status
 
 
 def _until(condition, seconds: float = 10.0) -> None:

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 from conftest import SIZE, TEST_BASE, image_batches, model_settings, normalized_images
 
-from components import features
-from components.config import ModelSettings
-from components.trainer import feature_cache, fit, inputs, network, search_space
-from components.trainer.backbones import BACKBONES
+from tlpipe.components import features
+from tlpipe.components.config import ModelSettings
+from tlpipe.components.trainer import feature_cache, fit, inputs, network, search_space
+from tlpipe.components.trainer.backbones import BACKBONES
 
 
 def _hp(settings, learning_rate=1e-3):
@@ -159,8 +159,8 @@ def test_warm_start_loads_the_blessed_weights_only_for_the_same_architecture(mon
                                                                              tmp_path):
     import json
 
-    from components import features
-    from components.trainer import trainer_module
+    from tlpipe.components import features
+    from tlpipe.components.trainer import trainer_module
 
     settings = model_settings(None, monkeypatch)
     previous = network.build_model(_hp(settings), settings, 3)

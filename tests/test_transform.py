@@ -20,12 +20,12 @@ from tfx.components.trainer.fn_args_utils import DataAccessor
 from tfx.components.util import tfxio_utils
 from tfx.types import standard_component_specs as specs
 
-from components import features
-from components.config import PipelineConfig, TransformConfig, TransformSettings
-from components.trainer import inputs
-from components.trainer.backbones import BACKBONES, CONVENTIONS
-from components.transform import preprocessing
-from components.transform.local import run_transform, write_raw_schema
+from tlpipe.components import features
+from tlpipe.components.config import PipelineConfig, TransformConfig, TransformSettings
+from tlpipe.components.trainer import inputs
+from tlpipe.components.trainer.backbones import BACKBONES, CONVENTIONS
+from tlpipe.components.transform import preprocessing
+from tlpipe.components.transform.local import run_transform, write_raw_schema
 
 FLOWERS = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "tf_flowers"
 PHOTOS_PER_CLASS = 4  # 5 classes: 20 photos

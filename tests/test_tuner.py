@@ -7,12 +7,12 @@ import json
 import pytest
 from conftest import image_batches, model_settings, normalized_images
 
-from components import features
-from components.config import TunerConfig
-from components.trainer import network
-from components.trainer.feature_cache import FeatureCache
-from components.trainer.fit import TransferHyperModel
-from components.tuner import tuner_module
+from tlpipe.components import features
+from tlpipe.components.config import TunerConfig
+from tlpipe.components.trainer import network
+from tlpipe.components.trainer.feature_cache import FeatureCache
+from tlpipe.components.trainer.fit import TransferHyperModel
+from tlpipe.components.tuner import tuner_module
 
 
 def _search(settings, tmp_path, trials: int, epochs: int = 1):
@@ -127,7 +127,7 @@ def test_trials_table_lists_every_trial_with_its_error():
         {"trial": "1", "status": "FAILED", "score": None, "seconds": 1.0, "rss_mb": 910.0,
          "hyperparameters": {"input_size": 224, "learning_rate": 0.01}, "error": "OOM"},
     ]
-    from components.tuner.report import plot_trials, trial_lines
+    from tlpipe.components.tuner.report import plot_trials, trial_lines
 
     lines = trial_lines(rows)
     assert lines[0].split()[:3] == ["trial", "size", "lr"]

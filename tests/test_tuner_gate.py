@@ -4,7 +4,7 @@ import keras_tuner
 import numpy as np
 import pytest
 
-from components.tuner.tuner_module import CoveringRandomOracle, GatedTuner
+from tlpipe.components.tuner.tuner_module import CoveringRandomOracle, GatedTuner
 
 
 def _data():

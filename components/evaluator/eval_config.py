@@ -16,9 +16,9 @@ import json
 
 from tensorflow_model_analysis.proto import config_pb2 as tfma
 
-from components import features
-from components.config import EvaluatorConfig
-from components.evaluator import metrics as custom_metrics
+from tlpipe.components import features
+from tlpipe.components.config import EvaluatorConfig
+from tlpipe.components.evaluator import metrics as custom_metrics
 
 ACCURACY_METRIC = "accuracy"
 TOP_K_METRIC = "top_k_accuracy"

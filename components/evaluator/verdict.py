@@ -17,14 +17,14 @@ from google.protobuf import json_format
 from tensorflow_model_analysis.metrics.example_count import EXAMPLE_COUNT_NAME
 from tensorflow_model_analysis.proto import config_pb2
 
-from components import features
-from components.evaluator.eval_config import (
+from tlpipe.components import features
+from tlpipe.components.evaluator.eval_config import (
     ACCURACY_METRIC,
     CONFUSION_MATRIX_PLOT,
     LOG_LOSS_METRIC,
     TOP_K_METRIC,
 )
-from components.evaluator.metrics import (
+from tlpipe.components.evaluator.metrics import (
     CALIBRATION_PLOT,
     CLASS_AUC_METRIC,
     CLASS_CALIBRATION_METRIC,

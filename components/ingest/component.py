@@ -24,17 +24,17 @@ from tfx.proto import example_gen_pb2
 from tfx.types import standard_artifacts, standard_component_specs
 from tfx.types.component_spec import ChannelParameter
 
-from components import features
-from components.config import DataConfig
-from components.ingest.driver import SpanWindowDriver
-from components.ingest.executor import (
+from tlpipe.components import features
+from tlpipe.components.config import DataConfig
+from tlpipe.components.ingest.driver import SpanWindowDriver
+from tlpipe.components.ingest.executor import (
     DATA_FIELDS,
     DATA_SETTINGS_KEY,
     QUARANTINE_KEY,
     VOCABULARY_KEY,
     ImageExampleGenExecutor,
 )
-from components.ingest.listing import SPAN_SPEC
+from tlpipe.components.ingest.listing import SPAN_SPEC
 
 _BUCKETS = 100
 _PACKAGE = Path(__file__).resolve().parent

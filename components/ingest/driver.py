@@ -19,7 +19,7 @@ from tfx.proto import example_gen_pb2, range_config_pb2
 from tfx.types import standard_component_specs
 from tfx.utils import io_utils, proto_utils
 
-from components.ingest.listing import SPAN_SPEC, join
+from tlpipe.components.ingest.listing import SPAN_SPEC, join
 
 INPUT_CONFIG = standard_component_specs.INPUT_CONFIG_KEY
 RANGE_CONFIG = standard_component_specs.RANGE_CONFIG_KEY

@@ -21,13 +21,13 @@ from tfx.dsl.components.base import base_beam_executor
 from tfx.proto import example_gen_pb2
 from tfx.types import artifact_utils, standard_component_specs
 
-from components.config import DataConfig, PipelineConfig
-from components.ingest.graph import build_ingest, write_outputs
-from components.ingest.listing import join
-from components.ingest.report import LABEL_VOCABULARY_FILE, QUARANTINE_FILE, SUMMARY_FILE
-from components.ingest.shards import STAGING_DIR, commit_shards, prepare_staging
-from components.ingest.splits import SplitRatios
-from components.ingest.tally import problems
+from tlpipe.components.config import DataConfig, PipelineConfig
+from tlpipe.components.ingest.graph import build_ingest, write_outputs
+from tlpipe.components.ingest.listing import join
+from tlpipe.components.ingest.report import LABEL_VOCABULARY_FILE, QUARANTINE_FILE, SUMMARY_FILE
+from tlpipe.components.ingest.shards import STAGING_DIR, commit_shards, prepare_staging
+from tlpipe.components.ingest.splits import SplitRatios
+from tlpipe.components.ingest.tally import problems
 
 EXAMPLES_KEY = standard_component_specs.EXAMPLES_KEY
 VOCABULARY_KEY = "label_vocabulary"

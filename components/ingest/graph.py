@@ -30,18 +30,18 @@ from dataclasses import dataclass
 import apache_beam as beam
 import tensorflow as tf
 
-from components.config import DataConfig
-from components.ingest import stages
-from components.ingest.listing import join, normalize_extensions, split_folder_pattern
-from components.ingest.report import (
+from tlpipe.components.config import DataConfig
+from tlpipe.components.ingest import stages
+from tlpipe.components.ingest.listing import join, normalize_extensions, split_folder_pattern
+from tlpipe.components.ingest.report import (
     LABEL_VOCABULARY_FILE,
     QUARANTINE_COLUMNS,
     QUARANTINE_FILE,
     SUMMARY_FILE,
 )
-from components.ingest.shards import write_shard_list
-from components.ingest.splits import SplitRatios
-from components.ingest.tally import summarize
+from tlpipe.components.ingest.shards import write_shard_list
+from tlpipe.components.ingest.splits import SplitRatios
+from tlpipe.components.ingest.tally import summarize
 
 
 @dataclass

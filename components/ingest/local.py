@@ -17,11 +17,11 @@ from tfx.dsl.components.base import base_beam_executor
 from tfx.orchestration import data_types
 from tfx.utils import proto_utils
 
-from components.config import PipelineConfig
-from components.ingest.component import make_ingest
-from components.ingest.driver import SpanWindowDriver
-from components.ingest.executor import ImageExampleGenExecutor
-from components.ingest.report import LABEL_VOCABULARY_FILE, QUARANTINE_FILE, SUMMARY_FILE
+from tlpipe.components.config import PipelineConfig
+from tlpipe.components.ingest.component import make_ingest
+from tlpipe.components.ingest.driver import SpanWindowDriver
+from tlpipe.components.ingest.executor import ImageExampleGenExecutor
+from tlpipe.components.ingest.report import LABEL_VOCABULARY_FILE, QUARANTINE_FILE, SUMMARY_FILE
 
 
 @dataclass

@@ -15,7 +15,7 @@ from typing import NamedTuple
 import tensorflow as tf
 from tfx.components.example_gen import write_split
 
-from components.ingest.listing import join
+from tlpipe.components.ingest.listing import join
 
 STAGING_DIR = ".ingest-staging"  # in the Examples artifact; removed once the shards are moved
 SHARDS_FILE = "shards.json"  # in the staging folder: the list of committed bundles' files

@@ -19,9 +19,9 @@ import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from components.features import EVAL_SPLIT as EVAL
-from components.features import TEST_SPLIT as TEST
-from components.features import TRAIN_SPLIT as TRAIN
+from tlpipe.components.features import EVAL_SPLIT as EVAL
+from tlpipe.components.features import TEST_SPLIT as TEST
+from tlpipe.components.features import TRAIN_SPLIT as TRAIN
 
 ORDER = (TRAIN, EVAL, TEST)  # hash order: train lowest, test highest
 _KEEP = 3  # extreme hashes kept per split and end: at most two corrections draw on one split

@@ -16,9 +16,9 @@ from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.timestamp import MIN_TIMESTAMP
 from apache_beam.utils.windowed_value import WindowedValue
 
-from components import features
-from components.ingest import images
-from components.ingest.listing import (
+from tlpipe.components import features
+from tlpipe.components.ingest import images
+from tlpipe.components.ingest.listing import (
     Candidate,
     Rejected,
     classify_entry,
@@ -26,9 +26,9 @@ from components.ingest.listing import (
     parse_manifest_row,
     relative_to,
 )
-from components.ingest.shards import BundleWriter, Shard
-from components.ingest.splits import ClassSplitSummary, SplitRatios, unit_hash
-from components.ingest.tally import Tally
+from tlpipe.components.ingest.shards import BundleWriter, Shard
+from tlpipe.components.ingest.splits import ClassSplitSummary, SplitRatios, unit_hash
+from tlpipe.components.ingest.tally import Tally
 
 _METRICS = "tlpipe_ingest"
 

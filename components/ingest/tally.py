@@ -8,8 +8,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from components.config import DataConfig
-from components.ingest import images
+from tlpipe.components.config import DataConfig
+from tlpipe.components.ingest import images
 
 
 @dataclass

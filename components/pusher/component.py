@@ -14,10 +14,10 @@ from tfx import v1 as tfx
 from tfx.v1.dsl.components import InputArtifact, OutputArtifact, Parameter
 from tfx.v1.types.standard_artifacts import Examples, Model, ModelBlessing, ModelEvaluation, PushedModel
 
-from components import features
-from components.evaluator import verdict as verdict_lib
-from components.pusher.warmup import warmup_records
-from serving import layout
+from tlpipe.components import features
+from tlpipe.components.evaluator import verdict as verdict_lib
+from tlpipe.components.pusher.warmup import warmup_records
+from tlpipe.serving import layout
 
 SERVING_SUBDIR = "Format-Serving"  # where the Trainer writes the serving SavedModel
 

@@ -11,7 +11,7 @@ import tempfile
 import tensorflow as tf
 from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
 
-from components import features
+from tlpipe.components import features
 
 
 def warmup_records(example_files: list[str], model_name: str, count: int) -> bytes:

@@ -28,9 +28,9 @@ from tfx.dsl.component.experimental.decorators import component
 from tfx.types import standard_artifacts
 from tfx.types.experimental.simple_artifacts import File
 
-from components.ingest.component import LabelVocabulary, QuarantineReport
-from components.schema import domain as label_domain_lib
-from components.schema.report import LABEL_DOMAIN_FILE, read_label_domain
+from tlpipe.components.ingest.component import LabelVocabulary, QuarantineReport
+from tlpipe.components.schema import domain as label_domain_lib
+from tlpipe.components.schema.report import LABEL_DOMAIN_FILE, read_label_domain
 
 SCHEMA_FILE = "schema.pbtxt"  # SchemaGen's file name; ExampleValidator reads the only file
 NODE_ID = "label_domain"
@@ -74,7 +74,7 @@ def LabelDomainGate(
     from google.protobuf import text_format
     from tensorflow_metadata.proto.v0 import schema_pb2
 
-    from components.ingest.report import LABEL_VOCABULARY_FILE, SUMMARY_FILE
+    from tlpipe.components.ingest.report import LABEL_VOCABULARY_FILE, SUMMARY_FILE
 
     current = json.loads(_read_text(os.path.join(label_vocabulary.uri, LABEL_VOCABULARY_FILE)))
     summary = {}

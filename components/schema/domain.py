@@ -25,7 +25,7 @@ from typing import Any
 
 from tensorflow_metadata.proto.v0 import schema_pb2
 
-from components import features
+from tlpipe.components import features
 
 ON_CHANGE = ("fail", "warn", "accept")
 

@@ -14,7 +14,7 @@ import json
 import sys
 from pathlib import Path
 
-from components.trainer.backbones import BACKBONES, build_base
+from tlpipe.components.trainer.backbones import BACKBONES, build_base
 
 TABLE = Path(__file__).with_name("base_layers.json")
 

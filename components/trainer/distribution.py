@@ -4,7 +4,7 @@ from __future__ import annotations
 import tensorflow as tf
 from absl import logging
 
-from components.config import ModelSettings
+from tlpipe.components.config import ModelSettings
 
 
 def strategy_for(settings: ModelSettings) -> tf.distribute.Strategy:

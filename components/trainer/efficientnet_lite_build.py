@@ -11,9 +11,9 @@ import warnings
 
 from absl import logging
 
-from components.trainer.efficientnet_lite import LITE0, VARIANTS, EfficientNetLiteError, Variant, pth_path
-from components.trainer.efficientnet_lite import read_legacy_state_dict as read_state_dict
-from components.trainer.efficientnet_lite_graph import _assign, _graph, check_input_shape
+from tlpipe.components.trainer.efficientnet_lite import LITE0, VARIANTS, EfficientNetLiteError, Variant, pth_path
+from tlpipe.components.trainer.efficientnet_lite import read_legacy_state_dict as read_state_dict
+from tlpipe.components.trainer.efficientnet_lite_graph import _assign, _graph, check_input_shape
 
 
 def _keras_models_dir() -> str:

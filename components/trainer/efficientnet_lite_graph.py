@@ -18,8 +18,8 @@ import math
 
 import numpy as np
 
-from components.trainer.backbones import BACKBONES
-from components.trainer.efficientnet_lite import LITE0, EfficientNetLiteError, Variant
+from tlpipe.components.trainer.backbones import BACKBONES
+from tlpipe.components.trainer.efficientnet_lite import LITE0, EfficientNetLiteError, Variant
 
 # Total stride is 32: at 32 px the last feature map is 1x1. With "same" padding the graph would
 # still build below that (every stage rounds up), but the features would be mostly padding, so

@@ -9,10 +9,10 @@ from typing import Any
 import tensorflow as tf
 import tensorflow_transform as tft
 
-from components import features
-from components.trainer.inputs import is_bgr, model_input
-from components.trainer.network import classifier_of
-from components.trainer.search_space import backbone_of
+from tlpipe.components import features
+from tlpipe.components.trainer.inputs import is_bgr, model_input
+from tlpipe.components.trainer.network import classifier_of
+from tlpipe.components.trainer.search_space import backbone_of
 
 
 def class_names(tf_transform_output: tft.TFTransformOutput) -> list[str]:

@@ -20,10 +20,10 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from components import features
-from components.config import ModelSettings
-from components.trainer.inputs import make_dataset
-from components.trainer.network import HEAD, POOL, build_feature_base, pools_before_cache
+from tlpipe.components import features
+from tlpipe.components.config import ModelSettings
+from tlpipe.components.trainer.inputs import make_dataset
+from tlpipe.components.trainer.network import HEAD, POOL, build_feature_base, pools_before_cache
 
 FORMAT = 2  # 2: pooled features for the gap head
 

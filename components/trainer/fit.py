@@ -16,11 +16,11 @@ import keras_tuner
 import numpy as np
 from absl import logging
 
-from components import features
-from components.config import ModelSettings
-from components.features import HP_INPUT_SIZE, HP_LEARNING_RATE
-from components.trainer.feature_cache import FeatureCache
-from components.trainer.network import (
+from tlpipe.components import features
+from tlpipe.components.config import ModelSettings
+from tlpipe.components.features import HP_INPUT_SIZE, HP_LEARNING_RATE
+from tlpipe.components.trainer.feature_cache import FeatureCache
+from tlpipe.components.trainer.network import (
     build_cached_head,
     build_model,
     cached_part_of,
@@ -28,7 +28,7 @@ from components.trainer.network import (
     compile_model,
     unfreeze_top,
 )
-from components.trainer.search_space import dropout_of, phase2_learning_rate
+from tlpipe.components.trainer.search_space import dropout_of, phase2_learning_rate
 
 
 class EpochLog(keras.callbacks.Callback):

@@ -8,10 +8,10 @@ import numpy as np
 import tensorflow as tf
 from tfx_bsl.public import tfxio
 
-from components import features
-from components.config import ModelSettings
-from components.trainer.backbones import CONVENTIONS, Backbone
-from components.trainer.search_space import backbone_of
+from tlpipe.components import features
+from tlpipe.components.config import ModelSettings
+from tlpipe.components.trainer.backbones import CONVENTIONS, Backbone
+from tlpipe.components.trainer.search_space import backbone_of
 
 
 def model_input(transformed: dict[str, tf.Tensor], size: int, bgr: bool) -> tf.Tensor:

@@ -6,12 +6,12 @@ from __future__ import annotations
 import keras
 import keras_tuner
 
-from components.config import ModelSettings
-from components.features import HP_INPUT_SIZE, HP_LEARNING_RATE
-from components.trainer import base_layers
-from components.trainer.backbones import DENSE128_POOL, build_base
-from components.trainer.base_layers import CutLayerError
-from components.trainer.search_space import backbone_of, check_input_size, dropout_of
+from tlpipe.components.config import ModelSettings
+from tlpipe.components.features import HP_INPUT_SIZE, HP_LEARNING_RATE
+from tlpipe.components.trainer import base_layers
+from tlpipe.components.trainer.backbones import DENSE128_POOL, build_base
+from tlpipe.components.trainer.base_layers import CutLayerError
+from tlpipe.components.trainer.search_space import backbone_of, check_input_size, dropout_of
 
 CLASSIFIER = "classifier"    # the exported sub-model: everything but augmentation
 HEAD = "head"                # the new layers on top of the base: what phase 1 trains

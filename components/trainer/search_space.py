@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import keras_tuner
 
-from components.config import ModelSettings
-from components.features import HP_DROPOUT, HP_INPUT_SIZE, HP_LEARNING_RATE, HP_PHASE2_LEARNING_RATE
-from components.trainer.backbones import BACKBONES, Backbone
-from components.trainer.backbones import min_input_size as base_min_input_size
+from tlpipe.components.config import ModelSettings
+from tlpipe.components.features import HP_DROPOUT, HP_INPUT_SIZE, HP_LEARNING_RATE, HP_PHASE2_LEARNING_RATE
+from tlpipe.components.trainer.backbones import BACKBONES, Backbone
+from tlpipe.components.trainer.backbones import min_input_size as base_min_input_size
 
 
 class InputSizeError(ValueError):

@@ -18,17 +18,17 @@ import tensorflow_transform as tft
 from absl import logging
 from tfx import v1 as tfx
 
-from components import features
-from components.config import ModelSettings
-from components.features import HP_INPUT_SIZE, HP_LEARNING_RATE
-from components.trainer import distribution
-from components.trainer.curves import plot_training_curves
-from components.trainer.export import class_names, export, write_json
-from components.trainer.feature_cache import feature_cache
-from components.trainer.fit import TransferHyperModel
-from components.trainer.inputs import class_weights, label_counts, make_dataset
-from components.trainer.network import classifier_of
-from components.trainer.search_space import backbone_of, check_input_size, phase2_learning_rate, search_space
+from tlpipe.components import features
+from tlpipe.components.config import ModelSettings
+from tlpipe.components.features import HP_INPUT_SIZE, HP_LEARNING_RATE
+from tlpipe.components.trainer import distribution
+from tlpipe.components.trainer.curves import plot_training_curves
+from tlpipe.components.trainer.export import class_names, export, write_json
+from tlpipe.components.trainer.feature_cache import feature_cache
+from tlpipe.components.trainer.fit import TransferHyperModel
+from tlpipe.components.trainer.inputs import class_weights, label_counts, make_dataset
+from tlpipe.components.trainer.network import classifier_of
+from tlpipe.components.trainer.search_space import backbone_of, check_input_size, phase2_learning_rate, search_space
 
 KERAS_WEIGHTS = os.path.join("Format-Keras", "classifier.weights.h5")  # beside Format-Serving
 # What must match for a warm start from the last blessed model's weights.

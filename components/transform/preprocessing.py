@@ -18,9 +18,9 @@ from __future__ import annotations
 import tensorflow as tf
 import tensorflow_transform as tft
 
-from components import features
-from components.config import TransformSettings
-from components.trainer.backbones import BACKBONES, CONVENTIONS
+from tlpipe.components import features
+from tlpipe.components.config import TransformSettings
+from tlpipe.components.trainer.backbones import BACKBONES, CONVENTIONS
 
 # A dataset channel's std is floored at one grey level: a near-constant channel would
 # otherwise blow its normalized values up.

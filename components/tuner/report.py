@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 from typing import Any
 
-from components.features import HP_INPUT_SIZE, HP_LEARNING_RATE
+from tlpipe.components.features import HP_INPUT_SIZE, HP_LEARNING_RATE
 
 
 def trial_lines(rows: list[dict[str, Any]]) -> list[str]:

@@ -24,15 +24,15 @@ import tensorflow_transform as tft
 from absl import logging
 from tfx import v1 as tfx
 
-from components import features
-from components.config import ModelSettings
-from components.features import HP_INPUT_SIZE
-from components.trainer.export import class_names
-from components.trainer.feature_cache import feature_cache
-from components.trainer.fit import TransferHyperModel
-from components.trainer.inputs import class_weights, label_counts, make_dataset
-from components.trainer.search_space import input_sizes, search_space
-from components.tuner.report import plot_trials, trial_lines
+from tlpipe.components import features
+from tlpipe.components.config import ModelSettings
+from tlpipe.components.features import HP_INPUT_SIZE
+from tlpipe.components.trainer.export import class_names
+from tlpipe.components.trainer.feature_cache import feature_cache
+from tlpipe.components.trainer.fit import TransferHyperModel
+from tlpipe.components.trainer.inputs import class_weights, label_counts, make_dataset
+from tlpipe.components.trainer.search_space import input_sizes, search_space
+from tlpipe.components.tuner.report import plot_trials, trial_lines
 
 
 def current_rss_mb() -> float:

@@ -24,7 +24,7 @@ from tfx.dsl.components.base import base_beam_executor
 from tfx.types import standard_artifacts
 from tfx.types import standard_component_specs as specs
 
-from components import features
+from tlpipe.components import features
 
 MODULE_FILE = str(Path(__file__).resolve().parents[1] / "preprocessing.py")
 # The raw features preprocessing_fn reads, shaped as SchemaGen infers them (one value each).
