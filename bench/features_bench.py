@@ -42,7 +42,6 @@ import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 import trainer_bench as tb  # noqa: E402  (sets sys.path, KERAS_HOME, TF log level)
 from absl import logging as absl_logging  # noqa: E402
-
 from tlpipe.components import features  # noqa: E402
 from tlpipe.components.trainer import feature_cache, fit  # noqa: E402
 from tlpipe.components.trainer.backbones import BACKBONES  # noqa: E402

@@ -7,6 +7,11 @@ the fixed per-run cost (measured on 2 images per class), the marginal rate beyon
 seconds (steadier than wall time on a shared machine) and the load average.
 
     .venv/bin/python bench/ingest_bench.py [--data DIR] [--repeat N] [--modes in_memory,...]
+    .venv/bin/python bench/ingest_bench.py --scale [--sizes 2000,20000]
+
+--scale: synthetic JPEGs (5 classes, the same size distribution at every N), each N ingested by
+the Beam executor (in_memory) and by the plain loop in a fresh process: peak RSS (ru_maxrss) and
+images/second of both. The issue's targets: RSS at 20k <= 1.3x RSS at 2k, Beam >= 0.8x the loop.
 
 Default data: ../shared/datasets/tf_flowers (1,500 photos). The issue's target: in_memory at least
 0.8x the plain loop.
@@ -17,6 +22,7 @@ import argparse
 import os
 import resource
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -29,7 +35,6 @@ sys.path.insert(0, str(REPO))
 import tensorflow as tf  # noqa: E402
 from absl import logging as absl_logging  # noqa: E402
 from tfx.dsl.components.base import base_beam_executor  # noqa: E402
-
 from tlpipe.components import features  # noqa: E402
 from tlpipe.components.config import PipelineConfig  # noqa: E402
 from tlpipe.components.ingest import images  # noqa: E402
@@ -130,13 +135,79 @@ def _timed(fn, cpu_label: str = "") -> float:
     return time.perf_counter() - start
 
 
+def synthetic_jpegs(root: str, n: int, classes: int = 5) -> None:
+    """n distinct noisy JPEGs of 128-320 px a side; image i is the same at every n."""
+    import numpy as np
+    from PIL import Image
+
+    for i in range(n):
+        rng = np.random.default_rng(i)
+        h, w = (int(v) for v in rng.integers(128, 321, 2))
+        base = np.linspace(0, 200, w, dtype=np.float32)[None, :, None] + rng.integers(0, 55, 3)
+        pixels = np.clip(base + rng.normal(0, 12, (h, w, 3)), 0, 255).astype(np.uint8)
+        folder = os.path.join(root, f"class_{i % classes}")
+        os.makedirs(folder, exist_ok=True)
+        Image.fromarray(pixels).save(os.path.join(folder, f"{i:06d}.jpg"), quality=85)
+
+
+def _scale_child(kind: str, data: str, out: str) -> None:
+    """One measured run in this fresh process: prints seconds and peak RSS in MB."""
+    absl_logging.set_verbosity(absl_logging.ERROR)
+    config = PipelineConfig()
+    start = time.perf_counter()
+    if kind == "beam":
+        run_ingest(config, data, out)
+    else:
+        plain_loop(data, out, config)
+    seconds = time.perf_counter() - start
+    print(f"{seconds:.3f} {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.1f}")
+
+
+def scale(sizes: list[int]) -> int:
+    work = tempfile.mkdtemp(prefix="ingest_scale_")
+    rows = []
+    try:
+        for n in sizes:
+            data = os.path.join(work, f"data{n}")
+            synthetic_jpegs(data, n)
+            mb = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(data) for f in fs) / 2**20
+            got = {}
+            for kind in ("loop", "beam"):
+                out = os.path.join(work, f"{kind}{n}")
+                line = subprocess.run([sys.executable, __file__, "--scale-child", kind, data, out],
+                                      check=True, capture_output=True, text=True).stdout.split()
+                got[kind] = (float(line[-2]), float(line[-1]))
+                shutil.rmtree(out, ignore_errors=True)
+            rows.append((n, mb, got))
+            shutil.rmtree(data, ignore_errors=True)
+        print(f"{os.cpu_count()} cores; load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+        print(f"{'N':>7s} {'data MB':>8s} {'loop s':>7s} {'loop RSS MB':>12s} {'beam s':>7s} "
+              f"{'beam RSS MB':>12s} {'beam vs loop':>13s}")
+        for n, mb, got in rows:
+            (ls, lr), (bs, br) = got["loop"], got["beam"]
+            print(f"{n:7d} {mb:8.1f} {ls:7.1f} {lr:12.1f} {bs:7.1f} {br:12.1f} {ls / bs:12.2f}x")
+        if len(rows) > 1:
+            print(f"beam peak RSS at {rows[-1][0]} / at {rows[0][0]}: "
+                  f"{rows[-1][2]['beam'][1] / rows[0][2]['beam'][1]:.2f}x")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
 def main() -> int:
+    if len(sys.argv) == 5 and sys.argv[1] == "--scale-child":
+        _scale_child(*sys.argv[2:])
+        return 0
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=str(DEFAULT_DATA))
     parser.add_argument("--repeat", type=int, default=3, help="runs of each; the best counts")
     parser.add_argument("--modes", default="in_memory,multi_processing",
                         help="Beam DirectRunner modes (multi_* run one worker per core)")
+    parser.add_argument("--scale", action="store_true", help="peak RSS and rate at growing N")
+    parser.add_argument("--sizes", default="2000,20000", help="with --scale: the values of N")
     args = parser.parse_args()
+    if args.scale:
+        return scale([int(n) for n in args.sizes.split(",")])
     absl_logging.set_verbosity(absl_logging.ERROR)
     if not os.path.isdir(args.data):
         print(f"no data at {args.data}", file=sys.stderr)

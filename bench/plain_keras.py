@@ -20,7 +20,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import keras  # noqa: E402
-
 from tlpipe.components.trainer.efficientnet_lite_build import build_efficientnet_lite0  # noqa: E402
 
 FINE_TUNE_AT = "block6a_expand_conv"

@@ -1,8 +1,10 @@
 """Serving benchmark: the embedded server's overhead and throughput, with their baselines.
 
 In one run:
-  1. single-image Predict latency over gRPC (server in a child process) vs calling the same
-     SavedModel signature in this process: p50/p99 and the server's overhead at p50;
+  1. single-image (raw JPEG) Predict latency over gRPC (server in a child process) vs calling
+     the same SavedModel signature in this process: p50/p99 and the overhead at p50 seen by the
+     client; and, timed inside the server, the Predict handler minus the model call within it
+     (the server's own time: decode, checks, encode, metrics);
   2. throughput with 1, 4 and 16 concurrent clients, without and with --enable_batching
      (closed loop: each client sends its next request when the last one answered; the two
      servers run side by side and are measured in alternating rounds).
@@ -29,10 +31,33 @@ sys.path.insert(0, str(REPO))
 
 
 def _serve_child(args) -> int:
-    """Runs the server in this (child) process until stdin closes; prints the gRPC port."""
+    """Runs the server in this (child) process until stdin closes; prints the gRPC port, then
+    the server-side times of each Predict: whole handler and model call (seconds)."""
+    from tlpipe.serving import grpc_services, inference
     from tlpipe.serving.config import from_flags, read_batching_parameters
     from tlpipe.serving.server import ModelServer, ServerOptions
 
+    model_times, handler_times = {}, []
+    run_signature = inference.run_signature
+    predict = grpc_services.PredictionServicer.Predict
+
+    def timed_run(signature, inputs):
+        started = time.perf_counter()
+        try:
+            return run_signature(signature, inputs)
+        finally:
+            model_times[threading.get_ident()] = time.perf_counter() - started
+
+    def timed_predict(self, request, context):
+        started = time.perf_counter()
+        try:
+            return predict(self, request, context)
+        finally:
+            handler = time.perf_counter() - started
+            handler_times.append((handler, model_times.pop(threading.get_ident(), handler)))
+
+    inference.run_signature = timed_run
+    grpc_services.PredictionServicer.Predict = timed_predict
     batching = read_batching_parameters(args.batching_parameters_file) if args.batching else None
     server = ModelServer(ServerOptions(from_flags("flowers", args.model_base_path), grpc_port=0,
                                        rest_port=None, file_system_poll_wait_seconds=0,
@@ -40,6 +65,8 @@ def _serve_child(args) -> int:
     print(f"PORT {server.grpc_port}", flush=True)
     sys.stdin.read()
     server.stop(5)
+    for handler, model in handler_times:
+        print(f"TIME {handler:.9f} {model:.9f}", flush=True)
     return 0
 
 
@@ -57,9 +84,13 @@ class _Child:
             raise RuntimeError(f"server child did not start: {line!r}")
         self.port = int(line.split()[1])
 
-    def close(self) -> None:
+    def close(self) -> list[tuple[float, float]]:
+        """Stops the child; its (handler, model) seconds for every Predict it served."""
         self.process.stdin.close()
+        times = [tuple(map(float, line.split()[1:])) for line in self.process.stdout
+                 if line.startswith("TIME ")]
         self.process.wait(timeout=60)
+        return times
 
 
 def _percentiles(seconds: list[float]) -> tuple[float, float]:
@@ -197,6 +228,7 @@ def main() -> int:
     try:
         local, remote = _latency_pairs(versions[-1].path, plain_child.port, images[0],
                                        args.requests)
+        latency_requests = len(remote) + 20
         in_process, over_grpc = _percentiles(local), _percentiles(remote)
         print(f"\nsingle-image Predict latency, {args.requests} sequential requests each, "
               "interleaved")
@@ -216,9 +248,17 @@ def main() -> int:
             plain[n] = statistics.median(r[0] for r in rounds)
             batched[n] = statistics.median(r[1] for r in rounds)
     finally:
-        plain_child.close()
+        server_times = plain_child.close()
         batched_child.close()
         os.unlink(fh.name)
+    # the sequential latency requests are the plain server's first ones (after 20 warm-ups)
+    sequential = server_times[20:latency_requests]
+    handler_p50 = statistics.median(h for h, _ in sequential) * 1e3
+    model_p50 = statistics.median(m for _, m in sequential) * 1e3
+    own_p50 = statistics.median(h - m for h, m in sequential) * 1e3
+    print(f"  server side (Predict handler vs the model call inside it, {len(sequential)} "
+          f"requests): handler p50 {handler_p50:.2f} ms, model p50 {model_p50:.2f} ms, "
+          f"server's own time p50 {own_p50:.3f} ms (target <= 1 ms)")
     print(f"\nthroughput, single-image requests, median of {args.rounds} alternating rounds of "
           f"{args.seconds:.0f} s "
           f"(batching: max_batch_size {args.max_batch_size}, batch_timeout_micros "

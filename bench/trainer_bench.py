@@ -44,7 +44,6 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from absl import logging as absl_logging  # noqa: E402
-
 from tlpipe.components.config import ModelSettings, PipelineConfig  # noqa: E402
 from tlpipe.components.trainer import fit, search_space  # noqa: E402
 from tlpipe.components.trainer.backbones import BACKBONES, CONVENTIONS, build_base  # noqa: E402

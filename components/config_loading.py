@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-
 from tlpipe.components.config import ConfigError, PipelineConfig
 
 
@@ -61,9 +60,10 @@ def load_config(path: str | None = None, overrides: list[str] | None = None,
     return PipelineConfig.from_dict(raw)
 
 
-def validate(config: PipelineConfig, data_root: str | None = None) -> None:
-    """Checks across settings, against the backbone registry and (with `data_root`) the data tree:
-    bad values fail here, before any component runs. Single values were checked on loading."""
+def validate(config: PipelineConfig, runs_here: bool = True) -> None:
+    """Checks across settings and against the backbone registry: bad values fail here, before
+    any component runs. Single values were checked on loading. `runs_here=False` (a compiled
+    pipeline) skips what only a run on this machine needs."""
     from tlpipe.components.trainer.backbones import BACKBONES, min_input_size  # light: no TensorFlow
     from tlpipe.components.trainer.base_layers import CutLayerError, check_cut, layer_names
 
@@ -90,11 +90,18 @@ def validate(config: PipelineConfig, data_root: str | None = None) -> None:
     if config.tuner.learning_rate_min > config.tuner.learning_rate_max:
         raise ConfigError(f"tuner.learning_rate_min {config.tuner.learning_rate_min} is above "
                           f"tuner.learning_rate_max {config.tuner.learning_rate_max}")
-    if data_root is not None:
-        from tlpipe.components.ingest.listing import DatasetError, check_input
-        try:
-            check_input(data_root, config.data.pattern, config.data.manifest,
-                        config.data.extensions, config.data.min_images_per_class,
-                        config.data.num_spans)
-        except DatasetError as err:
-            raise ConfigError(str(err)) from None
+    if runs_here:
+        config.local_dir  # noqa: B018 (a URL work_dir needs storage.local_dir: refused here, not mid-run)
+    if runs_here and config.metadata.mysql is not None:
+        config.metadata.mysql.password()  # the named environment variable must be set
+
+
+def check_data_tree(config: PipelineConfig, data_root: str) -> None:
+    """The images are there as the data settings describe them (enough classes and images)."""
+    from tlpipe.components.ingest.listing import DatasetError, check_input
+
+    try:
+        check_input(data_root, config.data.pattern, config.data.manifest, config.data.extensions,
+                    config.data.min_images_per_class, config.data.num_spans)
+    except DatasetError as err:
+        raise ConfigError(str(err)) from None

@@ -24,6 +24,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import PurePosixPath
 
+from tlpipe.components.errors import UsageError
+
 FLOWERS_URL = "https://storage.googleapis.com/download.tensorflow.org/example_images/flower_photos.tgz"
 FLOWERS_SHA256 = "4c54ace7911aaffe13a365c34f650e71dd5bf1be0a58b464e5a7183e3e595d9c"
 FLOWERS_CLASSES = ("daisy", "dandelion", "roses", "sunflowers", "tulips")
@@ -51,7 +53,7 @@ __all__ = [
 ]
 
 
-class FlowersUnavailable(RuntimeError):
+class FlowersUnavailable(UsageError, RuntimeError):
     """One actionable error for every way the dataset can be missing, so callers need a single except."""
 
 

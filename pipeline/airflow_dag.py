@@ -11,7 +11,6 @@ import datetime
 import os
 
 from tfx.orchestration.airflow.airflow_dag_runner import AirflowDagRunner, AirflowPipelineConfig
-
 from tlpipe.components.config import ConfigError
 from tlpipe.components.config_loading import load_config, validate
 from tlpipe.pipeline.pipeline import create_pipeline

@@ -1,5 +1,5 @@
-"""`tlpipe compare` and `tlpipe label`: every trained version side by side, two of them head
-to head, and a serving label moved once the comparison has decided.
+"""What `tlpipe compare` shows: every trained version side by side, two of them head to head
+(text and HTML output: pipeline/compare_report.py).
 
 Rows come from ML Metadata (every Model the trainer produced, with its evaluations and
 blessings) joined with the serving directory (pushed versions, their metadata.json, labels); a
@@ -7,34 +7,31 @@ pushed version whose model is not in this ML Metadata still gets a row from its 
 Metrics are read from TFMA's own output (the ModelEvaluation artifact) through the verdict
 module, so compare shows what the gate saw.
 
-Head to head, the accuracy difference is tested with McNemar's exact test on the same eval
-examples: both SavedModels' `serving_examples` signature is re-run on the eval split of the
-second version's run (TFMA keeps no per-example predictions).
+Head to head, the accuracy difference is tested with McNemar's exact test on the same test
+examples (the split the Evaluator gates on, which no tuning or early stopping saw): both
+SavedModels' `serving_examples` signature is re-run on the test split of the second version's run
+(TFMA keeps no per-example predictions). Runs from before the test split existed fall back to
+their eval split, and the report says which split it used.
 """
 from __future__ import annotations
 
-import argparse
-import json
 import math
 import os
-import sys
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
-from tlpipe.components import features
-from tlpipe.components.config import ConfigError, PipelineConfig
-from tlpipe.components.config_loading import load_config, validate
+from tlpipe.components import features, storage
+from tlpipe.components.config import PipelineConfig
+from tlpipe.components.errors import UsageError
 
-LABELS = ("stable", "canary")
-FORMATS = ("table", "json", "html")
 HEADLINE_METRICS = ("accuracy", "macro_auc", "log_loss")  # the table's metric columns
 SIGNIFICANCE = 0.05
 TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
 
 
-class CompareError(RuntimeError):
-    pass
+class CompareError(UsageError, RuntimeError):
+    """A version that is not there, or two versions that cannot be compared."""
 
 
 @dataclass
@@ -65,7 +62,7 @@ class VersionRow:
     model_uri: str | None = None
     saved_model_dir: str | None = None
     evaluation_uri: str | None = None
-    eval_examples_uri: str | None = None
+    examples_uri: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -79,10 +76,10 @@ def serving_labels(model_dir: str) -> dict[str, int]:
     from tlpipe.serving import config as server_config
     from tlpipe.serving import layout, source
 
-    name = os.path.basename(os.path.abspath(model_dir))
-    model = server_config.ModelConfig(name, os.path.abspath(model_dir))
+    name = os.path.basename(storage.absolute(model_dir))
+    model = server_config.ModelConfig(name, storage.absolute(model_dir))
     path = layout.model_server_config_path(model_dir)
-    if os.path.exists(path):
+    if storage.exists(path):
         entry = next((m for m in server_config.read_model_config_file(path) if m.name == name), None)
         if entry is not None:
             model = server_config.ModelConfig(name, model.base_path, labels=entry.labels)
@@ -90,10 +87,9 @@ def serving_labels(model_dir: str) -> dict[str, int]:
 
 
 def _read_json(path: str) -> dict[str, Any]:
-    if not path or not os.path.exists(path):
+    if not path or not storage.exists(path):
         return {}
-    with open(path) as fh:
-        return json.load(fh)
+    return storage.read_json(path)
 
 
 def _fill_model_info(row: VersionRow, saved_model_dir: str) -> None:
@@ -153,11 +149,11 @@ def _mlmd_rows(config: PipelineConfig) -> list[VersionRow]:
         row.blessed = lineage.is_blessed(model.id)
         evaluations = [(e, first(e, OUTPUT, "evaluation")) for e in lineage.readers(model.id, "model")]
         latest = next(((e, ev) for e, ev in reversed(evaluations)
-                       if ev is not None and os.path.exists(ev.uri)), None)
+                       if ev is not None and storage.exists(ev.uri)), None)
         if latest is not None:
             examples = first(latest[0], INPUT, "examples")
             if examples is not None:
-                row.eval_examples_uri = examples.uri
+                row.examples_uri = examples.uri
                 row.data_span = custom_property(examples, "span")
             _fill_evaluation(row, latest[1].uri)
         rows.append(row)
@@ -168,7 +164,7 @@ def gather(config: PipelineConfig, model_name: str | None = None) -> list[Versio
     """Every trained version: ML Metadata's models joined with the serving directory."""
     from tlpipe.serving import layout
 
-    model_dir = os.path.join(config.serving_base, model_name or config.model_name)
+    model_dir = storage.join(config.serving_base, model_name or config.model_name)
     rows = _mlmd_rows(config)
     by_uri = {row.model_uri: row for row in rows}
     labels: dict[int, list[str]] = {}
@@ -182,7 +178,7 @@ def gather(config: PipelineConfig, model_name: str | None = None) -> list[Versio
                              data_span=meta.get("data_span"),
                              blessed=meta.get("verdict", {}).get("blessed"))
             _fill_model_info(row, version.path)
-            if meta.get("evaluation_uri") and os.path.exists(meta["evaluation_uri"]):
+            if meta.get("evaluation_uri") and storage.exists(meta["evaluation_uri"]):
                 _fill_evaluation(row, meta["evaluation_uri"])
             rows.append(row)
         row.key, row.version, row.pushed = str(version.number), version.number, True
@@ -216,14 +212,15 @@ def mcnemar_exact(only_a: int, only_b: int) -> float:
     return min(1.0, 2 * tail)
 
 
-def _eval_examples(examples_uri: str) -> list[bytes]:
+def _held_out_examples(examples_uri: str) -> tuple[str, list[bytes]]:
+    """The split the gate used (test), or eval for runs older than the test split."""
     import tensorflow as tf
 
-    pattern = os.path.join(examples_uri, f"Split-{features.EVAL_SPLIT}", "*")
-    files = sorted(tf.io.gfile.glob(pattern))
-    if not files:
-        raise CompareError(f"no eval examples under {pattern}")
-    return [r.numpy() for r in tf.data.TFRecordDataset(files, compression_type="GZIP")]
+    for split in (features.TEST_SPLIT, features.EVAL_SPLIT):
+        files = sorted(tf.io.gfile.glob(os.path.join(examples_uri, f"Split-{split}", "*")))
+        if files:
+            return split, [r.numpy() for r in tf.data.TFRecordDataset(files, compression_type="GZIP")]
+    raise CompareError(f"no test or eval examples under {examples_uri}")
 
 
 def predict_classes(saved_model_dir: str, records: list[bytes], batch: int = 64) -> list[str]:
@@ -243,13 +240,13 @@ def predict_classes(saved_model_dir: str, records: list[bytes], batch: int = 64)
 
 
 def paired_test(a: VersionRow, b: VersionRow) -> dict[str, Any]:
-    """McNemar's exact test of a vs b on the eval examples of b's run (else a's)."""
+    """McNemar's exact test of a vs b on the test examples of b's run (else a's)."""
     import tensorflow as tf
 
-    examples_uri = b.eval_examples_uri or a.eval_examples_uri
+    examples_uri = b.examples_uri or a.examples_uri
     if not examples_uri:
-        return {"skipped": "no eval examples in ML Metadata for either version"}
-    records = _eval_examples(examples_uri)
+        return {"skipped": "no examples in ML Metadata for either version"}
+    split, records = _held_out_examples(examples_uri)
     truth = [tf.train.Example.FromString(r).features.feature[features.LABEL_NAME_KEY]
              .bytes_list.value[0].decode() for r in records]
     right_a = [p == t for p, t in zip(predict_classes(a.saved_model_dir, records), truth)]
@@ -258,7 +255,7 @@ def paired_test(a: VersionRow, b: VersionRow) -> dict[str, Any]:
     only_b = sum(y and not x for x, y in zip(right_a, right_b))
     p_value = mcnemar_exact(only_a, only_b)
     return {"test": "McNemar exact (two-sided binomial on discordant pairs)",
-            "examples": len(records), "examples_uri": examples_uri,
+            "examples": len(records), "examples_uri": examples_uri, "split": split,
             "accuracy_a": sum(right_a) / len(records), "accuracy_b": sum(right_b) / len(records),
             "both_right": sum(x and y for x, y in zip(right_a, right_b)),
             "both_wrong": sum(not x and not y for x, y in zip(right_a, right_b)),
@@ -278,146 +275,3 @@ def head_to_head(a: VersionRow, b: VersionRow, paired: bool = True) -> dict[str,
             "per_class": {name: deltas(a.per_class[name], b.per_class[name])
                           for name in b.class_names if name in a.per_class and name in b.per_class},
             "paired_test": paired_test(a, b) if paired else {"skipped": "not requested"}}
-
-
-# ---------------------------------------------------------------- output
-
-def _fmt(value: Any, spec: str = ".4f") -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    return format(value, spec) if isinstance(value, float) else str(value)
-
-
-def table(rows: list[VersionRow]) -> tuple[list[str], list[list[str]]]:
-    """The comparison table's header and cells, shared by the text and HTML outputs."""
-    classes = sorted({name for row in rows for name in row.class_names})
-    header = ["version", "created", "span", "base", "size", "lr1", "lr2", "epochs", "train s",
-              *HEADLINE_METRICS, *(f"recall {c}" for c in classes), "blessed", "pushed", "labels"]
-    body = []
-    for r in rows:
-        epochs = f"{r.phase1_epochs}+{r.phase2_epochs}" if r.phase1_epochs is not None else "-"
-        blessed = "forced" if r.forced and not r.blessed else _fmt(r.blessed)
-        body.append([r.key, r.created or "-", _fmt(r.data_span), r.base or "-", _fmt(r.input_size),
-                     _fmt(r.phase1_learning_rate, ".2e"), _fmt(r.phase2_learning_rate, ".2e"),
-                     epochs, _fmt(r.training_seconds, ".0f"),
-                     *(_fmt(r.metrics.get(m)) for m in HEADLINE_METRICS),
-                     *(_fmt(r.per_class.get(c, {}).get("recall")) for c in classes),
-                     blessed, _fmt(r.pushed), ",".join(r.labels) or "-"])
-    return header, body
-
-
-def table_lines(rows: list[VersionRow]) -> list[str]:
-    header, body = table(rows)
-    widths = [max(len(str(x)) for x in column) for column in zip(header, *body)]
-    return ["  ".join(str(x).ljust(w) for x, w in zip(line, widths)).rstrip()
-            for line in [header, *body]]
-
-
-def head_to_head_lines(h2h: dict[str, Any]) -> list[str]:
-    a, b = h2h["a"], h2h["b"]
-    lines = [f"head to head: {b} vs {a} (delta = {b} - {a})",
-             f"  {'metric':28} {a:>8} {b:>8} {'delta':>8}"]
-    lines += [f"  {k:28} {v['a']:8.4f} {v['b']:8.4f} {v['delta']:+8.4f}"
-              for k, v in h2h["metrics"].items()]
-    for name, d in h2h["per_class"].items():
-        lines.append(f"  class {name}: " + ", ".join(
-            f"{k} {v:+.4f}" for k, v in d.items() if k != "support"))
-    test = h2h["paired_test"]
-    if "skipped" in test:
-        lines.append(f"  paired test skipped: {test['skipped']}")
-    else:
-        verdict = "significant" if test["significant"] else "not significant"
-        lines.append(
-            f"  McNemar exact test on the {test['examples']} eval examples of {b}'s run: "
-            f"only {a} right {test['only_a_right']}, only {b} right {test['only_b_right']}, "
-            f"p = {test['p_value']:.4g}: {verdict} at {test['alpha']}")
-    return lines
-
-
-# ---------------------------------------------------------------- commands
-
-def _error(message: str, code: int = 2) -> int:
-    print(f"tlpipe: error: {message}", file=sys.stderr)
-    return code
-
-
-def _config(args: argparse.Namespace) -> PipelineConfig:
-    config = load_config(args.config, args.set, work_dir=args.work_dir)
-    validate(config)
-    return config
-
-
-def cmd_compare(args: argparse.Namespace) -> int:
-    try:
-        config = _config(args)
-        rows = select(gather(config, args.model), args.versions)
-    except (ConfigError, CompareError) as err:
-        return _error(str(err))
-    if not rows:
-        return _error(f"no trained version under {config.work_dir}: run the pipeline first", 1)
-    h2h = (head_to_head(*rows, paired=not args.no_paired_test)
-           if args.versions and len(rows) == 2 else None)
-    if args.format == "json":
-        print(json.dumps({"versions": [r.to_dict() for r in rows], "head_to_head": h2h},
-                         indent=2, sort_keys=True))
-        return 0
-    print("\n".join(table_lines(rows)))
-    if h2h:
-        print("\n".join(head_to_head_lines(h2h)))
-    if args.format == "html":
-        from tlpipe.pipeline.compare_report import write_report
-
-        out = args.out or os.path.join(os.path.abspath(config.work_dir), "compare")
-        print(f"report: {write_report(rows, h2h, out)} (charts as PNG beside it)")
-    return 0
-
-
-def cmd_label(args: argparse.Namespace) -> int:
-    from tlpipe.serving import layout
-
-    try:
-        config = _config(args)
-        model_dir = os.path.join(config.serving_base, args.model or config.model_name)
-        path = layout.set_label(model_dir, args.label, args.version)
-    except (ConfigError, ValueError) as err:
-        return _error(str(err))
-    labels = ", ".join(f"{k}={v}" for k, v in sorted(layout.read_labels(model_dir).items()))
-    print(f"tlpipe: {args.label} -> version {args.version} of {os.path.basename(model_dir)} "
-          f"({labels}); written to {os.path.join(model_dir, layout.LABELS_FILE)} and {path}")
-    return 0
-
-
-def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", help="model name under the serving dir (default: model_name)")
-    parser.add_argument("--config", help="YAML config file")
-    parser.add_argument("--work-dir", help="the runs' work dir (default ./tlpipe-work)")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
-
-
-def register(subparsers) -> None:
-    compare = subparsers.add_parser(
-        "compare", help="compare trained versions by their evaluation metrics",
-        description="Every trained version (ML Metadata and the serving dir), one row each; "
-                    "with exactly two --versions, a head to head with McNemar's exact test on "
-                    "the same eval examples.")
-    _common(compare)
-    compare.add_argument("--versions", nargs="+", metavar="V",
-                         help="serving versions (3) or ML Metadata model ids (m17); two give "
-                              "a head to head, the second compared with the first")
-    compare.add_argument("--format", choices=FORMATS, default="table")
-    compare.add_argument("--out", help="html: report folder (default <work-dir>/compare)")
-    compare.add_argument("--no-paired-test", action="store_true",
-                         help="head to head without re-running both models on the eval split")
-    compare.set_defaults(func=cmd_compare)
-
-    label = subparsers.add_parser(
-        "label", help="point a serving label (stable, canary) at a version",
-        description="Writes the label to labels.json (read by tlpipe serve) and to the "
-                    "ModelServerConfig models.config beside the model dirs (TF Serving's "
-                    "--model_config_file).")
-    _common(label)
-    label.add_argument("--version", type=int, required=True)
-    label.add_argument("--label", choices=LABELS, required=True)
-    label.set_defaults(func=cmd_label)

@@ -1,5 +1,6 @@
-"""The comparison as one self-contained HTML page (charts inline as base64 PNG), and the same
-charts as PNG files beside it, for people who paste them into chat."""
+"""The comparison as text (a table, a head to head), and as one self-contained HTML page (charts
+inline as base64 PNG) with the same charts as PNG files beside it, for people who paste them
+into chat. The rows and statistics come from pipeline/compare.py."""
 from __future__ import annotations
 
 import base64
@@ -10,11 +11,65 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from tlpipe.pipeline.compare import HEADLINE_METRICS, VersionRow, head_to_head_lines, table
+from tlpipe.pipeline.compare import HEADLINE_METRICS, VersionRow
 
 REPORT_FILE = "compare.html"
 CHART_METRICS = (*HEADLINE_METRICS, "expected_calibration_error")
 MAX_MATRICES = 6  # confusion matrices side by side: the newest this many
+
+
+def _fmt(value: Any, spec: str = ".4f") -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return format(value, spec) if isinstance(value, float) else str(value)
+
+
+def table(rows: list[VersionRow]) -> tuple[list[str], list[list[str]]]:
+    """The comparison table's header and cells, shared by the text and HTML outputs."""
+    classes = sorted({name for row in rows for name in row.class_names})
+    header = ["version", "created", "span", "base", "size", "lr1", "lr2", "epochs", "train s",
+              *HEADLINE_METRICS, *(f"recall {c}" for c in classes), "blessed", "pushed", "labels"]
+    body = []
+    for r in rows:
+        epochs = f"{r.phase1_epochs}+{r.phase2_epochs}" if r.phase1_epochs is not None else "-"
+        blessed = "forced" if r.forced and not r.blessed else _fmt(r.blessed)
+        body.append([r.key, r.created or "-", _fmt(r.data_span), r.base or "-", _fmt(r.input_size),
+                     _fmt(r.phase1_learning_rate, ".2e"), _fmt(r.phase2_learning_rate, ".2e"),
+                     epochs, _fmt(r.training_seconds, ".0f"),
+                     *(_fmt(r.metrics.get(m)) for m in HEADLINE_METRICS),
+                     *(_fmt(r.per_class.get(c, {}).get("recall")) for c in classes),
+                     blessed, _fmt(r.pushed), ",".join(r.labels) or "-"])
+    return header, body
+
+
+def table_lines(rows: list[VersionRow]) -> list[str]:
+    header, body = table(rows)
+    widths = [max(len(str(x)) for x in column) for column in zip(header, *body)]
+    return ["  ".join(str(x).ljust(w) for x, w in zip(line, widths)).rstrip()
+            for line in [header, *body]]
+
+
+def head_to_head_lines(h2h: dict[str, Any]) -> list[str]:
+    a, b = h2h["a"], h2h["b"]
+    lines = [f"head to head: {b} vs {a} (delta = {b} - {a})",
+             f"  {'metric':28} {a:>8} {b:>8} {'delta':>8}"]
+    lines += [f"  {k:28} {v['a']:8.4f} {v['b']:8.4f} {v['delta']:+8.4f}"
+              for k, v in h2h["metrics"].items()]
+    for name, d in h2h["per_class"].items():
+        lines.append(f"  class {name}: " + ", ".join(
+            f"{k} {v:+.4f}" for k, v in d.items() if k != "support"))
+    test = h2h["paired_test"]
+    if "skipped" in test:
+        lines.append(f"  paired test skipped: {test['skipped']}")
+    else:
+        verdict = "significant" if test["significant"] else "not significant"
+        lines.append(
+            f"  McNemar exact test on the {test['examples']} {test['split']} examples of {b}'s run: "
+            f"only {a} right {test['only_a_right']}, only {b} right {test['only_b_right']}, "
+            f"p = {test['p_value']:.4g}: {verdict} at {test['alpha']}")
+    return lines
 
 
 def _pyplot():
@@ -151,7 +206,7 @@ td,th{{border:1px solid #d0d7de;padding:4px 8px;text-align:right;white-space:now
 td:first-child{{font-weight:600}}img{{max-width:100%;display:block;margin:0.5em 0}}.test{{font-weight:600}}</style>
 </head><body><h1>Model versions compared</h1>
 <p>{len(rows)} version(s), generated {esc(time.strftime('%Y-%m-%d %H:%M:%S'))}. m&lt;id&gt;: trained,
-not pushed (ML Metadata model id). Metrics from TFMA on each version's eval split.</p>
+not pushed (ML Metadata model id). Metrics from TFMA on each version's test split (the gate's).</p>
 <div class=wide><table><tr>{''.join(f'<th>{esc(h)}</th>' for h in header)}</tr>{cells}</table></div>
 {_head_to_head_html(h2h) if h2h else ''}{images}</body></html>"""
 

@@ -4,7 +4,10 @@ and the models an evaluation blessed. The run summary, `tlpipe runs`, the re-tun
 
 TFX records one `pipeline_run` context per run and one `node` context per node, named
 `<pipeline name>.<node id>`; events carry the output key in their path (`model`, `blessing`...).
-The store is opened read-only: nothing here can change the pipeline's record.
+A SQLite store is opened read-only: nothing here can change the pipeline's record.
+
+`connection_config` is the one place the config's `metadata` section becomes ML Metadata's
+ConnectionConfig (SQLite file or MySQL/MariaDB server); the pipeline and every reader use it.
 """
 from __future__ import annotations
 
@@ -13,12 +16,35 @@ from typing import Any
 
 from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2 as mlmd
-
 from tlpipe.components.config import PipelineConfig
+from tlpipe.pipeline.events import CACHED, COMPLETE
 
-OK_STATES = ("COMPLETE", "CACHED")  # an execution that produced (or reused) its outputs
+OK_STATES = (COMPLETE, CACHED)  # an execution that produced (or reused) its outputs
 INPUT, OUTPUT = mlmd.Event.INPUT, mlmd.Event.OUTPUT
 _STATE_NAMES = {v: k for k, v in mlmd.Execution.State.items()}
+
+
+def connection_config(config: PipelineConfig, read_only: bool = False) -> mlmd.ConnectionConfig:
+    """ML Metadata's connection to the configured store. The MySQL password is read from the
+    environment variable the config names, here and only here; it lives in this proto, which
+    tlpipe never prints (messages use `config.metadata_description`)."""
+    conn = mlmd.ConnectionConfig()
+    mysql = config.metadata.mysql
+    if mysql is None:
+        if not read_only:
+            os.makedirs(os.path.dirname(config.metadata_path), exist_ok=True)
+        conn.sqlite.filename_uri = config.metadata_path
+        conn.sqlite.connection_mode = (mlmd.SqliteMetadataSourceConfig.READONLY if read_only else
+                                       mlmd.SqliteMetadataSourceConfig.READWRITE_OPENCREATE)
+        return conn
+    conn.mysql.host = mysql.host
+    conn.mysql.port = mysql.port
+    if mysql.socket:
+        conn.mysql.socket = mysql.socket
+    conn.mysql.database = mysql.database
+    conn.mysql.user = mysql.user
+    conn.mysql.password = mysql.password()
+    return conn
 
 
 def execution_state(execution) -> str:
@@ -47,13 +73,11 @@ class Lineage:
 
     @classmethod
     def open(cls, config: PipelineConfig) -> Lineage | None:
-        """The config's store, read-only; None when no run has written one yet."""
-        if not os.path.exists(config.metadata_path):
+        """The config's store (a SQLite one read-only); None when no run has written one yet."""
+        if config.metadata_path is not None and not os.path.exists(config.metadata_path):
             return None
-        conn = mlmd.ConnectionConfig()
-        conn.sqlite.filename_uri = config.metadata_path
-        conn.sqlite.connection_mode = mlmd.SqliteMetadataSourceConfig.READONLY
-        return cls(metadata_store.MetadataStore(conn), config.pipeline_name)
+        return cls(metadata_store.MetadataStore(connection_config(config, read_only=True)),
+                   config.pipeline_name)
 
     # Runs and nodes
 

@@ -40,6 +40,26 @@ class ComponentProgressHandler(logging.Handler):
             self._emit_line(f"  {'':<22} {message[len(_PROGRESS):]}")
 
 
+class RedactSecrets(logging.Filter):
+    """Replaces secrets in every record a handler writes: TFX's LocalDagRunner logs the ML
+    Metadata connection config, MySQL password included, at INFO."""
+
+    def __init__(self, secrets: list[str]):
+        super().__init__()
+        self._secrets = [s for s in secrets if s]
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self._secrets:
+            try:
+                message = record.getMessage()
+            except Exception:  # left as it is: a malformed record is the formatter's problem
+                return True
+            for secret in self._secrets:
+                message = message.replace(secret, "********")
+            record.msg, record.args = message, None
+        return True
+
+
 def progress_line(event: Event, log_path: str) -> str:
     """The console line of a node event."""
     if event.state == STARTED:
@@ -108,15 +128,16 @@ def run_pipeline(config: PipelineConfig, data_root: str, to_node: str | None = N
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from absl import logging as absl_logging
     from tfx import v1 as tfx
+    from tlpipe.pipeline.pipeline import plan_run
 
-    from tlpipe.pipeline.pipeline import create_pipeline, model_custom_config
-    from tlpipe.pipeline.retune import decide
-
-    log_dir = Path(config.work_dir).resolve() / "logs"
+    log_dir = Path(config.logs_dir)
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / time.strftime("run-%Y%m%d-%H%M%S.log")
     file_handler = logging.FileHandler(log_path)
     file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    mysql = config.metadata.mysql
+    redact = RedactSecrets([mysql.password()] if mysql else [])
+    file_handler.addFilter(redact)
     # Libraries print to fd 1/2 directly (KerasTuner summaries, pip installing the module
     # wheel, TF's C++ logs): send both descriptors to the log file for the run, and keep a
     # duplicate of the real stdout for the progress lines.
@@ -128,6 +149,7 @@ def run_pipeline(config: PipelineConfig, data_root: str, to_node: str | None = N
         print(line, file=console, flush=True)
 
     progress = ComponentProgressHandler(show)
+    progress.addFilter(redact)
     events = EventWriter.for_run(str(log_path), [lambda e: show(progress_line(e, str(log_path)))])
     absl_logging.set_verbosity(absl_logging.INFO)
     root = logging.getLogger()
@@ -141,7 +163,7 @@ def run_pipeline(config: PipelineConfig, data_root: str, to_node: str | None = N
     for handler in (file_handler, progress):
         root.addHandler(handler)
     root.setLevel(logging.INFO)
-    tuning = decide(config, model_custom_config(config), force=retune or to_node == "tuner")
+    pipeline, tuning = plan_run(config, data_root, to_node, retune)
     print(f"tlpipe: running {to_node and 'up to ' + to_node or 'the whole DAG'}; "
           f"full log: {log_path}; node events: {events.path}", file=out, flush=True)
     print(f"tlpipe: hyperparameters: {tuning.reason}", file=out, flush=True)
@@ -150,7 +172,6 @@ def run_pipeline(config: PipelineConfig, data_root: str, to_node: str | None = N
     os.dup2(log_fd, 2)
     os.close(log_fd)
     try:
-        pipeline = create_pipeline(config, data_root, to_node, tuning.hyperparameters_uri)
         with observed_nodes(events.emit):
             tfx.orchestration.LocalDagRunner().run(pipeline)
     finally:

@@ -12,14 +12,15 @@ import hashlib
 from pathlib import Path
 
 from tfx import v1 as tfx
-
 from tlpipe.components import features
 from tlpipe.components.config import PipelineConfig
 from tlpipe.components.evaluator.eval_config import make_eval_config
 from tlpipe.components.ingest.component import make_ingest
 from tlpipe.components.pusher.component import ServingPusher
 from tlpipe.components.schema.component import make_label_domain
+from tlpipe.pipeline import lineage
 from tlpipe.pipeline.nodes import HYPERPARAMETERS_NODE, NODE_ORDER, RESOLVER_NODE
+from tlpipe.pipeline.retune import TuningDecision, decide
 
 COMPONENTS_DIR = Path(__file__).resolve().parent.parent / "components"
 TRANSFORM_MODULE = COMPONENTS_DIR / "transform" / "preprocessing.py"
@@ -48,13 +49,26 @@ def model_custom_config(config: PipelineConfig) -> dict:
     shared_code = [COMPONENTS_DIR / "features.py", COMPONENTS_DIR / "trainer"]
     return {"settings": config.model_settings().to_custom_config(),
             "code": code_fingerprint(*shared_code),
-            "feature_cache_dir": str(Path(config.work_dir).resolve() / "cache" / "features")}
+            "feature_cache_dir": config.feature_cache_dir}
+
+
+def plan_run(config: PipelineConfig, data_root: str, to_node: str | None = None,
+             retune: bool = False) -> tuple[tfx.dsl.Pipeline, TuningDecision]:
+    """The DAG a local run executes and whether it tunes, from one model custom config (the
+    tuning decision compares it with earlier tunings; the Tuner and Trainer get it)."""
+    model_config = model_custom_config(config)
+    tuning = decide(config, model_config, force=retune or to_node == "tuner")
+    return create_pipeline(config, data_root, to_node, tuning.hyperparameters_uri, model_config), tuning
 
 
 def create_pipeline(config: PipelineConfig, data_root: str, to_node: str | None = None,
-                    reuse_hyperparameters: str | None = None) -> tfx.dsl.Pipeline:
+                    reuse_hyperparameters: str | None = None,
+                    model_config: dict | None = None, with_metadata: bool = True) -> tfx.dsl.Pipeline:
     """The DAG; with `reuse_hyperparameters` (a HyperParameters artifact URI, see
-    pipeline/retune.py) an Importer stands in for the tuner."""
+    pipeline/retune.py) an Importer stands in for the tuner. `model_config`: the Tuner's and
+    Trainer's custom config when the caller has built it (default: built here).
+    `with_metadata=False` leaves the ML Metadata connection to the orchestrator (Kubeflow brings
+    its own)."""
     tune = reuse_hyperparameters is None
     ingest = make_ingest(config.data, data_root)
     statistics_gen = tfx.components.StatisticsGen(
@@ -85,7 +99,7 @@ def create_pipeline(config: PipelineConfig, data_root: str, to_node: str | None 
     # schema_gen's schema (as inferred, so Transform stays cached when nothing changed), but
     # only after the label domain check passed.
     transform.add_upstream_node(label_domain)
-    custom_config = model_custom_config(config)
+    custom_config = model_config or model_custom_config(config)
     if tune:
         tuner = tfx.components.Tuner(
             module_file=str(TUNER_MODULE),
@@ -149,8 +163,7 @@ def create_pipeline(config: PipelineConfig, data_root: str, to_node: str | None 
         pipeline_root=config.pipeline_root,
         components=nodes,
         enable_cache=True,
-        metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(
-            config.metadata_path),
+        metadata_connection_config=lineage.connection_config(config) if with_metadata else None,
         beam_pipeline_args=config.beam_pipeline_args(),
     )
 

@@ -7,23 +7,22 @@ gated push.
 from __future__ import annotations
 
 import getpass
-import glob
-import json
 import os
 
-from tlpipe.components import features
+from tlpipe.components import features, storage
 from tlpipe.components.config import PipelineConfig
+from tlpipe.components.errors import UsageError
 from tlpipe.pipeline.lineage import Lineage
 
 
-class PromoteError(RuntimeError):
-    pass
+class PromoteError(UsageError, RuntimeError):
+    """Nothing to promote, or a model already serving."""
 
 
 def _lineage(config: PipelineConfig) -> Lineage:
     lineage = Lineage.open(config)
     if lineage is None:
-        raise PromoteError(f"no ML Metadata at {config.metadata_path}: run the pipeline first")
+        raise PromoteError(f"no ML Metadata at {config.metadata_description}: run the pipeline first")
     return lineage
 
 
@@ -49,14 +48,13 @@ def promote(config: PipelineConfig, reason: str, model_id: int | None = None,
     lineage = _lineage(config)
     model = _latest(lineage.live_artifacts("Model"), "Model", model_id)
     source = os.path.join(model.uri, SERVING_SUBDIR)
-    with open(os.path.join(source, features.MODEL_INFO_FILE)) as fh:
-        info = json.load(fh)
+    info = storage.read_json(os.path.join(source, features.MODEL_INFO_FILE))
     existing = layout.find_pushed(config.serving_model_dir, model.uri)
     if existing is not None:
         raise PromoteError(f"model {model.id} is already serving as version {existing.number}")
     # by node: Transform's examples share the Examples type with ingest's
     examples = _latest(lineage.node_artifacts("ingest", "Examples", live_only=True), "Examples")
-    eval_files = sorted(glob.glob(os.path.join(examples.uri, f"Split-{features.EVAL_SPLIT}", "*")))
+    eval_files = storage.glob(os.path.join(examples.uri, f"Split-{features.EVAL_SPLIT}", "*"))
     extra = {}
     if config.pusher.warmup_requests > 0 and eval_files:
         extra[features.WARMUP_FILE] = warmup_records(eval_files, config.model_name,

@@ -8,19 +8,15 @@ HyperParameters artifact the trainer read.
 """
 from __future__ import annotations
 
-import argparse
 import fnmatch
 import glob
-import json
 import re
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from tlpipe.components.config import ConfigError, PipelineConfig
-from tlpipe.components.config_loading import load_config
+from tlpipe.components.config import PipelineConfig
 from tlpipe.pipeline.summary import RunSummary
 
 # The line `tlpipe run --if-new-data` prints when it skips (the scheduler reads its event).
@@ -50,6 +46,7 @@ class RunRecord:
 
 def _records(config: PipelineConfig, with_summary: bool) -> Iterator[RunRecord]:
     """Records newest first, read lazily (the new-data check stops at the first good run)."""
+    from tlpipe.pipeline.events import COMPLETE, FAILED
     from tlpipe.pipeline.lineage import INPUT, OK_STATES, OUTPUT, Lineage, custom_property, execution_state
     from tlpipe.pipeline.nodes import RESOLVER_NODES
     from tlpipe.pipeline.summary import summarize_run
@@ -65,7 +62,7 @@ def _records(config: PipelineConfig, with_summary: bool) -> Iterator[RunRecord]:
             continue
         states = {node: execution_state(e) for node, e in executions
                   if node not in RESOLVER_NODES}
-        if "FAILED" in states.values():
+        if FAILED in states.values():
             status = "failed"
         elif any(s not in OK_STATES for s in states.values()):
             status = "incomplete"
@@ -74,7 +71,7 @@ def _records(config: PipelineConfig, with_summary: bool) -> Iterator[RunRecord]:
         started = min(e.create_time_since_epoch for _, e in executions)  # milliseconds
         ended = max(e.last_update_time_since_epoch for _, e in executions)
         record = RunRecord(run.name, started / 1000, (ended - started) / 1000, status)
-        own = {e.id for _, e in executions if execution_state(e) == "COMPLETE"}
+        own = {e.id for _, e in executions if execution_state(e) == COMPLETE}
         for node, execution in executions:
             if node == "ingest":
                 for artifact in lineage.artifacts(execution.id, OUTPUT):
@@ -177,38 +174,3 @@ def history_lines(records: list[RunRecord]) -> list[str]:
             f"{'-' if s.blessed is None else 'yes' if s.blessed else 'NO':<7}  {pushed:<14}  "
             f"{(r.hyperparameters_source + ': ' + hp) if r.hyperparameters_source else '-'}")
     return lines
-
-
-def cmd_runs(args: argparse.Namespace) -> int:
-    try:
-        config = load_config(args.config, args.set, work_dir=args.work_dir)
-    except ConfigError as err:
-        print(f"tlpipe: error: {err}", file=sys.stderr)
-        return 2
-    records = run_history(config, args.last)
-    if args.json:
-        print(json.dumps([r.to_dict() for r in records], indent=2))
-    elif not records:
-        print(f"tlpipe: no runs recorded in {config.metadata_path}")
-    else:
-        print("\n".join(history_lines(records)))
-    return 0
-
-
-def register(sub) -> None:
-    """`tlpipe runs`, and `--if-new-data` on `tlpipe run` (the check lives here)."""
-    sub.choices["run"].add_argument(
-        "--if-new-data", action="store_true",
-        help="exit 0 at once when no span newer than the last complete run's is on disk "
-             "(for system cron, a Kubernetes CronJob, `tlpipe schedule`)")
-    runs = sub.add_parser("runs", help="run history from ML Metadata",
-                          description="One line per pipeline run, oldest first: start, duration, "
-                                      "status, data span, accuracy, blessed, pushed version, "
-                                      "hyperparameters (tuned by the run or reused).")
-    runs.add_argument("--work-dir", help="the runs' work dir (default ./tlpipe-work)")
-    runs.add_argument("--config", help="YAML config file")
-    runs.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
-    runs.add_argument("--last", type=int, default=20, metavar="N",
-                      help="show the last N runs (default 20)")
-    runs.add_argument("--json", action="store_true", help="machine-readable output")
-    runs.set_defaults(func=cmd_runs)

@@ -5,7 +5,8 @@ span ends in seconds and unchanged work stays cached, and the scheduler itself s
 enough to be trusted unattended:
 - a lock file under the work dir (pid, host, start time) keeps two schedulers off one pipeline
   root; the lock is an flock, released by the kernel when its holder dies, so a lock left by a
-  killed scheduler is taken over (and said so) instead of blocking forever;
+  killed scheduler is taken over (and said so) instead of blocking forever (each tick's
+  `tlpipe run` takes the work dir's run lock: pipeline/work_dir_lock.py);
 - a failed run is recorded (`logs/schedule.log`, ML Metadata, an alert) and the next tick goes on;
 - SIGINT / SIGTERM stop the scheduler after the current component: the child runs in its own
   session (a terminal's Ctrl-C does not reach it) and is interrupted only when a component has
@@ -14,28 +15,22 @@ Production orchestration (Kubeflow, Airflow) uses the same DAG: pipeline/orchest
 """
 from __future__ import annotations
 
-import argparse
 import codecs
 import datetime as dt
-import errno
-import fcntl
 import json
 import os
 import selectors
 import shlex
 import signal
-import socket
 import subprocess
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-from tlpipe.components.config import ConfigError
-from tlpipe.components.config_loading import load_config, validate
 from tlpipe.pipeline.events import EVENTS_FILE_ENV, RUN_SKIPPED, STARTED, Event, EventFollower
 from tlpipe.pipeline.nodes import NODE_ORDER
-from tlpipe.pipeline.timing import ScheduleError, next_tick
+from tlpipe.pipeline.work_dir_lock import LockHeld, WorkDirLock, describe
 
 LOCK_FILE = "schedule.lock"
 SCHEDULE_LOG = "schedule.log"
@@ -43,75 +38,10 @@ SCHEDULE_LOG = "schedule.log"
 _PUSH_FOLLOWS = NODE_ORDER[NODE_ORDER.index("pusher") - 1]
 
 
-class Lock:
-    """`<work-dir>/schedule.lock`: an exclusive flock, plus who holds it (pid, host, start)."""
-
-    def __init__(self, work_dir: str):
-        self.path = Path(work_dir).resolve() / LOCK_FILE
-        self._fd: int | None = None
-        self.took_over: dict | None = None
-
-    @staticmethod
-    def _read(fd: int) -> dict:
-        os.lseek(fd, 0, os.SEEK_SET)
-        raw = os.read(fd, 65536)
-        try:
-            return json.loads(raw) if raw.strip() else {}
-        except ValueError:
-            return {"unreadable": raw[:200].decode(errors="replace")}
-
-    @staticmethod
-    def describe(holder: dict) -> str:
-        return (f"pid {holder.get('pid', '?')} on host {holder.get('host', '?')}, "
-                f"started {holder.get('started', '?')}")
-
-    def acquire(self) -> Lock:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        while True:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError as err:
-                holder = self._read(fd)
-                os.close(fd)
-                if err.errno not in (errno.EAGAIN, errno.EACCES):
-                    raise
-                raise ScheduleError(
-                    f"another scheduler holds {self.path} ({self.describe(holder)}); stop it "
-                    f"first, or give this one another --work-dir") from None
-            try:
-                same_file = os.stat(self.path).st_ino == os.fstat(fd).st_ino
-            except FileNotFoundError:
-                same_file = False
-            if same_file:
-                break
-            os.close(fd)  # the holder removed the file as we opened it: try again
-        previous = self._read(fd)
-        if previous:  # the flock was free, so whoever wrote this is gone
-            self.took_over = previous
-        me = {"pid": os.getpid(), "host": socket.gethostname(),
-              "started": dt.datetime.now().isoformat(timespec="seconds"),
-              "command": sys.argv}
-        os.ftruncate(fd, 0)
-        os.lseek(fd, 0, os.SEEK_SET)
-        os.write(fd, (json.dumps(me) + "\n").encode())
-        os.fsync(fd)
-        self._fd = fd
-        return self
-
-    def release(self) -> None:
-        if self._fd is None:
-            return
-        os.unlink(self.path)  # while still locked: the next acquirer checks the inode
-        fcntl.flock(self._fd, fcntl.LOCK_UN)
-        os.close(self._fd)
-        self._fd = None
-
-    def __enter__(self) -> Lock:
-        return self.acquire()
-
-    def __exit__(self, *exc) -> None:
-        self.release()
+def scheduler_lock(work_dir: str) -> WorkDirLock:
+    """`<work-dir>/schedule.lock`: one scheduler per work dir (its runs take `run.lock`)."""
+    return WorkDirLock(work_dir, "schedule", LOCK_FILE, refusal=(
+        "another scheduler holds {path} ({holder}); stop it first, or give this one another --work-dir"))
 
 
 class Scheduler:
@@ -221,17 +151,17 @@ class Scheduler:
 
     def serve(self) -> int:
         """The loop; returns 0 when stopped by a signal or after `max_runs` ticks."""
-        lock = Lock(self.work_dir)
+        lock = scheduler_lock(self.work_dir)
         try:
             lock.acquire()
-        except ScheduleError as err:
+        except LockHeld as err:
             print(f"tlpipe: error: {err}", file=sys.stderr, flush=True)
             return 1
         previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
             if lock.took_over:
                 self.say(f"took over the stale lock {lock.path} of a scheduler that is no "
-                         f"longer running ({Lock.describe(lock.took_over)})")
+                         f"longer running ({describe(lock.took_over)})")
             self.say(f"lock {lock.path} held by pid {os.getpid()}")
             planned = time.time()
             if not self.first_now:
@@ -246,7 +176,7 @@ class Scheduler:
                     break
                 tick += 1
                 started = time.time()
-                self.say(f"tick {tick}: {shlex.join(self.command)}")
+                self.say(f"tick {tick}: {shown_command(self.command)}")
                 events = Path(self.work_dir) / "logs" / time.strftime(
                     f"tick-%Y%m%d-%H%M%S-{tick}.events.jsonl")
                 events.parent.mkdir(parents=True, exist_ok=True)
@@ -270,58 +200,9 @@ class Scheduler:
             lock.release()
 
 
-def _run_command(args: argparse.Namespace) -> list[str]:
-    """The child's command line: the real `tlpipe run`, with this scheduler's options."""
-    command = [sys.executable, "-m", "tlpipe.pipeline.cli", "run"]
-    if not args.always:
-        command.append("--if-new-data")
-    for flag in ("config", "data", "work_dir", "mirror"):
-        value = getattr(args, flag)
-        if value:
-            command += [f"--{flag.replace('_', '-')}", value]
-    for item in args.set:
-        command += ["--set", item]
-    return command
+def shown_command(command: list[str]) -> str:
+    """The command as logged: a URL in a `--set key=URL` (a webhook: a secret) redacted."""
+    from tlpipe.pipeline.notify import redact_url
 
-
-def cmd_schedule(args: argparse.Namespace) -> int:
-    try:
-        config = load_config(args.config, args.set, work_dir=args.work_dir,
-                             data__root=args.data)
-        validate(config)
-        cron = args.cron or (None if args.every else config.schedule.cron)
-        timing = next_tick(args.every or config.schedule.every, cron)
-    except (ConfigError, ScheduleError) as err:
-        print(f"tlpipe: error: {err}", file=sys.stderr)
-        return 2
-    def killed(message: str) -> None:  # `tlpipe run` alerts on its own failures, not on a kill
-        from tlpipe.pipeline.notify import FAILED, notify
-
-        notify(config, FAILED, message)
-    scheduler = Scheduler(config.work_dir, _run_command(args), timing, first_now=not cron,
-                          max_runs=args.max_runs, on_killed=killed)
-    when = f"cron '{cron}'" if cron else f"every {args.every or config.schedule.every}"
-    scheduler.say(f"{when}; work dir {Path(config.work_dir).resolve()}")
-    return scheduler.serve()
-
-
-def register(sub) -> None:
-    parser = sub.add_parser(
-        "schedule", help="run the pipeline on a schedule (embedded scheduler)",
-        description="Run `tlpipe run --if-new-data` now and then at each tick (schedule.every "
-                    "or schedule.cron), until Ctrl-C / SIGTERM, which stop after the current "
-                    "component and never mid-push. One scheduler per work dir (a lock file).")
-    when = parser.add_mutually_exclusive_group()
-    when.add_argument("--every", help="interval: 30m, 6h, 1d (default: schedule.every)")
-    when.add_argument("--cron", help="5-field cron expression in the machine's time zone (or TZ, "
-                                     "e.g. TZ=Europe/Paris), e.g. '0 3 * * *'")
-    parser.add_argument("--always", action="store_true",
-                        help="run at every tick, not only when a new span arrived")
-    parser.add_argument("--max-runs", type=int, metavar="N",
-                        help="stop after N ticks (default: run until stopped)")
-    parser.add_argument("--config", help="YAML config file")
-    parser.add_argument("--data", help="image root (as for tlpipe run)")
-    parser.add_argument("--work-dir", help="work dir (default ./tlpipe-work)")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
-    parser.add_argument("--mirror", help="offline mirror of the flowers demo")
-    parser.set_defaults(func=cmd_schedule)
+    return shlex.join(f"{arg.split('=', 1)[0]}={redact_url(arg.split('=', 1)[1])}"
+                      if "=" in arg and "://" in arg else arg for arg in command)

@@ -1,11 +1,11 @@
 """What a run produced, read back from ML Metadata: the end-of-run summary."""
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from tlpipe.components import storage
 from tlpipe.components.config import PipelineConfig
 from tlpipe.components.features import TRAINING_CURVES_FILE, TRAINING_SUMMARY_FILE, TRIALS_JSON, TRIALS_PNG
 from tlpipe.pipeline.events import Event
@@ -85,7 +85,7 @@ def _fill_ingest(summary: RunSummary, artifacts) -> None:
     from tlpipe.components.ingest.report import SUMMARY_FILE, quarantine_summary
 
     for artifact in artifacts:
-        if os.path.exists(os.path.join(artifact.uri, SUMMARY_FILE)):
+        if storage.exists(os.path.join(artifact.uri, SUMMARY_FILE)):
             summary.ingest_lines = quarantine_summary(artifact.uri)["lines"]
 
 
@@ -93,7 +93,7 @@ def _fill_label_domain(summary: RunSummary, artifacts) -> None:
     from tlpipe.components.schema.report import LABEL_DOMAIN_FILE, label_domain_lines
 
     for artifact in artifacts:
-        if os.path.exists(os.path.join(artifact.uri, LABEL_DOMAIN_FILE)):
+        if storage.exists(os.path.join(artifact.uri, LABEL_DOMAIN_FILE)):
             summary.ingest_lines += label_domain_lines(artifact.uri)
 
 
@@ -109,9 +109,8 @@ def _fill_push(summary: RunSummary, artifacts) -> None:
         from tlpipe.components.evaluator.verdict import VERDICT_HTML, VERDICT_JSON
 
         verdict_path = os.path.join(artifact.uri, VERDICT_JSON)
-        if os.path.exists(verdict_path):
-            with open(verdict_path) as fh:
-                summary.verdict = json.load(fh)
+        if storage.exists(verdict_path):
+            summary.verdict = storage.read_json(verdict_path)
             summary.verdict_html = os.path.join(artifact.uri, VERDICT_HTML)
             summary.accuracy = summary.verdict["overall"].get("accuracy")
             summary.baseline_accuracy = (summary.verdict["baseline_overall"] or {}).get("accuracy")
@@ -129,10 +128,9 @@ BEST_HYPERPARAMETERS_FILE = "best_hyperparameters.txt"  # what TFX's Tuner write
 def read_hyperparameters(artifact) -> dict[str, Any]:
     """The values of a HyperParameters artifact (tuned by this run or reused)."""
     path = os.path.join(artifact.uri, BEST_HYPERPARAMETERS_FILE)
-    if not os.path.exists(path):
+    if not storage.exists(path):
         return {}
-    with open(path) as fh:
-        return json.load(fh).get("values", {})
+    return storage.read_json(path).get("values", {})
 
 
 def summarize_run(lineage: Lineage, run, with_transform: bool = False) -> RunSummary:
@@ -148,7 +146,7 @@ def summarize_run(lineage: Lineage, run, with_transform: bool = False) -> RunSum
         outputs[node_id] = lineage.artifacts(execution.id, OUTPUT)
         if node_id == "trainer":
             for artifact in lineage.artifacts(execution.id, INPUT):
-                if os.path.exists(os.path.join(artifact.uri, BEST_HYPERPARAMETERS_FILE)):
+                if storage.exists(os.path.join(artifact.uri, BEST_HYPERPARAMETERS_FILE)):
                     summary.hyperparameters = read_hyperparameters(artifact)
     if not summary.hyperparameters:  # a cached trainer records no inputs: use the producer's
         for artifact in outputs.get("tuner", []) + outputs.get(HYPERPARAMETERS_NODE, []):
@@ -173,9 +171,8 @@ def _fill_trials(summary: RunSummary, artifacts) -> None:
 
     for artifact in artifacts:
         path = os.path.join(artifact.uri, TRIALS_JSON)
-        if os.path.exists(path):
-            with open(path) as fh:
-                summary.trial_lines = trial_lines(json.load(fh))
+        if storage.exists(path):
+            summary.trial_lines = trial_lines(storage.read_json(path))
             summary.trial_lines.append(f"(chart: {os.path.join(artifact.uri, TRIALS_PNG)})")
 
 
@@ -183,10 +180,9 @@ def _fill_training(summary: RunSummary, artifacts) -> None:
     """Epochs actually run, speed, and whether phase 1 trained on cached features."""
     for artifact in artifacts:
         path = os.path.join(artifact.uri, TRAINING_SUMMARY_FILE)
-        if not os.path.exists(path):
+        if not storage.exists(path):
             continue
-        with open(path) as fh:
-            training = json.load(fh)
+        training = storage.read_json(path)
         for name, phase in sorted(training.get("phases", {}).items()):
             if not isinstance(phase, dict):
                 continue

@@ -12,14 +12,14 @@ from collections.abc import Callable
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import CroniterBadDateError, croniter
-
 from tlpipe.components.config import PipelineConfig
+from tlpipe.components.errors import UsageError
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
-class ScheduleError(ValueError):
-    """A bad interval or cron expression, or a lock held by another scheduler."""
+class ScheduleError(UsageError):
+    """A bad interval or cron expression."""
 
 
 def parse_every(text: str) -> float:

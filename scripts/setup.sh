@@ -73,6 +73,14 @@ ensure_venv() {
   touch "$STAMP"
 }
 
+# Debian packages, non-interactively (no prompts, config files kept, stdin closed for CI).
+apt_install() {
+  local SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq </dev/null
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends \
+    -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold "$@" </dev/null
+}
+
 # The HTML screenshot tests drive a headless Chromium.
 ensure_chromium() {
   if command -v chromium >/dev/null 2>&1; then
@@ -83,12 +91,25 @@ ensure_chromium() {
     say "WARNING: chromium is not on PATH and this is not a Debian-like system: install Chromium yourself (the HTML screenshot tests need it)."
     return
   fi
-  local SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   say "chromium is not on PATH: installing the Debian package chromium (HTML screenshot tests need it)."
-  $SUDO apt-get update -qq </dev/null
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends \
-    -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold chromium </dev/null
+  apt_install chromium
   say "chromium installed: $(command -v chromium || echo 'still not on PATH')."
+}
+
+# The ML Metadata on MySQL tests start their own MariaDB server (no system service is used).
+ensure_mariadb() {
+  local server=${TLPIPE_MARIADBD:-$(command -v mariadbd || echo /usr/sbin/mariadbd)}
+  if [ -x "$server" ]; then
+    say "MariaDB server is installed: $server."
+    return
+  fi
+  if ! command -v apt-get >/dev/null 2>&1; then
+    say "WARNING: mariadbd not found and this is not a Debian-like system: install MariaDB (the ML Metadata on MySQL tests need it)."
+    return
+  fi
+  say "mariadbd not found: installing the Debian package mariadb-server (the ML Metadata on MySQL tests need it)."
+  apt_install mariadb-server mariadb-client
+  say "mariadb-server installed."
 }
 
 # Runs a noisy command, showing its output only when it fails.
@@ -116,9 +137,10 @@ PY
   grep '^\[setup\]' "$log"; rm -f "$log"
 }
 
-# TLPIPE_SETUP_ONLY=glibc|chromium runs one step (the tests use it with fake apt-get).
+# TLPIPE_SETUP_ONLY=glibc|chromium|mariadb runs one step (the tests use it with fake apt-get).
 case "${TLPIPE_SETUP_ONLY:-}" in
   glibc) ensure_glibc ;;
   chromium) ensure_chromium ;;
-  *) ensure_glibc; ensure_chromium; ensure_venv ;;
+  mariadb) ensure_mariadb ;;
+  *) ensure_glibc; ensure_chromium; ensure_mariadb; ensure_venv ;;
 esac

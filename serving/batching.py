@@ -17,11 +17,13 @@ from collections.abc import Callable
 from concurrent.futures import Future
 
 import numpy as np
-
 from tlpipe.serving.config import BatchingOptions
 from tlpipe.serving.status import unavailable
 
 Arrays = dict[str, np.ndarray]
+# Rows per model call kept for tests and the benchmark: the latest calls only, so a
+# long-running server's memory does not grow by one entry per call.
+RECENT_BATCHES = 1024
 
 
 class _Task:
@@ -45,13 +47,27 @@ class BatchScheduler:
         self._cond = threading.Condition()
         self._closed = False
         self._running = 0  # model calls in progress, at most num_batch_threads
-        self.batch_sizes: list[int] = []  # rows per model call, for tests and the benchmark
+        self._recent_batches: deque[int] = deque(maxlen=RECENT_BATCHES)
+        self._recent_lock = threading.Lock()  # copying a deque while it is appended to fails
         self._threads = [threading.Thread(target=self._loop, name=f"batch-{name}-{i}", daemon=True)
                          for i in range(options.num_batch_threads)]
         for thread in self._threads:
             thread.start()
 
+    @property
+    def batch_sizes(self) -> list[int]:
+        """Rows per model call, oldest first, of the latest RECENT_BATCHES calls."""
+        with self._recent_lock:
+            return list(self._recent_batches)
+
+    def _record(self, rows: int) -> None:
+        with self._recent_lock:
+            self._recent_batches.append(rows)
+
     def __call__(self, inputs: Arrays) -> Arrays:
+        leading = {a.shape[0] if a.ndim else None for a in inputs.values()}
+        if len(leading) != 1 or None in leading:
+            return self._run(inputs)  # no common batch dimension (no inputs, a scalar): alone
         task = _Task(inputs)
         if task.rows >= self._options.max_batch_size:
             return self._run(inputs)  # already a full batch: nothing to merge it with
@@ -73,7 +89,7 @@ class BatchScheduler:
             return task.future.result()
         try:
             outputs = self._run(inputs)
-            self.batch_sizes.append(task.rows)
+            self._record(task.rows)
             return outputs
         finally:
             self._finished()
@@ -135,7 +151,7 @@ class BatchScheduler:
             except Exception:  # retry one by one so a bad row fails only its own request
                 batched = False
             if batched:
-                self.batch_sizes.append(total)
+                self._record(total)
                 start = 0
                 for task in batch:
                     task.future.set_result({k: v[start:start + task.rows]
@@ -145,7 +161,7 @@ class BatchScheduler:
         for task in batch:
             try:
                 task.future.set_result(self._run(task.inputs))
-                self.batch_sizes.append(task.rows)
+                self._record(task.rows)
             except Exception as err:
                 task.future.set_exception(err)
 

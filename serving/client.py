@@ -58,7 +58,6 @@ def predict_request(images: Sequence[bytes], model: str = "flowers",
                     signature: str = DEFAULT_SIGNATURE):
     """A PredictRequest carrying raw image bytes, for any TF Serving server."""
     from tensorflow_serving.apis import predict_pb2
-
     from tlpipe.serving.tensors import to_tensor_proto
 
     request = predict_pb2.PredictRequest()
@@ -125,7 +124,6 @@ class ServingClient:
 
     def _predict_grpc(self, images, model, version, label, top_k) -> list[Prediction]:
         import grpc
-
         from tlpipe.serving.tensors import to_ndarray
 
         request = predict_request(images, model, version, label)

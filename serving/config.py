@@ -8,11 +8,9 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Any
 
 from google.protobuf import text_format
-
-from tlpipe.serving import textproto
+from tlpipe.serving import config_protos
 
 
 class ConfigError(ValueError):
@@ -90,7 +88,7 @@ def parse_model_server_config(text: str):
     try:
         text_format.Parse(text, config)
     except text_format.ParseError as err:
-        raise ConfigError(f"model config: {err}") from None
+        raise ConfigError(f"Error parsing text-format tensorflow.serving.ModelServerConfig: {err}") from None
     return config
 
 
@@ -108,26 +106,23 @@ class BatchingOptions:
     max_enqueued_batches: int = 10
 
 
-_BATCHING_KEYS = {"max_batch_size", "batch_timeout_micros", "num_batch_threads",
-                  "max_enqueued_batches"}
-_BATCHING_IGNORED = {"allowed_batch_sizes", "pad_variable_length_inputs", "thread_pool_name",
-                     "enable_large_batch_splitting", "max_execution_batch_size"}
+_BATCHING_KEYS = ("max_batch_size", "batch_timeout_micros", "num_batch_threads",
+                  "max_enqueued_batches")
 
 
 def read_batching_parameters(path: str | None) -> BatchingOptions:
+    """TF Serving's BatchingParameters file; fields with no effect here (allowed_batch_sizes,
+    padding, thread pool, large-batch splitting) parse but are not applied."""
     if not path:
         return BatchingOptions()
-    fields = _parse_file(path)
-    unknown = set(fields) - _BATCHING_KEYS - _BATCHING_IGNORED
-    if unknown:
-        raise ConfigError(f"{path}: unknown batching parameters {sorted(unknown)}")
+    parameters = _parse_file(path, config_protos.BatchingParameters())
     values = {}
-    for key in _BATCHING_KEYS & set(fields):
-        wrapped = fields[key]  # google.protobuf.Int64Value: `key { value: N }`
-        value = wrapped.get("value") if isinstance(wrapped, dict) else wrapped
-        if not isinstance(value, int) or value < 0:
-            raise ConfigError(f"{path}: {key} must be a non-negative integer")
-        values[key] = value
+    for key in _BATCHING_KEYS:
+        if parameters.HasField(key):
+            value = getattr(parameters, key).value
+            if value < 0:
+                raise ConfigError(f"{path}: {key} must be a non-negative integer")
+            values[key] = value
     options = BatchingOptions(**values)
     if options.max_batch_size < 1 or options.num_batch_threads < 1:
         raise ConfigError(f"{path}: max_batch_size and num_batch_threads must be at least 1")
@@ -145,9 +140,8 @@ class MonitoringOptions:
 def read_monitoring_config(path: str | None) -> MonitoringOptions:
     if not path:
         return MonitoringOptions()
-    prometheus = _parse_file(path).get("prometheus_config", {})
-    return MonitoringOptions(bool(prometheus.get("enable", False)),
-                             prometheus.get("path") or MonitoringOptions.path)
+    prometheus = _parse_file(path, config_protos.MonitoringConfig()).prometheus_config
+    return MonitoringOptions(prometheus.enable, prometheus.path or MonitoringOptions.path)
 
 
 @dataclass(frozen=True)
@@ -160,21 +154,23 @@ class TlsOptions:
 
 def read_ssl_config(path: str) -> TlsOptions:
     """TF Serving's SSLConfig: PEM text inline in the file."""
-    fields = _parse_file(path)
-    if not fields.get("server_cert") or not fields.get("server_key"):
+    ssl = _parse_file(path, config_protos.SSLConfig())
+    if not ssl.server_cert or not ssl.server_key:
         raise ConfigError(f"{path}: server_cert and server_key are required")
-    return TlsOptions(fields["server_cert"].encode(), fields["server_key"].encode(),
-                      fields.get("custom_ca", "").encode(), bool(fields.get("client_verify")))
+    if ssl.client_verify and not ssl.custom_ca:
+        raise ConfigError(f"{path}: client_verify needs custom_ca (the clients' CA)")
+    return TlsOptions(ssl.server_cert.encode(), ssl.server_key.encode(), ssl.custom_ca.encode(),
+                      ssl.client_verify)
 
 
 def tls_from_files(cert_file: str, key_file: str) -> TlsOptions:
     return TlsOptions(_read(cert_file).encode(), _read(key_file).encode())
 
 
-def _parse_file(path: str) -> dict[str, Any]:
+def _parse_file(path: str, message):
     try:
-        return textproto.parse(_read(path))
-    except (textproto.TextProtoError, text_format.ParseError) as err:
+        return text_format.Parse(_read(path), message)
+    except text_format.ParseError as err:
         raise ConfigError(f"{path}: {err}") from None
 
 

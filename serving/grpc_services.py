@@ -16,10 +16,9 @@ from tensorflow_serving.apis import (
     model_service_pb2_grpc,
     prediction_service_pb2_grpc,
 )
-
 from tlpipe.serving import config as server_config
 from tlpipe.serving import inference
-from tlpipe.serving.inference import InputLimits
+from tlpipe.serving.limits import InputLimits
 from tlpipe.serving.manager import ModelManager, spec_choice
 from tlpipe.serving.metrics import Metrics
 from tlpipe.serving.status import ServingError, code_number, from_exception, invalid_argument
@@ -32,10 +31,12 @@ def _abort(context: grpc.ServicerContext, error: ServingError):
 
 
 class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
-    def __init__(self, manager: ModelManager, metrics: Metrics, limits: InputLimits):
+    def __init__(self, manager: ModelManager, metrics: Metrics, limits: InputLimits,
+                 tensor_content: bool = False):
         self._manager = manager
         self._metrics = metrics
         self._limits = limits
+        self._tensor_content = tensor_content  # --enable_serialization_as_tensor_content
 
     def _serve(self, context, api: str, model_spec, handler: Callable):
         started = time.perf_counter()
@@ -54,14 +55,16 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
 
     def Predict(self, request, context):
         return self._serve(context, "predict", request.model_spec,
-                           lambda model: inference.predict(model, request, self._limits))
+                           lambda model: inference.predict(model, request, self._limits,
+                                                           self._tensor_content))
 
     def Classify(self, request, context):
         return self._serve(context, "classify", request.model_spec,
                            lambda model: inference.classify(model, request, self._limits))
 
     def Regress(self, request, context):
-        return self._serve(context, "regress", request.model_spec, _no_regression)
+        return self._serve(context, "regress", request.model_spec,
+                           lambda model: inference.regress(model, request, self._limits))
 
     def MultiInference(self, request, context):
         if not request.tasks:
@@ -74,16 +77,10 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
                            lambda model: inference.model_metadata(model, request))
 
 
-def _no_regression(model):
-    from tlpipe.serving.status import unimplemented
-
-    raise unimplemented("Regress is not implemented by this server (the models it serves "
-                        "have no regression signature); use Predict")
-
-
 class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
-    def __init__(self, manager: ModelManager):
+    def __init__(self, manager: ModelManager, allow_reload_config: bool = True):
         self._manager = manager
+        self._allow_reload_config = allow_reload_config  # unauthenticated: a switch to turn off
 
     def GetModelStatus(self, request, context):
         try:
@@ -101,6 +98,9 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
 
     def HandleReloadConfigRequest(self, request, context):
         response = model_management_pb2.ReloadConfigResponse()
+        if not self._allow_reload_config:
+            _abort(context, ServingError(grpc.StatusCode.PERMISSION_DENIED,
+                                         "ReloadConfig is turned off (--allow_reload_config=false)"))
         try:
             models = server_config.from_model_server_config(request.config)
         except server_config.ConfigError as err:

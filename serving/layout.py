@@ -16,8 +16,10 @@ from typing import Any
 
 import tensorflow as tf
 from tfx.v1.dsl.io import fileio
+from tlpipe.components import storage
 
 METADATA_FILE = "metadata.json"
+SAVED_MODEL_FILE = "saved_model.pb"  # written last on object stores: TF Serving waits for it
 # Version labels of a model (`{"stable": 3, "canary": 4}`), beside its versions; retention never
 # deletes a labelled version.
 LABELS_FILE = "labels.json"
@@ -37,7 +39,7 @@ def versions(model_dir: str) -> list[Version]:
     found = []
     for name in fileio.listdir(model_dir):
         name = name.rstrip("/")
-        if not name.isdigit():
+        if not is_version_name(name):
             continue
         path = os.path.join(model_dir, name)
         try:
@@ -46,6 +48,14 @@ def versions(model_dir: str) -> list[Version]:
             continue  # retired between listing and reading: not a version any more
         found.append(Version(int(name), path, metadata))
     return sorted(found, key=lambda v: v.number)
+
+
+MAX_VERSION = 2 ** 63 - 1  # ModelSpec.version is an int64
+
+
+def is_version_name(name: str) -> bool:
+    """ASCII digits only (`str.isdigit` also takes '٥' and '²'), within int64."""
+    return name.isascii() and name.isdigit() and int(name) <= MAX_VERSION
 
 
 def read_metadata(version_path: str) -> dict[str, Any]:
@@ -75,7 +85,8 @@ def _copy_tree(src: str, dst: str) -> None:
 
 def push(saved_model_dir: str, model_dir: str, metadata: dict[str, Any],
          extra_files: dict[str, bytes] | None = None) -> Version:
-    """Copies a SavedModel in as the next integer version, atomically (temp dir, then rename).
+    """Copies a SavedModel in as the next integer version: staged, then published (renamed locally;
+    on object stores copied with saved_model.pb last, see storage.publish_tree).
 
     `extra_files` (relative path -> bytes, e.g. warmup requests) are written before the rename,
     so they are there when the version first becomes visible.
@@ -93,7 +104,8 @@ def push(saved_model_dir: str, model_dir: str, metadata: dict[str, Any],
     with fileio.open(os.path.join(staging, METADATA_FILE), "w") as fh:
         fh.write(json.dumps(record, indent=2, sort_keys=True))
     final = os.path.join(model_dir, str(number))
-    fileio.rename(staging, final)
+    # Local: rename. Object stores: file by file, saved_model.pb last (see storage.publish_tree).
+    storage.publish_tree(staging, final, last=SAVED_MODEL_FILE)
     return Version(number, final, record)
 
 
@@ -146,7 +158,6 @@ def set_label(model_dir: str, label: str, version: int) -> str:
     and never deletes a labelled version); `specific` gets the version added.
     """
     from google.protobuf import text_format
-
     from tlpipe.serving import config as server_config
 
     if version not in {v.number for v in versions(model_dir)}:

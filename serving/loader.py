@@ -1,104 +1,54 @@
 """The loader: one version of one model, from SavedModel directory to a servable.
 
-Loads with `tf.saved_model.load`, keeps the SignatureDefs as TF Serving reports them
-(GetModelMetadata), and replays `assets.extra/tf_serving_warmup_requests` before the version
-is marked available, so its first real request does not pay for graph tracing.
+A TF2 SavedModel (one with an object graph) loads with `tf.saved_model.load`; a TF1 SavedModel
+(SavedModelBuilder, no object graph) loads into a `tf.compat.v1.Session`, as TF Serving loads
+every model: signatures then run as session calls, which feed any tensor the SignatureDef names
+(TF Serving's half_plus_two feeds an intermediate `x`) and, like TF Serving, do not check the
+request's shape against the signature's. SignatureDefs are kept as TF Serving reports them
+(GetModelMetadata). Warmup replay is the caller's (serving.warmup), not the loader's.
 """
 from __future__ import annotations
 
 import logging
 import os
-import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-
 from tlpipe.serving import layout
 from tlpipe.serving.batching import BatchScheduler
 from tlpipe.serving.config import BatchingOptions
-from tlpipe.serving.status import failed_precondition
+from tlpipe.serving.servable import LoadedModel, Signature, TensorSpec
 
 log = logging.getLogger(__name__)
 
-WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
-MAX_WARMUP_RECORDS = 1000  # TF Serving's limit
 SERVE_TAG = "serve"
+INIT_OP_SIGNATURE = "__saved_model_init_op"  # the loader runs it; not a servable signature
 
 
 @dataclass(frozen=True)
-class TensorSpec:
-    dtype: int  # tensorflow.DataType enum value, as in TensorProto.dtype
-    shape: tuple[int, ...] | None  # None: unknown rank; -1: unknown dimension
+class SessionOptions:
+    """tensorflow_model_server's session flags that mean something here."""
+
+    tags: tuple[str, ...] = (SERVE_TAG,)
+    intra_op_threads: int = 0  # 0: TensorFlow picks
+    inter_op_threads: int = 0
 
 
-@dataclass
-class Signature:
-    name: str
-    method_name: str
-    inputs: dict[str, TensorSpec]
-    outputs: dict[str, TensorSpec]
-    call: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
-
-
-class LoadedModel:
-    """A servable: signatures ready to run, plus what GetModelMetadata reports."""
-
-    def __init__(self, name: str, version: int, path: str, signature_defs, signatures,
-                 class_names: list[str] | None, saved_model=None,
-                 schedulers: list[BatchScheduler] | None = None):
-        self.name = name
-        self.version = version
-        self.path = path
-        self.signature_defs = signature_defs  # map<string, SignatureDef>
-        self.signatures: dict[str, Signature] = signatures
-        self.class_names = class_names
-        self._in_flight = 0
-        self._idle = threading.Condition()
-        self._saved_model = saved_model  # keeps the variables alive as long as the servable
-        self._schedulers = schedulers or []
-
-    def signature(self, name: str) -> Signature:
-        key = name or "serving_default"
-        if key not in self.signatures:
-            raise failed_precondition(f'Serving signature key "{key}" not found.')
-        return self.signatures[key]
-
-    def acquire(self) -> None:
-        with self._idle:
-            self._in_flight += 1
-
-    def release(self) -> None:
-        with self._idle:
-            self._in_flight -= 1
-            if self._in_flight == 0:
-                self._idle.notify_all()
-
-    def wait_idle(self, timeout: float) -> bool:
-        """True once no request is using this version (bounded: unload never hangs)."""
-        with self._idle:
-            return self._idle.wait_for(lambda: self._in_flight == 0, timeout)
-
-    def close(self) -> None:
-        for scheduler in self._schedulers:
-            scheduler.close()
-
-    @property
-    def batch_sizes(self) -> list[int]:
-        return [size for s in self._schedulers for size in s.batch_sizes]
-
-
-def read_signature_defs(path: str):
-    """The SignatureDef map of the `serve` MetaGraph, straight from saved_model.pb."""
+def read_meta_graph(path: str, tags: tuple[str, ...] = (SERVE_TAG,)):
+    """The MetaGraph whose tags are exactly `tags`, straight from saved_model.pb."""
     from tensorflow.core.protobuf import saved_model_pb2
 
     with open(os.path.join(path, "saved_model.pb"), "rb") as fh:
         saved = saved_model_pb2.SavedModel.FromString(fh.read())
     for meta_graph in saved.meta_graphs:
-        if SERVE_TAG in meta_graph.meta_info_def.tags:
-            return meta_graph.signature_def
-    raise ValueError(f"{path}: no MetaGraph tagged '{SERVE_TAG}'")
+        if set(meta_graph.meta_info_def.tags) == set(tags):
+            return meta_graph
+    raise ValueError(f"{path}: no MetaGraph tagged {','.join(tags)}")
+
+
+def read_signature_defs(path: str, tags: tuple[str, ...] = (SERVE_TAG,)):
+    return read_meta_graph(path, tags).signature_def
 
 
 def _spec(tensor_info) -> TensorSpec:
@@ -107,7 +57,7 @@ def _spec(tensor_info) -> TensorSpec:
     return TensorSpec(tensor_info.dtype, dims)
 
 
-def _make_call(function, output_keys: list[str]):
+def _function_call(function, output_keys: list[str]):
     import tensorflow as tf
 
     def tensor(array: np.ndarray):
@@ -117,6 +67,30 @@ def _make_call(function, output_keys: list[str]):
     def call(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         result = function(**{k: tensor(v) for k, v in inputs.items()})
         return {k: result[k].numpy() for k in output_keys}
+
+    return call
+
+
+def _session_call(session, definition):
+    """A signature as one session callable: feeds and fetches by tensor name.
+
+    Built from CallableOptions (TF's C callable) rather than `Session.make_callable`, whose
+    Python feed path refuses a value whose shape differs from the graph's static shape; TF
+    Serving's C++ session hands it to the model, which decides.
+    """
+    from tensorflow.core.protobuf import config_pb2
+
+    input_keys, output_keys = sorted(definition.inputs), sorted(definition.outputs)
+    options = config_pb2.CallableOptions(
+        feed=[definition.inputs[k].name for k in input_keys],
+        fetch=[definition.outputs[k].name for k in output_keys])
+    run = session._make_callable_from_options(options)  # noqa: SLF001 (see docstring)
+    dtypes = [session.graph.get_tensor_by_name(definition.inputs[k].name).dtype.as_numpy_dtype
+              for k in input_keys]
+
+    def call(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        values = run(*[np.asarray(inputs[k], dtype=dtype) for k, dtype in zip(input_keys, dtypes)])
+        return {k: np.asarray(v) for k, v in zip(output_keys, values)}
 
     return call
 
@@ -134,26 +108,49 @@ def _class_names(path: str, function, num_classes: int | None) -> list[str] | No
     vocabulary = layout.read_metadata(path).get("label_vocabulary")
     if isinstance(vocabulary, list) and len(vocabulary) == num_classes:
         return [str(name) for name in vocabulary]
-    for captured in function.captured_inputs:
+    for captured in getattr(function, "captured_inputs", ()):
         if captured.dtype == tf.string and captured.shape.rank == 1 \
                 and captured.shape[0] == num_classes:
             return [v.decode("utf-8", "replace") for v in captured.numpy().tolist()]
     return None
 
 
-def load(name: str, version: int, path: str,
-         batching: BatchingOptions | None = None, warmup: bool = True) -> LoadedModel:
+def _open_session(path: str, options: SessionOptions):
+    import tensorflow as tf
+
+    graph = tf.Graph()
+    config = tf.compat.v1.ConfigProto(
+        intra_op_parallelism_threads=options.intra_op_threads,
+        inter_op_parallelism_threads=options.inter_op_threads)
+    session = tf.compat.v1.Session(graph=graph, config=config)
+    try:
+        with graph.as_default():
+            tf.compat.v1.saved_model.loader.load(session, list(options.tags), path)
+    except Exception:
+        session.close()
+        raise
+    return session
+
+
+def load(name: str, version: int, path: str, batching: BatchingOptions | None = None,
+         session: SessionOptions = SessionOptions()) -> LoadedModel:
     import tensorflow as tf
 
     started = time.monotonic()
-    signature_defs = read_signature_defs(path)
-    loaded = tf.saved_model.load(path, tags=[SERVE_TAG])
-    signatures, class_names = {}, None
-    schedulers = []
-    for key, function in loaded.signatures.items():
+    meta_graph = read_meta_graph(path, session.tags)
+    signature_defs = meta_graph.signature_def
+    if meta_graph.HasField("object_graph_def"):
+        owner = tf.saved_model.load(path, tags=list(session.tags))
+        functions = dict(owner.signatures)
+    else:  # TF1: TF Serving's session semantics
+        owner = _open_session(path, session)
+        functions = {key: None for key in signature_defs if key != INIT_OP_SIGNATURE}
+    signatures, class_names, schedulers = {}, None, []
+    for key, function in functions.items():
         definition = signature_defs[key]
         outputs = {k: _spec(v) for k, v in definition.outputs.items()}
-        call = _make_call(function, sorted(outputs))
+        call = (_function_call(function, sorted(outputs)) if function is not None
+                else _session_call(owner, definition))
         if batching is not None:
             scheduler = BatchScheduler(call, batching, f"{name}-{version}-{key}")
             schedulers.append(scheduler)
@@ -162,51 +159,10 @@ def load(name: str, version: int, path: str,
                                     {k: _spec(v) for k, v in definition.inputs.items()},
                                     outputs, call)
         probabilities = outputs.get("probabilities")
-        if class_names is None and probabilities and probabilities.shape \
-                and len(probabilities.shape) == 2:
+        if class_names is None and function is not None and probabilities \
+                and probabilities.shape and len(probabilities.shape) == 2:
             class_names = _class_names(path, function, probabilities.shape[1])
-    model = LoadedModel(name, version, path, signature_defs, signatures, class_names, loaded,
+    model = LoadedModel(name, version, path, signature_defs, signatures, class_names, owner,
                         schedulers)
-    try:
-        if warmup:
-            replayed = replay_warmup(model)
-            if replayed:
-                log.info("model %s version %d: replayed %d warmup requests", name, version,
-                         replayed)
-    except Exception:
-        model.close()
-        raise
     log.info("model %s version %d loaded in %.1fs", name, version, time.monotonic() - started)
     return model
-
-
-def warmup_records(path: str) -> list:
-    """The PredictionLog records of a version's warmup file ([] when it has none)."""
-    import tensorflow as tf
-    from tensorflow_serving.apis import prediction_log_pb2
-
-    warmup_path = os.path.join(path, WARMUP_FILE)
-    if not os.path.exists(warmup_path):
-        return []
-    records = []
-    for raw in tf.data.TFRecordDataset(warmup_path).take(MAX_WARMUP_RECORDS + 1):
-        records.append(prediction_log_pb2.PredictionLog.FromString(raw.numpy()))
-    if len(records) > MAX_WARMUP_RECORDS:
-        raise ValueError(f"{warmup_path}: more than {MAX_WARMUP_RECORDS} warmup records")
-    return records
-
-
-def replay_warmup(model: LoadedModel) -> int:
-    """Runs each logged request once; any failure fails the load, as in TF Serving."""
-    from tlpipe.serving import inference
-
-    records = warmup_records(model.path)
-    for record in records:
-        kind = record.WhichOneof("log_type")
-        if kind == "predict_log":
-            inference.predict(model, record.predict_log.request)
-        elif kind == "classify_log":
-            inference.classify(model, record.classify_log.request)
-        else:
-            raise ValueError(f"warmup record type '{kind}' is not supported")
-    return len(records)

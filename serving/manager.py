@@ -17,10 +17,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import grpc
-
 from tlpipe.serving import source
 from tlpipe.serving.config import ModelConfig, VersionPolicy
-from tlpipe.serving.loader import LoadedModel
+from tlpipe.serving.servable import LoadedModel
 from tlpipe.serving.status import from_exception, invalid_argument, not_found
 
 log = logging.getLogger(__name__)
@@ -49,7 +48,7 @@ class ModelManager:
         self._models: dict[str, ModelConfig] = {m.name: m for m in models}
         self._serving: dict[str, dict[int, LoadedModel]] = {}  # replaced whole, never mutated
         self._status: dict[str, dict[int, VersionStatus]] = {}
-        self._failed: dict[str, dict[int, str]] = {}  # model -> version -> path that failed
+        self._failed: dict[str, dict[int, tuple]] = {}  # model -> version -> dir fingerprint
         self._labels: dict[str, dict[str, int]] = {}  # model -> label -> version
         self._reconcile_lock = threading.Lock()
         self._status_lock = threading.Lock()
@@ -79,8 +78,8 @@ class ModelManager:
         for version in sorted(aspired):
             if version in self._serving.get(model.name, {}):
                 continue
-            if failed.get(version) == aspired[version]:
-                continue  # already failed from this directory: not retried every poll
+            if failed.get(version) == source.fingerprint(aspired[version]):
+                continue  # failed, and its directory has not changed since: not retried
             self._load_version(model.name, version, aspired[version])
         loaded = self._serving.get(model.name, {})
         aspired_available = any(v in loaded for v in aspired)
@@ -93,12 +92,13 @@ class ModelManager:
     def _load_version(self, name: str, version: int, path: str) -> None:
         self._set_status(name, VersionStatus(version, LOADING))
         started = time.monotonic()
+        seen = source.fingerprint(path)  # before loading: a write during the load retries
         try:
             loaded = self._load(name, version, path)
         except Exception as err:  # a bad version never takes the server down
             error = from_exception(err)
             log.error("model %s version %d failed to load: %s", name, version, error.message)
-            self._failed[name][version] = path
+            self._failed[name][version] = seen
             code = error.code if error.code != grpc.StatusCode.INTERNAL else grpc.StatusCode.UNKNOWN
             self._set_status(name, VersionStatus(version, END, code, error.message))
             return
@@ -159,6 +159,9 @@ class ModelManager:
                             if name in self._models}
             for name in list(self._failed):
                 self._failed[name].clear()
+            with self._status_lock:  # a failure is re-evaluated, never kept from an old config
+                self._status = {name: {v: s for v, s in versions.items() if not s.error_message}
+                                for name, versions in self._status.items() if name in self._models}
         self.reconcile()
 
     def models(self) -> list[ModelConfig]:
@@ -224,6 +227,13 @@ class ModelManager:
         if not statuses:
             raise not_found(f"Could not find any versions of model {name}")
         return [statuses[v] for v in sorted(statuses, reverse=True)]
+
+    def load_failures(self) -> list[str]:
+        """'model m version v: error' for each version whose last load failed."""
+        with self._status_lock:
+            return [f"model {name} version {status.version} failed to load: {status.error_message}"
+                    for name, versions in self._status.items() for status in versions.values()
+                    if status.state == END and status.error_message]
 
     def loaded(self) -> dict[str, list[int]]:
         return {name: sorted(versions) for name, versions in self._serving.items()}

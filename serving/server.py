@@ -16,12 +16,12 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
-
 from tlpipe.serving import config as server_config
-from tlpipe.serving import loader
+from tlpipe.serving import loader, warmup
 from tlpipe.serving.config import BatchingOptions, ModelConfig, MonitoringOptions, TlsOptions
 from tlpipe.serving.grpc_services import ModelServicer, PredictionServicer
-from tlpipe.serving.inference import DEFAULT_LIMITS, InputLimits
+from tlpipe.serving.limits import DEFAULT_LIMITS, InputLimits
+from tlpipe.serving.loader import SessionOptions
 from tlpipe.serving.manager import ModelManager
 from tlpipe.serving.metrics import Metrics
 from tlpipe.serving.rest import RestServer
@@ -59,7 +59,15 @@ class ServerOptions:
     monitoring: MonitoringOptions = field(default_factory=MonitoringOptions)
     tls: TlsOptions | None = None
     limits: InputLimits = DEFAULT_LIMITS
-    grpc_max_workers: int = 32
+    grpc_max_workers: int = 32  # --grpc_max_threads
+    rest_max_threads: int = 64  # --rest_api_num_threads: connections served at once
+    rest_timeout_seconds: float = 30.0  # --rest_api_timeout_in_ms: idle/handshake/read timeout
+    grpc_socket_path: str | None = None  # also serve gRPC on this Unix socket
+    grpc_channel_arguments: tuple[tuple[str, str | int], ...] = ()
+    tensor_content: bool = False  # --enable_serialization_as_tensor_content
+    allow_reload_config: bool = True  # HandleReloadConfigRequest (unauthenticated)
+    enable_model_warmup: bool = True
+    session: SessionOptions = field(default_factory=SessionOptions)
 
 
 class ServerError(RuntimeError):
@@ -80,21 +88,40 @@ class ModelServer:
         self.rest_port: int | None = None
 
     def _load(self, name: str, version: int, path: str):
-        return loader.load(name, version, path, batching=self.options.batching)
+        model = loader.load(name, version, path, batching=self.options.batching,
+                            session=self.options.session)
+        if not self.options.enable_model_warmup:
+            return model
+        try:
+            replayed = warmup.replay_warmup(model)
+        except Exception:
+            model.close()
+            raise
+        if replayed:
+            log.info("model %s version %d: replayed %d warmup requests", name, version, replayed)
+        return model
 
     def start(self) -> ModelServer:
+        """Loads every configured model, then opens the ports; ServerError if a model failed
+        to load (TF Serving does not start with a configured model it cannot load)."""
         options = self.options
         self.manager.reconcile()
+        failures = self.manager.load_failures()
+        if failures:
+            raise ServerError("; ".join(failures))
+        channel_args = {"grpc.max_send_message_length": MAX_MESSAGE_BYTES,
+                        "grpc.max_receive_message_length": MAX_MESSAGE_BYTES,
+                        "grpc.so_reuseport": 0}
+        channel_args.update(dict(options.grpc_channel_arguments))  # the user's win
         server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=options.grpc_max_workers,
                                        thread_name_prefix="grpc"),
-            options=[("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-                     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-                     ("grpc.so_reuseport", 0)])
+            options=list(channel_args.items()))
         prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
-            PredictionServicer(self.manager, self.metrics, options.limits), server)
+            PredictionServicer(self.manager, self.metrics, options.limits,
+                               options.tensor_content), server)
         model_service_pb2_grpc.add_ModelServiceServicer_to_server(
-            ModelServicer(self.manager), server)
+            ModelServicer(self.manager, options.allow_reload_config), server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         if service_descriptors_available():
             reflection.enable_server_reflection(
@@ -117,11 +144,19 @@ class ModelServer:
             raise ServerError(f"cannot listen for gRPC on {address}: {err}") from None
         if not self.grpc_port:
             raise ServerError(f"cannot listen for gRPC on {address}")
+        if options.grpc_socket_path:
+            try:
+                bound = server.add_insecure_port(f"unix:{options.grpc_socket_path}")
+            except RuntimeError as err:
+                raise ServerError(f"cannot listen on unix:{options.grpc_socket_path}: {err}") from None
+            if not bound:
+                raise ServerError(f"cannot listen on unix:{options.grpc_socket_path}")
         if options.rest_port is not None:
             try:
                 self._rest = RestServer(options.host, options.rest_port, self.manager,
                                         self.metrics, options.limits, options.monitoring,
-                                        options.tls)
+                                        options.tls, max_threads=options.rest_max_threads,
+                                        timeout=options.rest_timeout_seconds)
             except OSError as err:
                 raise ServerError(f"cannot listen for REST on {options.host}:"
                                   f"{options.rest_port}: {err.strerror}") from None

@@ -8,6 +8,7 @@ the layout's labels file, so a label moved on disk takes effect at the next poll
 from __future__ import annotations
 
 import logging
+import os
 
 from tlpipe.serving import layout
 from tlpipe.serving.config import ModelConfig
@@ -38,3 +39,20 @@ def version_labels(model: ModelConfig) -> dict[str, int]:
         log.warning("model %s: cannot read labels: %s", model.name, err)
         from_files = {}
     return {**from_files, **model.labels}
+
+
+def fingerprint(path: str) -> tuple:
+    """What a version directory looks like now (files, sizes, mtimes): a version that failed to
+    load is retried once this changes, so a copy that was half-written when first seen loads
+    when it completes. Remote file systems (no os.walk) give the path alone."""
+    entries = []
+    for root, dirs, files in os.walk(path):
+        dirs.sort()
+        for name in [*dirs, *sorted(files)]:
+            try:
+                stat = os.stat(os.path.join(root, name))
+            except OSError:
+                continue
+            entries.append((os.path.relpath(os.path.join(root, name), path), stat.st_size,
+                            stat.st_mtime_ns))
+    return (path, tuple(entries))

@@ -66,7 +66,7 @@ def from_exception(err: BaseException) -> ServingError:
     if isinstance(err, tf.errors.OpError):
         code = _TF_CODES.get(err.error_code, grpc.StatusCode.UNKNOWN)
         return ServingError(code, _first_line(err.message))
-    if isinstance(err, (ValueError, TypeError)):
+    if isinstance(err, (ValueError, TypeError, RecursionError)):
         return invalid_argument(_first_line(str(err)))
     return ServingError(grpc.StatusCode.INTERNAL, f"{type(err).__name__}: {_first_line(str(err))}")
 

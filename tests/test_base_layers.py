@@ -4,7 +4,6 @@ import subprocess
 import sys
 
 from conftest import REPO
-
 from tlpipe.components.trainer.backbones import BACKBONES
 from tlpipe.components.trainer.base_layers import TABLE
 

@@ -42,3 +42,38 @@ def test_run_refuses_a_config_file_that_is_a_list(tmp_path, tiny_images):
     config.write_text("- a\n- b\n")
     proc, _ = tlpipe("run", "--config", str(config), "--data", str(tiny_images), cwd=tmp_path)
     assert_one_line_usage_error(proc, "must be a mapping of settings, got a list")
+
+
+SUBCOMMANDS = {  # each subcommand that reads the config, with its own required arguments
+    "run": [],
+    "runs": [],
+    "compare": [],
+    "promote": ["--reason", "test"],
+    "label": ["--version", "1", "--label", "stable"],
+    "schedule": ["--max-runs", "1"],
+    "compile": ["--kubeflow", "spec.json", "--image", "registry.example/tlpipe:1", "--data", "gs://bucket/images"],
+    "config": [],
+}
+
+
+@pytest.mark.parametrize("command", sorted(SUBCOMMANDS))
+def test_every_subcommand_shares_the_config_flags_and_their_errors(tmp_path, command):
+    proc, seconds = tlpipe(command, *SUBCOMMANDS[command], "--work-dir", str(tmp_path / "work"),
+                           "--set", "trainer.batch_size=0", cwd=tmp_path)
+    assert_one_line_usage_error(proc, "'trainer.batch_size' must be greater than or equal to 1, got 0")
+    assert seconds < 2.0 and not (tmp_path / "work").exists()
+
+
+def test_listings_take_format_json_and_the_json_alias(tmp_path):
+    table, _ = tlpipe("runs", "--work-dir", str(tmp_path), cwd=tmp_path)
+    assert table.returncode == 0 and "no runs recorded" in table.stdout
+    for flags in (["--format", "json"], ["--json"]):
+        proc, _ = tlpipe("runs", "--work-dir", str(tmp_path), *flags, cwd=tmp_path)
+        assert proc.returncode == 0 and proc.stdout.strip() == "[]", proc.stderr
+
+
+def test_a_failed_action_is_one_line_and_exit_1(tmp_path):
+    proc, _ = tlpipe("compare", "--work-dir", str(tmp_path), cwd=tmp_path)
+    ours = [line for line in proc.stderr.splitlines() if line.startswith("tlpipe")]  # not TF's start-up
+    assert proc.returncode == 1 and len(ours) == 1, proc.stderr
+    assert ours[0].startswith("tlpipe: error: no trained version")

@@ -1,48 +1,35 @@
-"""`tlpipe compare` and `tlpipe label` on two real trained versions: the e2e run's latest
-pushed version, and a cheaper model trained and pushed after it in a copy of its work dir."""
+"""`tlpipe compare` and `tlpipe label` on two trained versions: toy models trained, evaluated
+(TFMA) and pushed by the product's own nodes (fast); and, marked e2e, what only a real DAG run
+records in ML Metadata (training history, eval examples for the paired test)."""
 import json
-import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import E2E_SETTINGS, tlpipe, tlpipe_env
-
-from tlpipe.pipeline import compare
+from tlpipe.pipeline import compare, compare_report
 from tlpipe.pipeline.cli import main as tlpipe_main
 from tlpipe.serving import config as server_config
 from tlpipe.serving import layout
+from toy_pipeline import TOY_BASE, TOY_SIZE
 
-# The second version: one frozen epoch after a one-trial search, pushed whatever it scores, so
-# the comparison has two pushed versions that differ.
-SECOND_VERSION = ["trainer.phase1_epochs=1", "trainer.phase2_epochs=0", "tuner.max_trials=1",
-                  "evaluator.min_accuracy=0", "evaluator.max_accuracy_drop=1"]
+# The second version: one more epoch than the first, so the two pushed versions differ.
+SECOND_VERSION = ["trainer.phase1_epochs=2"]
 
 
 @dataclass
 class TwoVersions:
     work: Path
-    a: str  # the e2e run's latest pushed version
-    b: str  # the cheaper model, pushed after it
+    a: str  # the toy run's version 1
+    b: str  # a second toy model, pushed after it
 
 
 @pytest.fixture(scope="module")
-def versions(pipeline_runs, tiny_images, keras_home, tmp_path_factory) -> TwoVersions:
-    assert pipeline_runs.first.returncode == 0, pipeline_runs.first.stdout + pipeline_runs.first.stderr
-    work = tmp_path_factory.mktemp("compare") / "work"
-    shutil.copytree(pipeline_runs.work_dir, work)  # the shared run stays as other tests expect
-    model_dir = str(work / "serving" / "flowers")
-    before = layout.versions(model_dir)[-1].number
-    weights = [] if keras_home else ["--set", "base.weights=none"]
-    result = tlpipe("run", "--data", str(tiny_images), "--work-dir", str(work), *weights,
-                    *[a for s in [*E2E_SETTINGS, *SECOND_VERSION] for a in ("--set", s)],
-                    env=tlpipe_env(keras_home), timeout=600)
-    assert result.returncode == 0, result.stdout + result.stderr
-    after = layout.versions(model_dir)[-1].number
-    assert f"pushed: version {after} at {model_dir}/{after}" in result.stdout, result.stdout
-    return TwoVersions(work, str(before), str(after))
+def versions(toy_run_copy) -> TwoVersions:
+    run = toy_run_copy("compare")
+    second = run.train_and_push(*SECOND_VERSION)
+    return TwoVersions(run.work_dir, "1", str(second))
 
 
 def _rows(work: Path) -> dict[str, compare.VersionRow]:
@@ -100,17 +87,16 @@ def test_set_label_keeps_other_models_and_loads_the_labelled_version(tmp_path):
 def test_table_lists_both_versions_with_tfmas_own_metrics(versions):
     rows = _rows(versions.work)
     a, b = rows[versions.a], rows[versions.b]
-    assert (b.phase1_epochs, b.phase2_epochs) == (1, 0)
+    assert (a.phase1_epochs, b.phase1_epochs, b.phase2_epochs) == (1, 2, 0)
     for key, row in ((versions.a, a), (versions.b, b)):
         assert row.pushed and row.blessed and row.version == int(key)
-        assert row.base == "mobilenet_v1_025" and row.input_size in (64, 96)
+        assert row.base == TOY_BASE and row.input_size == TOY_SIZE
         assert row.phase1_learning_rate > 0 and row.training_seconds > 0 and row.data_span == 0
-        assert len(row.history["val_loss"]) == row.phase1_epochs + row.phase2_epochs
         overall, recall = _tfma_own(row.evaluation_uri)
         for metric in ("accuracy", "macro_auc", "log_loss"):
             assert row.metrics[metric] == pytest.approx(overall[metric]), (key, metric)
         assert {c: s["recall"] for c, s in row.per_class.items()} == pytest.approx(recall)
-    lines = compare.table_lines([a, b])
+    lines = compare_report.table_lines([a, b])
     assert lines[0].split()[:3] == ["version", "created", "span"]
     assert [line.split()[0] for line in lines[1:]] == [versions.a, versions.b]
 
@@ -126,26 +112,20 @@ def test_pushed_metadata_and_verdict_carry_every_metric(versions):
     assert "macro_auc" in page and "<h2>Calibration</h2>" in page
 
 
-def test_json_head_to_head_with_mcnemar_on_the_same_examples(versions, capsys):
+def test_json_head_to_head_gives_the_deltas_of_every_metric_and_class(versions, capsys):
     assert tlpipe_main(["compare", "--work-dir", str(versions.work), "--format", "json",
                         "--versions", versions.a, versions.b]) == 0
     out = json.loads(capsys.readouterr().out)
     one, two = out["versions"]
     assert (one["key"], two["key"]) == (versions.a, versions.b)
     h2h = out["head_to_head"]
+    assert set(h2h["metrics"]) >= {"accuracy", "macro_auc", "log_loss"}
     for metric, values in h2h["metrics"].items():
         assert values["delta"] == pytest.approx(two["metrics"][metric] - one["metrics"][metric])
     assert h2h["per_class"]["class_a"]["recall"] == pytest.approx(
         two["per_class"]["class_a"]["recall"] - one["per_class"]["class_a"]["recall"])
-    test = h2h["paired_test"]
-    assert test["examples"] == two["metrics"]["example_count"]
-    # The re-run predictions agree with TFMA's accuracy of each model on the same split.
-    assert test["accuracy_a"] == pytest.approx(one["metrics"]["accuracy"], abs=1e-6)
-    assert test["accuracy_b"] == pytest.approx(two["metrics"]["accuracy"], abs=1e-6)
-    assert (test["both_right"] + test["both_wrong"] + test["only_a_right"]
-            + test["only_b_right"]) == test["examples"]
-    assert test["p_value"] == pytest.approx(
-        compare.mcnemar_exact(test["only_a_right"], test["only_b_right"]))
+    # The toy's runs left no ML Metadata: the paired test is the e2e test's.
+    assert h2h["paired_test"] == {"skipped": "no examples in ML Metadata for either version"}
 
 
 def test_html_report_opens_in_headless_chromium(versions, tmp_path, capsys):
@@ -188,3 +168,33 @@ def test_label_is_written_where_both_servers_read_it(versions, capsys):
     assert tlpipe_main(["label", "--work-dir", work, "--version", "99", "--label", "stable"]) == 2
     with pytest.raises(SystemExit):
         tlpipe_main(["label", "--work-dir", work, "--version", a, "--label", "beta"])
+
+
+@pytest.mark.e2e
+def test_ml_metadata_rows_and_mcnemar_on_the_same_examples(forced_release, capsys):
+    """What only ML Metadata has, on the real DAG's two versions (the blessed run's, then the
+    force-released worse model): each model's training history and eval examples, and the
+    paired test re-running both SavedModels on those examples."""
+    work = forced_release.work_dir
+    assert forced_release.promoted.returncode == 0, forced_release.promoted.stdout
+    rows = _rows(work)
+    a, b = rows["1"], rows["2"]
+    assert a.blessed and not b.blessed and b.forced and not a.forced
+    for row in (a, b):
+        assert row.model_id is not None and row.pushed and row.examples_uri
+        assert len(row.history["val_loss"]) == row.phase1_epochs + row.phase2_epochs
+        overall, _ = _tfma_own(row.evaluation_uri)
+        assert row.metrics["accuracy"] == pytest.approx(overall["accuracy"])
+    assert tlpipe_main(["compare", "--work-dir", str(work), "--format", "json",
+                        "--versions", "1", "2"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    one, two = out["versions"]
+    test = out["head_to_head"]["paired_test"]
+    assert test["examples"] == two["metrics"]["example_count"]
+    # The re-run predictions agree with TFMA's accuracy of each model on the same split.
+    assert test["accuracy_a"] == pytest.approx(one["metrics"]["accuracy"], abs=1e-6)
+    assert test["accuracy_b"] == pytest.approx(two["metrics"]["accuracy"], abs=1e-6)
+    assert (test["both_right"] + test["both_wrong"] + test["only_a_right"]
+            + test["only_b_right"]) == test["examples"]
+    assert test["p_value"] == pytest.approx(
+        compare.mcnemar_exact(test["only_a_right"], test["only_b_right"]))

@@ -1,9 +1,8 @@
 from pathlib import Path
 
 import pytest
-
 from tlpipe.components.config import ConfigError, PipelineConfig
-from tlpipe.components.config_loading import load_config, validate
+from tlpipe.components.config_loading import check_data_tree, load_config, validate
 
 
 def test_defaults_round_trip_through_json():
@@ -123,14 +122,14 @@ def test_a_config_file_that_is_not_a_mapping_is_one_line(tmp_path: Path, content
 
 def test_validation_checks_the_data_tree(tmp_path: Path, tiny_images: Path):
     config = load_config(None, [])
-    validate(config, str(tiny_images))
+    check_data_tree(config, str(tiny_images))
     with pytest.raises(ConfigError, match="data directory not found"):
-        validate(config, str(tmp_path / "missing"))
+        check_data_tree(config, str(tmp_path / "missing"))
     one = tmp_path / "one"
     (one / "cats").mkdir(parents=True)
     (one / "cats" / "a.jpg").write_bytes((tiny_images / "class_a" / "000.jpg").read_bytes())
     with pytest.raises(ConfigError, match="needs at least 2"):
-        validate(config, str(one))
+        check_data_tree(config, str(one))
 
 
 def test_missing_config_file():

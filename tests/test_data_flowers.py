@@ -10,7 +10,7 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-
+from conftest import SHARED_FLOWERS
 from tlpipe.data.flowers import (
     FLOWERS_CLASSES,
     MARKER,
@@ -20,8 +20,6 @@ from tlpipe.data.flowers import (
     main,
 )
 from tlpipe.data.synthetic import make_flowers_tarball, make_image_folder
-
-SHARED_FLOWERS = Path(__file__).resolve().parents[2] / "shared/datasets/tf_flowers"
 
 
 class _Server:

@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-
 from tlpipe.data.flowers import FLOWERS_CLASSES
 from tlpipe.data.synthetic import class_names, make_flowers_tarball, make_image_folder
 

@@ -24,7 +24,7 @@ SCRIPT = textwrap.dedent("""
     from tlpipe.components.trainer import distribution, network, search_space
     from tlpipe.components.trainer.fit import TransferHyperModel
 
-    settings = model_settings(None, pytest.MonkeyPatch(), distribution="mirrored",
+    settings = model_settings(distribution="mirrored",
                               phase2_epochs=1, label_smoothing=0.1)
     strategy = distribution.strategy_for(settings)
     batch = distribution.global_batch_size(settings, strategy)

@@ -3,7 +3,6 @@ shows them: checked against scikit-learn / numpy, and through a real TFMA run on
 import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
-
 from tlpipe.components.evaluator import metrics as custom_metrics
 
 CLASSES = ["a", "b", "c"]
@@ -73,7 +72,6 @@ def test_tfma_computes_every_listed_metric_and_the_verdict_shows_them(tmp_path):
     verdict read back from TFMA's output."""
     import pandas as pd
     import tensorflow_model_analysis as tfma
-
     from tlpipe.components.config import EvaluatorConfig
     from tlpipe.components.evaluator import verdict as verdict_lib
     from tlpipe.components.evaluator.eval_config import make_eval_config

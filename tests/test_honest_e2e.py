@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import E2E_SETTINGS, tlpipe, tlpipe_env
-
 from tlpipe.components import features
 from tlpipe.components.config import DataConfig
 from tlpipe.components.ingest.component import split_buckets

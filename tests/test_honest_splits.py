@@ -3,7 +3,6 @@ stopping), test is read by the Evaluator alone, which gates on it."""
 from __future__ import annotations
 
 import pytest
-
 from tlpipe.components import features
 from tlpipe.components.config import ConfigError, DataConfig, PipelineConfig
 from tlpipe.components.ingest.component import split_buckets

@@ -17,7 +17,6 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from PIL import Image
-
 from tlpipe.components import features
 from tlpipe.components.config import PipelineConfig
 from tlpipe.components.ingest.executor import IngestError
@@ -424,3 +423,14 @@ def test_the_executor_reads_the_typed_data_section_the_node_packed(tmp_path):
     assert isinstance(read.max_pixels, int)
     other = make_ingest(DataConfig(**settings, on_class_change="accept"), str(tmp_path))
     assert other.exec_properties["custom_config"] == props["custom_config"]
+
+
+def test_final_examples_carry_a_class_id_and_no_provisional_feature(bad_run):
+    from tlpipe.components.ingest.stages import NOTES_KEY
+
+    _, _, run = bad_run
+    names = json.loads(Path(run.vocabulary_path).read_text())
+    for split in read_examples(run.examples_uri).values():
+        for ex in split.values():
+            assert NOTES_KEY not in ex.features.feature
+            assert names[_int(ex, features.LABEL_KEY)] == _str(ex, features.LABEL_NAME_KEY).decode()

@@ -16,7 +16,6 @@ from ml_metadata.proto import metadata_store_pb2
 from PIL import Image
 from tensorflow_metadata.proto.v0 import anomalies_pb2, schema_pb2
 from tfx import v1 as tfx
-
 from tlpipe.components import features
 from tlpipe.components.config import PipelineConfig
 from tlpipe.components.ingest.component import make_ingest
@@ -153,6 +152,7 @@ class _Runs:
         return found
 
 
+@pytest.mark.e2e  # LocalDagRunner: ingest through the label domain gate, several runs
 def test_spans_that_add_or_drop_a_class_are_reported_or_stop_the_run(tmp_path):
     runs = _Runs(tmp_path)
     _span(runs.data, 1, ["ant", "bee", "cat"])

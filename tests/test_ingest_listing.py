@@ -4,7 +4,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-
 from tlpipe.components.config import IMAGE_EXTENSIONS
 from tlpipe.components.ingest.listing import (
     Candidate,

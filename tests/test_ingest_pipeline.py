@@ -12,11 +12,11 @@ import os
 from pathlib import Path
 
 import numpy as np
+import pytest
 from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 from PIL import Image
 from tfx import v1 as tfx
-
 from tlpipe.components.config import PipelineConfig
 from tlpipe.components.ingest.report import quarantine_summary
 from tlpipe.pipeline.pipeline import create_pipeline
@@ -48,6 +48,7 @@ def _ingest_executions(store):
     return sorted(store.get_executions_by_type(ingest_type.name), key=lambda e: e.id)
 
 
+@pytest.mark.e2e  # LocalDagRunner
 def test_ingest_node_in_a_local_dag_run(tmp_path: Path):
     data = tmp_path / "data"
     for label in ("ant", "bee"):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 
 import tensorflow as tf
-
 from tlpipe.components.ingest.shards import BundleWriter, commit_shards, prepare_staging, write_shard_list
 
 

@@ -12,7 +12,6 @@ import textwrap
 
 import yaml
 from conftest import REPO, tlpipe
-
 from tlpipe.components.config_loading import load_config
 from tlpipe.pipeline.nodes import NODE_ORDER
 from tlpipe.pipeline.timing import airflow_schedule_interval
@@ -24,13 +23,19 @@ def _has_every_node(task_ids) -> bool:
 
 
 def test_kubeflow_v2_spec_has_every_component(tmp_path, tiny_images):
+    # TensorFlow's in-process ram:// stands in for gs://: the wheels are built into it, as they
+    # would be uploaded to the bucket, and vanish with the compiling process.
     out = tmp_path / "spec" / "tlpipe.json"
     result = tlpipe("compile", "--kubeflow", str(out), "--data", str(tiny_images),
-                    "--work-dir", str(tmp_path / "work"), "--image", "registry.example/tlpipe:1",
+                    "--work-dir", "ram://kf/work", "--image", "registry.example/tlpipe:1",
                     "--set", "beam.extra_args=[--temp_location=gs://bucket/tmp]", timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"wrote the Kubeflow V2 pipeline spec {out}" in result.stdout
-    spec = json.loads(out.read_text())["pipelineSpec"]
+    text = out.read_text()
+    assert str(tmp_path / "spec") not in text and "/tmp/tlpipe" not in text  # nothing on this disk
+    assert "ram://kf/work/pipeline/_wheels/tfx_user_code_trainer" in text  # module wheels
+    assert "ram://kf/work/serving/flowers" in text
+    spec = json.loads(text)["pipelineSpec"]
     assert spec["pipelineInfo"]["name"] == "tlpipe"
     tasks = spec["root"]["dag"]["tasks"]
     assert _has_every_node(tasks), sorted(tasks)
@@ -45,8 +50,29 @@ def test_kubeflow_v2_spec_has_every_component(tmp_path, tiny_images):
 
 def test_compile_needs_a_data_root_the_cluster_sees(tmp_path):
     result = tlpipe("compile", "--kubeflow", str(tmp_path / "x.json"), "--work-dir",
-                    str(tmp_path))
+                    "gs://b/w", "--image", "tlpipe:1")
     assert result.returncode == 2 and "--data gs://bucket/images" in result.stderr
+
+
+def test_compile_refuses_local_locations_and_several_spans(tmp_path):
+    from tlpipe.components.config import ConfigError
+    from tlpipe.pipeline.orchestrators import check_kubeflow
+
+    local = load_config(None, ["data.root=gs://b/images"], work_dir=str(tmp_path))
+    try:
+        check_kubeflow(local)
+        raise AssertionError("a local work dir compiled")
+    except ConfigError as err:
+        assert f"pipeline root {tmp_path}/pipeline" in str(err) and "--work-dir gs://" in str(err)
+    spans = load_config(None, ["data.root=gs://b/images", "data.pattern=span-{SPAN}/*/*",
+                               "data.num_spans=3"], work_dir="gs://b/w")
+    result = tlpipe("compile", "--kubeflow", str(tmp_path / "x.json"), "--image", "tlpipe:1",
+                    "--work-dir", "gs://b/w", "--data", "gs://b/images",
+                    "--set", "data.pattern=span-{SPAN}/*/*", "--set", "data.num_spans=3")
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "data.num_spans=3 cannot run on Kubeflow" in result.stderr
+    assert not (tmp_path / "x.json").exists()
+    check_kubeflow(spans.replace(data=spans.data.replace(num_spans=1)))  # one span compiles
 
 
 def test_airflow_schedule_interval_from_the_config():

@@ -9,8 +9,7 @@ import time
 import pytest
 from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2 as pb
-
-from tlpipe.components.config import load_config
+from tlpipe.components.config_loading import load_config
 from tlpipe.pipeline import retune
 from tlpipe.pipeline.lineage import INPUT, OUTPUT, Lineage, execution_state
 from tlpipe.pipeline.promote import PromoteError, _latest

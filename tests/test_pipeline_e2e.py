@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import tlpipe, tlpipe_env
+from conftest import E2E_SETTINGS, settings_args, tlpipe
 from PIL import Image
 
 pytestmark = pytest.mark.e2e
@@ -56,10 +56,9 @@ def test_pushed_model_classifies_raw_jpeg_bytes(pushed_model_dir, tiny_images):
     assert "serving_examples" in model.signatures
 
 
-def test_partial_run_runs_the_upstream_closure_of_the_named_node(tmp_path, tiny_images,
-                                                                 keras_home):
+def test_partial_run_runs_the_upstream_closure_of_the_named_node(tmp_path, tiny_images):
     result = tlpipe("run", "--data", str(tiny_images), "--work-dir", str(tmp_path), "--to",
-                    "schema_gen", env=tlpipe_env(keras_home), timeout=300)
+                    "schema_gen", timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
     for node in ("ingest", "statistics_gen", "schema_gen"):
         assert re.search(rf"^\s+{node}\s+COMPLETE", result.stdout, re.M), result.stdout
@@ -89,49 +88,37 @@ def test_pushed_version_carries_warmup_metadata_and_verdict(pushed_model_dir):
         assert out["probabilities"].shape == (1, 3)
     metadata = json.loads((version / "metadata.json").read_text())
     assert metadata["label_vocabulary"] == ["class_a", "class_b", "class_c"]
-    assert metadata["version"] == 1 and metadata["base"] == "mobilenet_v1_025"
+    assert metadata["version"] == 1 and metadata["base"] == "efficientnet_lite0"
     assert metadata["verdict"]["blessed"] is True and metadata["verdict"]["first_run"] is True
     assert metadata["metrics"]["accuracy"] >= 0.6
     assert set(metadata["hyperparameters"]) == {"input_size", "learning_rate"}
     assert "<h1>BLESSED</h1>" in (version / "verdict.html").read_text()
 
 
-def test_worse_model_is_not_blessed_and_not_pushed(pipeline_runs, tiny_images, keras_home,
-                                                  tmp_path):
-    """After the blessed run: random-init base, one epoch at a tiny learning rate. Then the
-    rare forced release of that model, on a copy of the work dir (the shared pushed model
-    stays as other tests expect)."""
-    from conftest import E2E_SETTINGS
+def test_worse_model_is_not_blessed_and_not_pushed(forced_release):
+    """After the blessed run (on a copy of its work dir): a random-init base, one epoch at a
+    tiny learning rate. Then the rare forced release of that model."""
+    import json
 
-    worse = [*E2E_SETTINGS, "base.weights=none", "trainer.phase1_epochs=1",
-             "trainer.phase2_epochs=0", "tuner.max_trials=1", "tuner.learning_rate_min=0.00001",
-             "tuner.learning_rate_max=0.00001"]
-    result = tlpipe("run", "--data", str(tiny_images), "--work-dir", str(pipeline_runs.work_dir),
-                    *[a for s in worse for a in ("--set", s)], env=tlpipe_env(keras_home),
-                    timeout=600)
+    result, work = forced_release.worse, forced_release.work_dir
     assert result.returncode == 0, result.stdout + result.stderr
     assert "blessed       : NO" in result.stdout
     assert "FAIL: accuracy not below the last blessed model" in result.stdout
     assert "pushed        : no (model not blessed)" in result.stdout
-    assert sorted(os.listdir(pipeline_runs.model_dir)) == ["1"]
-    _check_forced_promote(pipeline_runs.work_dir, tmp_path / "work")
-
-
-def _check_forced_promote(work_dir, work):
-    import json
-    import shutil
-
-    shutil.copytree(work_dir, work)
-    missing_reason = tlpipe("promote", "--work-dir", str(work))
-    assert missing_reason.returncode == 2 and "--reason" in missing_reason.stderr
-    result = tlpipe("promote", "--work-dir", str(work), "--reason", "hotfix for a demo",
-                    "--by", "oncall", timeout=300)
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "FORCED release" in result.stdout
+    assert forced_release.versions_after_worse == ["1"]
+    promoted = forced_release.promoted
+    assert promoted.returncode == 0, promoted.stdout + promoted.stderr
+    assert "FORCED release" in promoted.stdout
     assert sorted(os.listdir(work / "serving" / "flowers")) == ["1", "2"]
     metadata = json.loads((work / "serving" / "flowers" / "2" / "metadata.json").read_text())
     assert metadata["forced"] == {"promoted_by": "oncall", "reason": "hotfix for a demo"}
-    again = tlpipe("promote", "--work-dir", str(work), "--reason", "twice", timeout=300)
+
+
+def test_promote_wants_a_reason_and_never_pushes_twice(forced_release):
+    work = str(forced_release.work_dir)
+    missing_reason = tlpipe("promote", "--work-dir", work)
+    assert missing_reason.returncode == 2 and "--reason" in missing_reason.stderr
+    again = tlpipe("promote", "--work-dir", work, "--reason", "twice", timeout=300)
     assert again.returncode == 2 and "already serving" in again.stderr
 
 
@@ -152,7 +139,7 @@ def test_tuner_tried_both_sizes_and_the_trainer_exports_the_winner(pipeline_runs
     trials_file = first_run("tuner/tuner_results/*/trials.json")
     trials = json.loads(Path(trials_file).read_text())
     assert [t["status"] for t in trials] == ["COMPLETED", "COMPLETED"]
-    assert {t["hyperparameters"]["input_size"] for t in trials} == {64, 96}
+    assert {t["hyperparameters"]["input_size"] for t in trials} == {48, 64}
     assert Path(trials_file).with_name("trials.png").read_bytes()[:4] == b"\x89PNG"
     best_file = first_run("tuner/best_hyperparameters/*/*.txt")
     winner = json.loads(Path(best_file).read_text())["values"]["input_size"]
@@ -172,27 +159,22 @@ def test_tuner_tried_both_sizes_and_the_trainer_exports_the_winner(pipeline_runs
     out = pipeline_runs.first.stdout
     assert "tuner trials:" in out and "hyperparameters:" in out and "(tuned)" in out
     assert re.search(r"trainer phase1: \d epochs in \d+s, \d+ images/s", out), out
-    assert "transform channel mean (RGB): 127.50, 127.50, 127.50" in out  # MobileNet's [-1, 1]
+    assert "transform channel mean (RGB): 127.00, 127.00, 127.00" in out  # EfficientNet-Lite's
 
 
 def test_tuner_with_no_successful_trial_fails_the_run_and_says_why(pipeline_runs, tiny_images,
-                                                                   keras_home, tmp_path):
+                                                                   tmp_path):
     """Every trial fails in fit (phase 1 on cached features, and the feature cache cannot be
     written: a file sits where its folder should be): the tuner node fails, with the first
     trial's error in the run's output. Ingest comes from the shared run's cache (a copy of its
     ML Metadata)."""
     import shutil
 
-    from conftest import E2E_SETTINGS
-
     shutil.copy(pipeline_runs.work_dir / "metadata.sqlite", tmp_path / "metadata.sqlite")
     (tmp_path / "cache").write_text("not a folder")
     settings = [*E2E_SETTINGS, "trainer.phase1_features=cached"]
-    if keras_home is None:
-        settings.append("base.weights=none")
     result = tlpipe("run", "--data", str(tiny_images), "--work-dir", str(tmp_path), "--to",
-                    "tuner", *[a for s in settings for a in ("--set", s)],
-                    env=tlpipe_env(keras_home), timeout=600)
+                    "tuner", *settings_args(settings), timeout=600)
     assert result.returncode == 1, result.stdout + result.stderr
     assert re.search(r"^\s+ingest\s+CACHED", result.stdout, re.M), result.stdout
     assert re.search(r"^\s+tuner\s+FAILED", result.stdout, re.M), result.stdout
@@ -200,19 +182,14 @@ def test_tuner_with_no_successful_trial_fails_the_run_and_says_why(pipeline_runs
     assert "first error:" in result.stderr and "cache" in result.stderr, result.stderr
 
 
-def test_retune_every_reuses_tuned_values_of_the_same_settings(pipeline_runs, keras_home,
-                                                               tiny_images):
+def test_retune_every_reuses_tuned_values_of_the_same_settings(pipeline_runs, tiny_images):
     """Read-only on the shared runs' ML Metadata: which tuning a later run would reuse."""
-    from conftest import E2E_SETTINGS
-
     from tlpipe.components.config_loading import load_config
     from tlpipe.pipeline.pipeline import create_pipeline, model_custom_config
     from tlpipe.pipeline.retune import decide
 
-    weights = [] if keras_home else ["base.weights=none"]
-
     def config(*extra):
-        return load_config(None, [*E2E_SETTINGS, *weights, *extra],
+        return load_config(None, [*E2E_SETTINGS, *extra],
                            work_dir=str(pipeline_runs.work_dir))
 
     rarely = config("tuner.retune_every=10")

@@ -6,7 +6,6 @@ import os
 
 import pytest
 from tfx import v1 as tfx
-
 from tlpipe.pipeline.events import (
     CACHED,
     COMPLETE,
@@ -46,6 +45,7 @@ def _run(tmp_path, fail: int = 0) -> list[Event]:
     return events
 
 
+@pytest.mark.e2e  # a real (two-node) LocalDagRunner run
 def test_node_events_carry_the_state_ml_metadata_recorded(tmp_path):
     first = _run(tmp_path)
     assert [(e.node, e.state) for e in first] == [
@@ -61,6 +61,7 @@ def test_node_events_carry_the_state_ml_metadata_recorded(tmp_path):
     assert launcher.Launcher.__name__ == "Launcher"  # TFX's own again after the run
 
 
+@pytest.mark.e2e  # a real (two-node) LocalDagRunner run
 def test_a_failed_node_is_reported_before_the_run_raises(tmp_path):
     seen: list[Event] = []
     produce = Produce(fail=1).with_id("produce")

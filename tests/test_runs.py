@@ -10,7 +10,6 @@ from pathlib import Path
 from conftest import tlpipe
 from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2 as pb
-
 from tlpipe.components.config_loading import load_config
 from tlpipe.pipeline.runs import (
     NO_NEW_DATA,

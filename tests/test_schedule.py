@@ -19,9 +19,8 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
-from conftest import E2E_SETTINGS, REPO, tlpipe, tlpipe_env
-
-from tlpipe.pipeline.schedule import LOCK_FILE, SCHEDULE_LOG, Lock, Scheduler
+from conftest import E2E_SETTINGS, REPO, settings_args, tlpipe
+from tlpipe.pipeline.schedule import LOCK_FILE, SCHEDULE_LOG, Scheduler
 from tlpipe.pipeline.timing import Cron, ScheduleError, next_tick, parse_every
 
 
@@ -155,14 +154,6 @@ def test_a_stale_lock_from_a_dead_scheduler_is_taken_over(tmp_path, capfd):
             f"running (pid {dead.pid} on host {socket.gethostname()}, started "
             f"2026-01-01T03:00:00)") in out
     assert "fake run" in out and not (tmp_path / LOCK_FILE).exists()
-
-
-def test_the_lock_is_exclusive_within_one_process_too(tmp_path):
-    with Lock(str(tmp_path)):
-        with pytest.raises(ScheduleError, match=f"pid {os.getpid()} on host"):
-            Lock(str(tmp_path)).acquire()
-    with Lock(str(tmp_path)):  # released: free again
-        pass
 
 
 def test_a_failed_run_is_recorded_and_the_next_tick_goes_on(tmp_path, capfd):
@@ -322,7 +313,7 @@ class _Webhook(http.server.BaseHTTPRequestHandler):
 
 
 @pytest.mark.e2e
-def test_three_spans_through_the_scheduler(tmp_path, keras_home):
+def test_three_spans_through_the_scheduler(tmp_path):
     spans = _make_spans(tmp_path / "spans")
     data, work = tmp_path / "data", tmp_path / "work"
     data.mkdir()
@@ -330,13 +321,12 @@ def test_three_spans_through_the_scheduler(tmp_path, keras_home):
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Webhook)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     _Webhook.received = []
-    weights = [] if keras_home else ["base.weights=none"]
-    settings = [*_settings(), *weights,
+    settings = [*_settings(),
                 f"schedule.webhook_url=http://127.0.0.1:{server.server_address[1]}/hook"]
     command = [sys.executable, "-m", "tlpipe.pipeline.cli", "schedule", "--every", "2s",
                "--data", str(data), "--work-dir", str(work),
-               *[a for s in settings for a in ("--set", s)]]
-    scheduler = subprocess.Popen(command, cwd=REPO, env=tlpipe_env(keras_home),
+               *settings_args(settings)]
+    scheduler = subprocess.Popen(command, cwd=REPO,
                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     out, ran, deadline = [], 0, time.time() + 900
     try:
@@ -366,7 +356,7 @@ def test_three_spans_through_the_scheduler(tmp_path, keras_home):
     log = [json.loads(line) for line in (work / "logs" / SCHEDULE_LOG).read_text().splitlines()]
     assert [e["outcome"] for e in log if e["outcome"] != "no new data"] == ["ran"] * 3
 
-    result = tlpipe("runs", "--work-dir", str(work), "--json", env=tlpipe_env(keras_home))
+    result = tlpipe("runs", "--work-dir", str(work), "--json")
     assert result.returncode == 0, result.stderr
     runs = json.loads(result.stdout)
     assert [(r["status"], r["span"], r["blessed"], r["pushed_version"]) for r in runs] == [
@@ -374,7 +364,7 @@ def test_three_spans_through_the_scheduler(tmp_path, keras_home):
     assert [r["hyperparameters_source"] for r in runs] == ["tuned", "reused", "reused"], text
     assert all(r["hyperparameters"]["input_size"] == 64 for r in runs)
     assert runs[2]["accuracy"] < 0.6 <= runs[1]["accuracy"]
-    table = tlpipe("runs", "--work-dir", str(work), env=tlpipe_env(keras_home)).stdout
+    table = tlpipe("runs", "--work-dir", str(work)).stdout
     assert len(table.splitlines()) == 4 and "complete       3" in table, table
 
     alerts = _Webhook.received

@@ -12,8 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from test_serving_support import copy_model, model, start_server
-
+from serving_helpers import copy_model, model, start_server
 from tlpipe.serving.cli import register, server_options
 from tlpipe.serving.client import ClientError, ServingClient
 from tlpipe.serving.config import ConfigError
@@ -66,8 +65,8 @@ def test_serve_rejects_inconsistent_flags_in_one_line(tmp_path, capsys):
 
 
 @pytest.fixture(scope="module")
-def served(pushed_model_dir, tmp_path_factory):
-    base = copy_model(pushed_model_dir, tmp_path_factory.mktemp("cli") / "flowers")
+def served(toy_model_dir, tmp_path_factory):
+    base = copy_model(toy_model_dir, tmp_path_factory.mktemp("cli") / "flowers")
     with start_server([model(base)]) as server:
         yield server
 
@@ -125,9 +124,9 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_serve_subcommand_runs_and_stops_gracefully_on_sigterm(pushed_model_dir, tmp_path,
+def test_serve_subcommand_runs_and_stops_gracefully_on_sigterm(toy_model_dir, tmp_path,
                                                                tiny_images):
-    base = copy_model(pushed_model_dir, tmp_path / "flowers")
+    base = copy_model(toy_model_dir, tmp_path / "flowers")
     program = ("import argparse, sys\nfrom serving.cli import register\n"
                "p = argparse.ArgumentParser(prog='tlpipe')\n"
                "register(p.add_subparsers(dest='command', required=True))\n"

@@ -8,9 +8,8 @@ import time
 
 import grpc
 import pytest
+from serving_helpers import add_version, copy_model, model, predict_request, sample_images, start_server
 from tensorflow_serving.apis import get_model_status_pb2, model_service_pb2_grpc, prediction_service_pb2_grpc
-from test_serving_support import add_version, copy_model, model, predict_request, sample_images, start_server
-
 from tlpipe.serving import layout
 from tlpipe.serving.config import VersionPolicy
 from tlpipe.serving.manager import AVAILABLE, END
@@ -38,10 +37,10 @@ def _wait_for(condition, what: str, deadline_seconds: float = LOAD_DEADLINE_SECO
 
 
 def test_hot_reload_under_load_fails_no_request_and_switches_version(
-        pushed_model_dir, tiny_images, tmp_path, caplog):
-    caplog.set_level(logging.INFO, logger="serving")
+        toy_model_dir, tiny_images, tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="tlpipe.serving")
     images = list(sample_images(tiny_images).values())
-    base = copy_model(pushed_model_dir, tmp_path / "flowers")
+    base = copy_model(toy_model_dir, tmp_path / "flowers")
     with start_server([model(base)], file_system_poll_wait_seconds=POLL_SECONDS) as server, \
             grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}") as channel:
         stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
@@ -85,9 +84,9 @@ def test_hot_reload_under_load_fails_no_request_and_switches_version(
 
 
 def test_a_broken_version_is_reported_and_the_old_one_keeps_serving(
-        pushed_model_dir, tiny_images, tmp_path):
+        toy_model_dir, tiny_images, tmp_path):
     images = list(sample_images(tiny_images).values())
-    base = copy_model(pushed_model_dir, tmp_path / "flowers")
+    base = copy_model(toy_model_dir, tmp_path / "flowers")
     with start_server([model(base)], file_system_poll_wait_seconds=POLL_SECONDS) as server, \
             grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}") as channel:
         stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
@@ -114,10 +113,10 @@ def test_a_broken_version_is_reported_and_the_old_one_keeps_serving(
         assert server.manager.loaded() == {"flowers": [4]}
 
 
-def test_labels_file_moves_and_a_deleted_version_unloads(pushed_model_dir, tiny_images,
+def test_labels_file_moves_and_a_deleted_version_unloads(toy_model_dir, tiny_images,
                                                           tmp_path):
     images = list(sample_images(tiny_images).values())
-    base = copy_model(pushed_model_dir, tmp_path / "flowers")
+    base = copy_model(toy_model_dir, tmp_path / "flowers")
     add_version(base, 2)
     layout.write_labels(str(base), {"stable": 1, "canary": 2})
     with start_server([model(base, policy=VersionPolicy("all"))],
@@ -136,11 +135,11 @@ def test_labels_file_moves_and_a_deleted_version_unloads(pushed_model_dir, tiny_
         assert server.manager.loaded() == {"flowers": [1]}
 
 
-def test_model_config_file_is_reread_when_it_changes(pushed_model_dir, tiny_images, tmp_path):
+def test_model_config_file_is_reread_when_it_changes(toy_model_dir, tiny_images, tmp_path):
     from tlpipe.serving.config import read_model_config_file
 
     images = list(sample_images(tiny_images).values())
-    base = copy_model(pushed_model_dir, tmp_path / "flowers")
+    base = copy_model(toy_model_dir, tmp_path / "flowers")
     add_version(base, 2)
     config_file = tmp_path / "models.config"
     entry = ('model_config_list {{ config {{ name: "flowers" base_path: "{base}" '

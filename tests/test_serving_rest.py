@@ -8,8 +8,7 @@ import urllib.request
 
 import numpy as np
 import pytest
-from test_serving_support import model, sample_images, start_server, two_versions
-
+from serving_helpers import model, sample_images, start_server, two_versions
 from tlpipe.serving.config import VersionPolicy
 
 
@@ -19,8 +18,8 @@ def images(tiny_images) -> dict[str, bytes]:
 
 
 @pytest.fixture(scope="module")
-def server(pushed_model_dir, tmp_path_factory):
-    base = two_versions(pushed_model_dir, tmp_path_factory.mktemp("rest"))
+def server(toy_model_dir, tmp_path_factory):
+    base = two_versions(toy_model_dir, tmp_path_factory.mktemp("rest"))
     with start_server([model(base, policy=VersionPolicy("specific", versions=(1, 2)),
                              labels={"stable": 1})]) as running:
         yield running
@@ -101,8 +100,9 @@ def test_classify_route(server, images):
     ("/v1/models/flowers:predict", {"instances": [_b64(b"not an image")]}, 400),
     ("/v1/models/flowers:predict", b"{not json", 400),
     ("/v1/models/flowers:predict", {"instances": [], "inputs": []}, 400),
-    ("/v1/models/flowers:regress", {"examples": [{}]}, 501),
-    ("/v1/nothing", {}, 404),
+    ("/v1/models/flowers:regress", {"examples": [{}]}, 400),  # no regression signature
+    ("/v1/nothing", {}, 400),  # TF Serving: "Malformed request"
+    ("/nothing", {}, 404),
 ])
 def test_errors_are_json_with_tf_servings_http_codes(server, images, path, body, code):
     status, payload = _call(server, path, body)

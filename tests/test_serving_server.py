@@ -1,8 +1,6 @@
 """Server-wide behaviour: dynamic batching, graceful shutdown, TLS, loopback binding."""
 from __future__ import annotations
 
-import datetime
-import ipaddress
 import socket
 import threading
 import time
@@ -11,16 +9,15 @@ import grpc
 import numpy as np
 import pytest
 import tensorflow as tf
+from serving_helpers import copy_model, model, predict_request, sample_images, self_signed_certificate, start_server
 from tensorflow_serving.apis import prediction_service_pb2_grpc
-from test_serving_support import copy_model, model, predict_request, sample_images, start_server
-
 from tlpipe.serving.client import ServingClient
 from tlpipe.serving.config import BatchingOptions, TlsOptions
 
 
 @pytest.fixture(scope="module")
-def base(pushed_model_dir, tmp_path_factory):
-    return copy_model(pushed_model_dir, tmp_path_factory.mktemp("server") / "flowers")
+def base(toy_model_dir, tmp_path_factory):
+    return copy_model(toy_model_dir, tmp_path_factory.mktemp("server") / "flowers")
 
 
 @pytest.fixture(scope="module")
@@ -85,30 +82,8 @@ def test_stop_finishes_requests_in_flight(base, images):
                 predict_request(images[:1]), timeout=5)
 
 
-def _self_signed() -> tuple[bytes, bytes]:
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-                critical=False)
-            .sign(key, hashes.SHA256()))
-    return (cert.public_bytes(serialization.Encoding.PEM),
-            key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                              serialization.NoEncryption()))
-
-
 def test_tls_on_grpc_and_rest_and_binding_to_loopback_only(base, images):
-    cert, key = _self_signed()
+    cert, key = self_signed_certificate()
     with start_server([model(base)], tls=TlsOptions(cert, key)) as server:
         for rest, port in ((False, server.grpc_port), (True, server.rest_port)):
             with ServingClient(f"127.0.0.1:{port}", rest=rest, root_certificates=cert) as client:

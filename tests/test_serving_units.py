@@ -8,13 +8,12 @@ import grpc
 import numpy as np
 import pytest
 from tensorflow.core.framework import types_pb2
-
-from tlpipe.serving import config, json_codec, layout, source, tensors, textproto
+from tlpipe.serving import config, json_codec, layout, source, tensors
 from tlpipe.serving.batching import BatchScheduler
 from tlpipe.serving.config import BatchingOptions, ModelConfig, VersionPolicy
-from tlpipe.serving.loader import LoadedModel, Signature, TensorSpec
 from tlpipe.serving.manager import AVAILABLE, END, ModelManager
 from tlpipe.serving.metrics import Metrics
+from tlpipe.serving.servable import LoadedModel, Signature, TensorSpec
 from tlpipe.serving.status import ServingError, http_status
 
 
@@ -70,9 +69,11 @@ def test_side_config_files_in_text_proto(tmp_path):
     ssl = tmp_path / "ssl"
     ssl.write_text('server_key: "-----BEGIN KEY-----\\nabc\\n" server_cert: "CERT" '
                    'client_verify: true')
+    with pytest.raises(config.ConfigError, match="custom_ca"):
+        config.read_ssl_config(str(ssl))
+    ssl.write_text(ssl.read_text() + ' custom_ca: "CA"')
     tls = config.read_ssl_config(str(ssl))
     assert tls.server_key == b"-----BEGIN KEY-----\nabc\n" and tls.client_verify
-    assert textproto.parse("a: 1 a: 2 b < c: 'x' >") == {"a": [1, 2], "b": {"c": "x"}}
 
 
 def test_source_lists_only_integer_versions_through_layout(tmp_path):
@@ -251,12 +252,11 @@ def test_tensor_protos_round_trip_and_are_checked_against_the_signature():
     assert tensors.to_ndarray(tf.make_tensor_proto([b"a", b"bc"])).tolist() == [b"a", b"bc"]
     assert tf.make_ndarray(tensors.to_tensor_proto(strings)).tolist() == [b"a", b"bc"]
     assert tensors.to_ndarray(tf.make_tensor_proto([1.5, 2.5])).tolist() == [1.5, 2.5]
-    spec = TensorSpec(types_pb2.DT_STRING, (-1,))
-    tensors.check_against("image_bytes", types_pb2.DT_STRING, strings, spec)
+    tensors.check_dtype("image_bytes", types_pb2.DT_STRING, types_pb2.DT_STRING)
     with pytest.raises(ServingError, match="to be string but float"):
-        tensors.check_against("image_bytes", types_pb2.DT_FLOAT, floats, spec)
-    with pytest.raises(ServingError, match="rank 2"):
-        tensors.check_against("image_bytes", types_pb2.DT_STRING, strings.reshape(1, 2), spec)
+        tensors.check_dtype("image_bytes", types_pb2.DT_FLOAT, types_pb2.DT_STRING)
+    # shapes are the model's to check (TF Serving's behaviour); outputs use the typed fields
+    assert list(tensors.to_tensor_proto(floats).float_val) == floats.ravel().tolist()
 
 
 def test_json_codec_reads_b64_instances_and_writes_tf_serving_shapes():
@@ -292,3 +292,19 @@ def test_status_codes_map_to_tf_servings_http_codes_and_metrics_render():
     assert ':tensorflow:serving:request_latency_bucket{model_name="m",version="1",' \
            'API="predict",entrypoint="GRPC",le="200"} 1' in text
     assert 'le="+Inf"} 2' in text
+
+
+def test_batch_sizes_keep_only_the_latest_model_calls(monkeypatch):
+    """A long-running server must not grow a list by one entry per model call."""
+    from tlpipe.serving import batching
+
+    monkeypatch.setattr(batching, "RECENT_BATCHES", 3)
+    scheduler = BatchScheduler(lambda inputs: {"y": inputs["x"]},
+                               BatchingOptions(max_batch_size=8, batch_timeout_micros=0,
+                                               num_batch_threads=1), "bounded")
+    try:
+        for rows in range(1, 6):
+            scheduler({"x": np.zeros(rows)})
+    finally:
+        scheduler.close()
+    assert scheduler.batch_sizes == [3, 4, 5]

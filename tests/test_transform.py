@@ -8,18 +8,17 @@ from __future__ import annotations
 
 import importlib
 import io
-from pathlib import Path
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 import tensorflow_transform as tft
+from conftest import SHARED_FLOWERS
 from PIL import Image
 from tfx.components.trainer.fn_args_utils import DataAccessor
 from tfx.components.util import tfxio_utils
 from tfx.types import standard_component_specs as specs
-
 from tlpipe.components import features
 from tlpipe.components.config import PipelineConfig, TransformConfig, TransformSettings
 from tlpipe.components.trainer import inputs
@@ -27,7 +26,6 @@ from tlpipe.components.trainer.backbones import BACKBONES, CONVENTIONS
 from tlpipe.components.transform import preprocessing
 from tlpipe.components.transform.local import run_transform, write_raw_schema
 
-FLOWERS = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "tf_flowers"
 PHOTOS_PER_CLASS = 4  # 5 classes: 20 photos
 SIZE = 224
 
@@ -155,7 +153,7 @@ def _eager_transform(monkeypatch, image_bytes: list[bytes], base: str, size: int
 
 
 def _sample_photos(count: int) -> list[bytes]:
-    photos = sorted(FLOWERS.glob("*/*.jpg"))[:: 97][:count] if FLOWERS.is_dir() else []
+    photos = sorted(SHARED_FLOWERS.glob("*/*.jpg"))[:: 97][:count] if SHARED_FLOWERS.is_dir() else []
     rng = np.random.default_rng(3)
     synthetic = [_encode(Image.fromarray(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)),
                          "PNG")]
@@ -189,14 +187,14 @@ def _example(image: bytes, label: int, name: str) -> bytes:
 def raw_examples(tmp_path_factory):
     """20 real photos (4 per class; 1 per class in eval) and the odd formats (train), as ingest
     writes them: gzipped tf.Examples under Split-<name>/, plus a schema."""
-    if not FLOWERS.is_dir():
-        pytest.skip(f"no shared flowers at {FLOWERS}")
+    if not SHARED_FLOWERS.is_dir():
+        pytest.skip(f"no shared flowers at {SHARED_FLOWERS}")
     root = tmp_path_factory.mktemp("raw")
     splits: dict[str, list[bytes]] = {"train": [], "eval": []}
     images = []
-    classes = sorted(p.name for p in FLOWERS.iterdir() if p.is_dir())
+    classes = sorted(p.name for p in SHARED_FLOWERS.iterdir() if p.is_dir())
     for label, name in enumerate(classes):
-        for i, path in enumerate(sorted((FLOWERS / name).glob("*.jpg"))[:PHOTOS_PER_CLASS]):
+        for i, path in enumerate(sorted((SHARED_FLOWERS / name).glob("*.jpg"))[:PHOTOS_PER_CLASS]):
             images.append(path.read_bytes())
             splits["eval" if i == 0 else "train"].append(_example(images[-1], label, name))
     for data, _ in odd_format_images().values():

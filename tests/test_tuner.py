@@ -6,7 +6,6 @@ import json
 
 import pytest
 from conftest import image_batches, model_settings, normalized_images
-
 from tlpipe.components import features
 from tlpipe.components.config import TunerConfig
 from tlpipe.components.trainer import network
@@ -44,9 +43,8 @@ def test_default_search_is_two_dozen_cached_trials():
     assert defaults.algorithm in ("bayesian", "hyperband")
 
 
-def test_head_only_trials_cover_every_size_first_and_build_one_base_per_size(
-        keras_home, monkeypatch, tmp_path):
-    settings = model_settings(keras_home, monkeypatch)
+def test_head_only_trials_cover_every_size_first_and_build_one_base_per_size(monkeypatch, tmp_path):
+    settings = model_settings()
     settings.tuner = settings.tuner.replace(input_sizes=[32, 48, 64], learning_rate_min=1e-3,
                                             learning_rate_max=1e-1)
     built = []
@@ -65,9 +63,8 @@ def test_head_only_trials_cover_every_size_first_and_build_one_base_per_size(
 
 
 @pytest.mark.parametrize("algorithm", ["random", "hyperband"])  # bayesian: the test above
-def test_each_algorithm_searches_size_and_learning_rate(algorithm, keras_home, monkeypatch,
-                                                        tmp_path):
-    settings = model_settings(keras_home, monkeypatch)
+def test_each_algorithm_searches_size_and_learning_rate(algorithm, tmp_path):
+    settings = model_settings()
     settings.tuner = settings.tuner.replace(algorithm=algorithm, input_sizes=[32, 48],
                                             learning_rate_min=1e-3, learning_rate_max=1e-2)
     tuner = _search(settings, tmp_path, trials=3, epochs=2)
@@ -82,8 +79,8 @@ def test_each_algorithm_searches_size_and_learning_rate(algorithm, keras_home, m
     assert (tmp_path / "report" / features.TRIALS_PNG).read_bytes()[:4] == b"\x89PNG"
 
 
-def test_both_phases_fine_tune_inside_each_trial(keras_home, monkeypatch, tmp_path):
-    settings = model_settings(keras_home, monkeypatch)
+def test_both_phases_fine_tune_inside_each_trial(tmp_path):
+    settings = model_settings()
     settings.tuner = settings.tuner.replace(tune_phases="both", tune_phase2_learning_rate=True,
                                             tune_dropout=True)
     tuner = _search(settings, tmp_path, trials=1)
@@ -96,20 +93,20 @@ def test_both_phases_fine_tune_inside_each_trial(keras_home, monkeypatch, tmp_pa
 
 def test_head_only_trials_need_a_cache_and_phase1():
     with pytest.raises(ValueError, match="head-only trials need a feature cache"):
-        TransferHyperModel(model_settings(None, pytest.MonkeyPatch()), 3, "both", head_only=True)
+        TransferHyperModel(model_settings(), 3, "both", head_only=True)
 
 
-def test_wall_clock_budget_stops_the_search(keras_home, monkeypatch, tmp_path):
-    settings = model_settings(keras_home, monkeypatch)
+def test_wall_clock_budget_stops_the_search(tmp_path):
+    settings = model_settings()
     settings.tuner.max_seconds = 0.001
     tuner = _search(settings, tmp_path, trials=5)
     assert len(tuner.trial_rows) == 1
 
 
-def test_memory_stays_flat_across_six_trials(keras_home, monkeypatch, tmp_path):
+def test_memory_stays_flat_across_six_trials(tmp_path):
     """keras-team/keras-tuner#395/#873: memory growing trial after trial. KerasTuner clears the
     Keras session before each build; the feature cache keeps one input size in memory."""
-    settings = model_settings(keras_home, monkeypatch)
+    settings = model_settings()
     settings.tuner = settings.tuner.replace(input_sizes=[32, 48], learning_rate_min=1e-3,
                                             learning_rate_max=1e-2, algorithm="random")
     tuner = _search(settings, tmp_path, trials=6)
@@ -136,10 +133,9 @@ def test_trials_table_lists_every_trial_with_its_error():
     assert plot_trials(rows)[:4] == b"\x89PNG"
 
 
-def test_a_feature_cache_that_cannot_be_written_fails_every_trial_loudly(
-        keras_home, monkeypatch, tmp_path):
+def test_a_feature_cache_that_cannot_be_written_fails_every_trial_loudly(tmp_path):
     """Head-only trials compute features inside the trial, so the failure gate sees the error."""
-    settings = model_settings(keras_home, monkeypatch)
+    settings = model_settings()
     (tmp_path / "cache").write_text("not a folder")
     with pytest.raises(RuntimeError, match="no successful trial out of 1; first error: .*cache"):
         _search(settings, tmp_path, trials=1)

@@ -3,7 +3,6 @@ import keras
 import keras_tuner
 import numpy as np
 import pytest
-
 from tlpipe.components.tuner.tuner_module import CoveringRandomOracle, GatedTuner
 
 

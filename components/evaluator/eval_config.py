@@ -9,13 +9,15 @@ at all without any threshold (tfx#5148), and the value threshold is always there
 
 Macro one-vs-rest AUC and calibration come from our own TFMA metrics (metrics.py): TFMA's
 binarization needs the class ids here, before ingest has decided which classes exist.
+
+A model whose outputs are not finite probabilities on any eval example is never blessed,
+whatever the accuracy bounds: NaN outputs argmax to class 0, which a low accuracy gate passes.
 """
 from __future__ import annotations
 
 import json
 
 from tensorflow_model_analysis.proto import config_pb2 as tfma
-
 from tlpipe.components import features
 from tlpipe.components.config import EvaluatorConfig
 from tlpipe.components.evaluator import metrics as custom_metrics
@@ -26,6 +28,8 @@ LOG_LOSS_METRIC = "log_loss"
 CONFUSION_MATRIX_PLOT = "multi_class_confusion_matrix_plot"
 OVERALL = tfma.SlicingSpec()
 PER_CLASS = tfma.SlicingSpec(feature_keys=[features.LABEL_NAME_KEY])
+ONLY_PROBABILITIES = tfma.PerSliceMetricThreshold(slicing_specs=[OVERALL], threshold=tfma.MetricThreshold(
+    value_threshold=tfma.GenericValueThreshold(upper_bound={"value": 0})))
 
 
 def make_eval_config(gate: EvaluatorConfig) -> tfma.EvalConfig:
@@ -65,5 +69,9 @@ def make_eval_config(gate: EvaluatorConfig) -> tfma.EvalConfig:
             tfma.MetricConfig(class_name=custom_metrics.TopLabelCalibration.__name__,
                               module=custom_metrics.__name__,
                               config=json.dumps({"name": custom_metrics.ECE_METRIC})),
+            tfma.MetricConfig(class_name=custom_metrics.InvalidOutputExamples.__name__,
+                              module=custom_metrics.__name__,
+                              config=json.dumps({"name": custom_metrics.INVALID_OUTPUTS_METRIC}),
+                              per_slice_thresholds=[ONLY_PROBABILITIES]),
         ])],
     )

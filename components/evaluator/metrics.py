@@ -1,4 +1,5 @@
-"""Two TFMA metrics for any number of classes: macro one-vs-rest AUC, and calibration.
+"""TFMA metrics for any number of classes: macro one-vs-rest AUC, calibration, and the count of
+eval examples whose outputs are not probabilities (the gate refuses a model with any).
 
 TFMA's own multi-class route (`binarize` with `class_ids`, `aggregate` with `class_weights`)
 needs the class ids in the EvalConfig, which is fixed when the pipeline is built, before ingest
@@ -23,6 +24,9 @@ CLASS_AUC_METRIC = "one_vs_rest_auc"         # per class (SubKey class_id)
 ECE_METRIC = "expected_calibration_error"    # top-label: sum_b n_b/N * |accuracy_b - confidence_b|
 CLASS_CALIBRATION_METRIC = "calibration"     # per class: mean probability / label frequency
 CALIBRATION_PLOT = "top_label_calibration_plot"  # reliability diagram of the top label
+INVALID_OUTPUTS_METRIC = "invalid_output_examples"  # examples whose outputs are not probabilities
+# How far from 1 a float32 softmax may sum (it is within ~1e-6 per class).
+PROBABILITY_SUM_TOLERANCE = 1e-3
 
 
 def _examples(element, key: metric_types.MetricKey, eval_config):
@@ -150,8 +154,37 @@ class _CalibrationCombiner(_HistogramCombiner):
         return out
 
 
+def is_probability_vector(values: np.ndarray) -> bool:
+    """Finite, each in [0, 1], summing to 1: what a classifier's softmax output must be."""
+    values = np.asarray(values, float).reshape(-1)
+    return bool(values.size and np.all(np.isfinite(values)) and np.all((values >= 0) & (values <= 1))
+                and abs(values.sum() - 1) <= PROBABILITY_SUM_TOLERANCE)
+
+
+class _InvalidOutputsCombiner(beam.CombineFn):
+    """Counts examples whose prediction is not a probability vector (NaN or inf weights give
+    NaN everywhere, and argmax of NaNs says class 0: accuracy alone cannot see it)."""
+
+    def __init__(self, key: metric_types.MetricKey, eval_config, buckets: int = 0):
+        self._key, self._eval_config = key, eval_config
+
+    def create_accumulator(self) -> float:
+        return 0.0
+
+    def add_input(self, acc: float, element) -> float:
+        for _label, probabilities, _weight in _examples(element, self._key, self._eval_config):
+            acc += not is_probability_vector(probabilities)
+        return acc
+
+    def merge_accumulators(self, accumulators: Iterable[float]) -> float:
+        return float(sum(accumulators))
+
+    def extract_output(self, acc: float) -> dict:
+        return {self._key: acc}
+
+
 def _computations(combiner_class):
-    def create(name: str, buckets: int, eval_config=None, model_name: str = "",
+    def create(name: str, buckets: int = 0, eval_config=None, model_name: str = "",
                output_name: str = "", example_weighted: bool = False):
         key = metric_types.MetricKey(name=name, model_name=model_name, output_name=output_name,
                                      example_weighted=example_weighted)
@@ -173,3 +206,10 @@ class TopLabelCalibration(metric_types.Metric):
 
     def __init__(self, name: str = ECE_METRIC, buckets: int = 10):
         super().__init__(_computations(_CalibrationCombiner), name=name, buckets=buckets)
+
+
+class InvalidOutputExamples(metric_types.Metric):
+    """Eval examples (unweighted) whose outputs are not finite probabilities summing to 1."""
+
+    def __init__(self, name: str = INVALID_OUTPUTS_METRIC):
+        super().__init__(_computations(_InvalidOutputsCombiner), name=name)

@@ -16,8 +16,7 @@ import tensorflow_model_analysis as tfma
 from google.protobuf import json_format
 from tensorflow_model_analysis.metrics.example_count import EXAMPLE_COUNT_NAME
 from tensorflow_model_analysis.proto import config_pb2
-
-from tlpipe.components import features
+from tlpipe.components import features, storage
 from tlpipe.components.evaluator.eval_config import (
     ACCURACY_METRIC,
     CONFUSION_MATRIX_PLOT,
@@ -29,6 +28,7 @@ from tlpipe.components.evaluator.metrics import (
     CLASS_AUC_METRIC,
     CLASS_CALIBRATION_METRIC,
     ECE_METRIC,
+    INVALID_OUTPUTS_METRIC,
     MACRO_AUC_METRIC,
 )
 
@@ -40,7 +40,9 @@ METRIC_MEANINGS = {
     LOG_LOSS_METRIC: "cross-entropy of the true class's probability (lower is better)",
     MACRO_AUC_METRIC: "mean over classes of one-vs-rest ROC AUC",
     ECE_METRIC: "expected calibration error of the top label (lower is better)",
+    INVALID_OUTPUTS_METRIC: "eval examples whose outputs are not finite probabilities summing to 1",
 }
+COUNT_METRICS = (EXAMPLE_COUNT_NAME, INVALID_OUTPUTS_METRIC)
 VERDICT_JSON = "verdict.json"
 VERDICT_HTML = "verdict.html"
 OVERALL = "overall"
@@ -148,8 +150,7 @@ def per_class_scores(matrix: list[list[float]], names: list[str],
 
 
 def _eval_config(evaluation_uri: str) -> config_pb2.EvalConfig:
-    with open(os.path.join(evaluation_uri, "eval_config.json")) as fh:
-        raw = json.load(fh)["evalConfig"]
+    raw = storage.read_json(os.path.join(evaluation_uri, "eval_config.json"))["evalConfig"]
     return json_format.ParseDict(raw, config_pb2.EvalConfig(), ignore_unknown_fields=True)
 
 
@@ -171,6 +172,13 @@ def _failed(validation) -> set[tuple[str, str, str]]:
     return failed
 
 
+def _value_rule(name: str, threshold) -> str:
+    bounds = [f"{name} >= {threshold.lower_bound.value:g}"] if threshold.HasField("lower_bound") else []
+    if threshold.HasField("upper_bound"):
+        bounds.append(f"{name} <= {threshold.upper_bound.value:g}")
+    return " and ".join(bounds)
+
+
 def build_verdict(evaluation_uri: str, blessed: bool, class_names: list[str]) -> dict[str, Any]:
     metrics = load_metrics(evaluation_uri)
     has_baseline = any("baseline" in m for m in metrics.values())
@@ -187,10 +195,9 @@ def build_verdict(evaluation_uri: str, blessed: bool, class_names: list[str]) ->
                         value = values.get("candidate", {}).get(name)
                         t = per_slice.threshold
                         if t.HasField("value_threshold"):
-                            bound = t.value_threshold.lower_bound.value
                             checks.append({
                                 "slice": slice_name, "metric": name, "kind": "value",
-                                "rule": f"{name} >= {bound:g}", "value": value, "bound": bound,
+                                "rule": _value_rule(name, t.value_threshold), "value": value,
                                 "passed": (slice_name, name, "value") not in failed})
                         if t.HasField("change_threshold"):
                             allowed = -t.change_threshold.absolute.value
@@ -229,20 +236,19 @@ def verdict_lines(verdict: dict[str, Any]) -> list[str]:
         mark = "pass" if check["passed"] else "FAIL"
         where = "" if check["slice"] == OVERALL else f" [{check['slice']}]"
         if check["kind"] == "value":
-            detail = f"{check['value']:.4f}" if check["value"] is not None else "missing"
+            detail = _fmt(check["value"], check["metric"]) if check["value"] is not None else "missing"
         else:
             detail = (f"{check['value']:.4f} vs baseline {check['baseline']:.4f}"
                       if check["value"] is not None and check["baseline"] is not None else "missing")
+        if not check["passed"] and check["metric"] in METRIC_MEANINGS:
+            detail += f" ({METRIC_MEANINGS[check['metric']]})"
         lines.append(f"  {mark}: {check['rule']}{where}: {detail}")
     return lines
 
 
 def write_verdict(verdict: dict[str, Any], directory: str) -> None:
-    os.makedirs(directory, exist_ok=True)
-    with open(os.path.join(directory, VERDICT_JSON), "w") as fh:
-        json.dump(verdict, fh, indent=2, sort_keys=True)
-    with open(os.path.join(directory, VERDICT_HTML), "w") as fh:
-        fh.write(render_html(verdict))
+    storage.write_json(os.path.join(directory, VERDICT_JSON), verdict)
+    storage.write_text(os.path.join(directory, VERDICT_HTML), render_html(verdict))
 
 
 def render_html(verdict: dict[str, Any]) -> str:
@@ -323,4 +329,4 @@ def _reliability_svg(buckets: list[dict[str, float]], size: int = 240) -> str:
 def _fmt(value, metric: str = "") -> str:
     if value is None:
         return ""
-    return f"{value:.0f}" if metric == EXAMPLE_COUNT_NAME else f"{value:.4f}"
+    return f"{value:.0f}" if metric in COUNT_METRICS else f"{value:.4f}"

@@ -23,7 +23,6 @@ from tfx.dsl.components.base import base_beam_component, executor_spec
 from tfx.proto import example_gen_pb2
 from tfx.types import standard_artifacts, standard_component_specs
 from tfx.types.component_spec import ChannelParameter
-
 from tlpipe.components import features
 from tlpipe.components.config import DataConfig
 from tlpipe.components.ingest.driver import SpanWindowDriver

@@ -7,18 +7,24 @@ N-1 spans before it that exist on disk: one input split per span (`span-<n>`, it
 pattern), and a fingerprint covering every span in the window, so a change in any of them
 invalidates the cache. The configured RangeConfig stays in the execution properties, so the
 window size is part of the cache key too.
+
+TFX fingerprints by stat'ing every matched file, and one dangling symlink or symlink loop in
+the data tree failed the whole run there, with an empty `NotFoundError: `. This driver's
+fingerprint (the same string as TFX's otherwise, so caches stay valid) counts such an entry by
+the link's own lstat; the executor then quarantines it with its reason (listing.py).
 """
 from __future__ import annotations
 
+import copy
 import os
 import re
 from typing import Any
 
-from tfx.components.example_gen import driver, utils
+from tfx.components.example_gen import driver, input_processor, utils
+from tfx.dsl.io import fileio
 from tfx.proto import example_gen_pb2, range_config_pb2
 from tfx.types import standard_component_specs
 from tfx.utils import io_utils, proto_utils
-
 from tlpipe.components.ingest.listing import SPAN_SPEC, join
 
 INPUT_CONFIG = standard_component_specs.INPUT_CONFIG_KEY
@@ -68,8 +74,58 @@ def existing_spans(input_base: str, pattern: str) -> dict[int, str]:
     return found
 
 
+def _length_and_mtime_ns(path: str) -> tuple[int, int]:
+    try:
+        stat = fileio.stat(path)
+        return stat.length, stat.mtime_nsec
+    except Exception:  # tf.errors.NotFoundError (with no message) for a dangling link or a loop
+        if "://" in path:
+            raise
+        stat = os.lstat(path)  # the link itself: a changed link still changes the fingerprint
+        return stat.st_size, stat.st_mtime_ns
+
+
+def split_fingerprint(split_name: str, file_pattern: str) -> str:
+    """TFX's io_utils.generate_fingerprint, tolerant of entries whose target cannot be stat'ed."""
+    files = fileio.glob(file_pattern)
+    total_bytes = xor_checksum = sum_checksum = 0
+    for path in files:
+        length, mtime_ns = _length_and_mtime_ns(path)
+        total_bytes += length
+        mtime = int(mtime_ns / io_utils.NANO_PER_SEC)  # as TFX rounds it
+        xor_checksum ^= mtime
+        sum_checksum += mtime
+    return (f"split:{split_name},num_files:{len(files)},total_bytes:{total_bytes},"
+            f"xor_checksum:{xor_checksum},sum_checksum:{sum_checksum}")
+
+
+class _InputProcessor(input_processor.FileBasedInputProcessor):
+    """TFX's, with `split_fingerprint` (utils.calculate_splits_fingerprint_span_and_version
+    calls io_utils.generate_fingerprint directly, so the loop is written out here)."""
+
+    def resolve_span_and_version(self):
+        fingerprints, select_span, select_version = [], 0, None
+        for split in (copy.deepcopy(s) for s in self._splits):
+            # Fills {SPAN}/{VERSION} in split.pattern with the latest match, as TFX does.
+            span, version = utils._get_target_span_version(  # private in TFX 1.21 (pinned)
+                self._input_base_uri, split, range_config=self._range_config)
+            span = span or 0
+            if select_span == 0 and select_version is None:
+                select_span, select_version = span, version
+            if select_span != span:
+                raise ValueError("Latest span should be the same for each split")
+            if select_version != version:
+                raise ValueError("Latest version should be the same for each split")
+            fingerprints.append(split_fingerprint(split.name, os.path.join(self._input_base_uri, split.pattern)))
+        self._fingerprint = "\n".join(fingerprints)
+        return select_span, select_version
+
+
 class SpanWindowDriver(driver.FileBasedDriver):
     """FileBasedDriver for `RangeConfig.rolling_range.num_spans` >= 1."""
+
+    def get_input_processor(self, splits, range_config=None, input_base_uri=None):
+        return _InputProcessor(input_base_uri, splits, range_config)
 
     def resolve_exec_properties(self, exec_properties, pipeline_info, component_info):
         window = window_size(exec_properties)
@@ -103,8 +159,7 @@ class SpanWindowDriver(driver.FileBasedDriver):
         for span in spans:
             resolved = SPAN_SPEC.sub(tokens[span], pattern)
             input_config.splits.add(name=f"span-{span}", pattern=resolved)
-            fingerprints.append(io_utils.generate_fingerprint(
-                f"span-{span}", join(input_base, resolved)))
+            fingerprints.append(split_fingerprint(f"span-{span}", join(input_base, resolved)))
         exec_properties[INPUT_CONFIG] = proto_utils.proto_to_json(input_config)
         exec_properties[utils.FINGERPRINT_PROPERTY_NAME] = "\n".join(fingerprints)
         exec_properties[RANGE_CONFIG] = configured_range

@@ -20,7 +20,6 @@ from tfx.components.util import examples_utils
 from tfx.dsl.components.base import base_beam_executor
 from tfx.proto import example_gen_pb2
 from tfx.types import artifact_utils, standard_component_specs
-
 from tlpipe.components.config import DataConfig, PipelineConfig
 from tlpipe.components.ingest.graph import build_ingest, write_outputs
 from tlpipe.components.ingest.listing import join

@@ -3,21 +3,21 @@ vocabulary and a quarantine report, in one pipeline (the stages are in stages.py
 
     patterns ─┬─ folders: glob the class folders ─ list each folder ─────────┐
               └─ manifest: CSV lines ─ parse ─ group by path (one row each) ─┴─ candidates
-    candidates ─ Reshuffle ─ read once + inspect (images.py) ─ rejected | metadata | described
+    candidates ─ Reshuffle ─ read once + inspect (images.py) ─ rejected | metadata |
+        provisional shards (each example written by the reading bundle, natural split, no id)
     metadata ─ group by sha256 ─ losers (duplicates, label conflicts): a side input
                                └ kept ─ one combine: class names, split fixes: a side input
-    described ─ decided, tf.Example written by its bundle into a staging shard of its split
+    provisional shards ─ Reshuffle ─ streamed, one record at a time: losers dropped, split fixes
+        and class ids applied, written into the bundle's final gzipped shard of its split
     rejected + tallies + shards ─ one combine ─ quarantine.csv, summary.json,
         label_vocabulary.json and the list of staged shards (shards.py commits them after)
 
-Profiled with cProfile on the DirectRunner (bench/ingest_bench.py): beyond the per-image work
-any loop pays (read, TensorFlow decode check, sha256, gzip), Beam costs about 0.5 s per run
-(building, translating and setting up the stages: it grows with the number of transforms, hence
-one Reshuffle (of files, not folders), counters summed per folder or bundle rather than one
-element per image, and no TFRecord sink stages) and about 0.4 ms per image to hand its bytes from
-the reading stage to the writing stage (the in-memory data plane copies them). That hand-over is
-the price of deciding duplicates, class ids and split fixes over the whole input while reading
-each file once; Beam's WriteToTFRecord would have added a second one.
+Memory stays flat in the number of images: example bytes never cross a stage boundary (on the
+in-memory DirectRunner a PCollection between stages is held whole). What does cross, and grows
+with N, is small: one path per candidate and one Meta (sha256, path, label) per image. The price
+is one extra local write and read of each example's bytes (uncompressed; gzip happens once, in
+Finalize) and one tf.Example parse, in place of Beam copying every image's bytes from the reading
+stage to the writing stage (bench/ingest_bench.py --scale measures both).
 """
 from __future__ import annotations
 
@@ -29,7 +29,6 @@ from dataclasses import dataclass
 
 import apache_beam as beam
 import tensorflow as tf
-
 from tlpipe.components.config import DataConfig
 from tlpipe.components.ingest import stages
 from tlpipe.components.ingest.listing import join, normalize_extensions, split_folder_pattern
@@ -39,7 +38,7 @@ from tlpipe.components.ingest.report import (
     QUARANTINE_FILE,
     SUMMARY_FILE,
 )
-from tlpipe.components.ingest.shards import write_shard_list
+from tlpipe.components.ingest.shards import PROVISIONAL_DIR, write_shard_list
 from tlpipe.components.ingest.splits import SplitRatios
 from tlpipe.components.ingest.tally import summarize
 
@@ -53,7 +52,8 @@ class IngestCollections:
 def build_ingest(pipeline: beam.Pipeline, input_base: str, patterns: list[str], data: DataConfig,
                  ratios: SplitRatios, staging_dir: str) -> IngestCollections:
     """The whole ingest as Beam transforms. Examples are written into `staging_dir/<split>/` by
-    the bundles (stages.WriteExamples); the report lists them, `commit_shards` moves them."""
+    the bundles (stages.Finalize, from the provisional shards stages.Inspect wrote); the report
+    lists them, `commit_shards` moves them."""
     exts = normalize_extensions(data.extensions)
     rejected_parts, stats_parts = [], []
     if data.manifest:
@@ -88,8 +88,9 @@ def build_ingest(pipeline: beam.Pipeline, input_base: str, patterns: list[str], 
         rejected_parts += [f.rejected for f in folders]
         stats_parts += [f.stats for f in folders]
 
-    inspected = candidates | "ReadAndInspect" >> beam.ParDo(
-        stages.Inspect(data.max_pixels)).with_outputs("rejected", "meta", main="described")
+    inspected = candidates | "ReadAndInspect" >> beam.ParDo(stages.Inspect(
+        data.max_pixels, ratios, join(staging_dir, PROVISIONAL_DIR))).with_outputs(
+        "rejected", "meta", main="provisional")
     rejected_parts.append(inspected.rejected)
     # Duplicates, class names and split corrections are decided on metadata (no bytes shuffled).
     kept = (inspected.meta
@@ -98,9 +99,10 @@ def build_ingest(pipeline: beam.Pipeline, input_base: str, patterns: list[str], 
     plan = beam.pvalue.AsSingleton(
         kept.kept | "ClassPlan" >> beam.CombineGlobally(stages.ClassPlan(ratios)).without_defaults(),
         default_value=([], {}))  # nothing kept: no classes
-    written = inspected.described | "WriteExamples" >> beam.ParDo(
-        stages.WriteExamples(ratios, staging_dir), losers=beam.pvalue.AsDict(kept.lost),
-        plan=plan).with_outputs("rejected", "stats", main="shards")
+    written = (inspected.provisional | "SpreadShards" >> beam.Reshuffle()
+               | "Finalize" >> beam.ParDo(stages.Finalize(staging_dir),
+                                          losers=beam.pvalue.AsDict(kept.lost), plan=plan)
+               .with_outputs("rejected", "stats", main="shards"))
     rejected_parts.append(written.rejected)
     stats_parts.append(written.stats)
 

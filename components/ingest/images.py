@@ -21,6 +21,7 @@ import warnings
 from dataclasses import dataclass, field
 
 from PIL import Image
+from tlpipe.components.ingest.listing import DANGLING_SYMLINK, NOT_A_REGULAR_FILE, SYMLINK_LOOP
 
 EXIF_ORIENTATION_TAG = 0x0112
 # Pillow warns above ~89 MP; data.max_pixels decides here (set once: catch_warnings is not
@@ -41,7 +42,9 @@ TOO_MANY_PIXELS = "too_many_pixels"    # width x height above data.max_pixels
 DUPLICATE = "duplicate"                # byte-identical to a kept file of the same class
 LABEL_CONFLICT = "label_conflict"      # byte-identical files (or one path) under different labels
 
+# DANGLING_SYMLINK, SYMLINK_LOOP, NOT_A_REGULAR_FILE (a FIFO, socket, device): see listing.py.
 REASONS = (NOT_AN_IMAGE, DIRECTORY, EMPTY_FILE, UNREADABLE, MISSING_FILE, BAD_MANIFEST_ROW,
+           DANGLING_SYMLINK, SYMLINK_LOOP, NOT_A_REGULAR_FILE,
            UNDECODABLE, TRUNCATED, UNSUPPORTED, TOO_MANY_PIXELS, DUPLICATE, LABEL_CONFLICT)
 # Not data loss, so not counted in the rejected share (data.max_rejected_share): files that are
 # not images by name, folders, and duplicates whose content is kept once.
@@ -146,6 +149,9 @@ def inspect_image(data: bytes, max_pixels: int) -> ImageInfo | Problem:
                 reason = TRUNCATED if "truncated" in str(err).lower() else UNDECODABLE
                 return Problem(reason, f"{fmt}: {err}"[:200])
             return Problem(UNSUPPORTED, f"{fmt} {img.mode}: {failure}")
+        if fmt == "bmp" and img.mode == "P":  # Pillow says "L" for a grey-ramp palette
+            return Problem(UNSUPPORTED, "bmp P: a palette (indexed-colour) BMP, which TensorFlow's decoder reads as "
+                           "grey levels (palette indices), ignoring the colours; save it as PNG or 24-bit BMP")
         return ImageInfo(height=height, width=width, channels=len(img.getbands()),
                          format=fmt, orientation=orientation,
                          sha256=hashlib.sha256(data).hexdigest(),

@@ -6,15 +6,23 @@ executor, whose Beam pipeline lists one directory per element, so both agree on 
 from __future__ import annotations
 
 import csv
+import errno
 import fnmatch
 import glob
 import os
 import posixpath
 import re
+import stat
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 SPAN_SPEC = re.compile(r"\{SPAN(:\d+)?\}")
+
+# Quarantine reasons of inputs that are not regular files (the others are in images.py). They
+# are never opened: a FIFO blocks its reader forever, a device can stream without end.
+DANGLING_SYMLINK = "dangling_symlink"
+SYMLINK_LOOP = "symlink_loop"
+NOT_A_REGULAR_FILE = "not_a_regular_file"
 
 
 class DatasetError(ValueError):
@@ -83,7 +91,11 @@ def iter_directory(path: str) -> Iterator[tuple[str, bool]]:
     if "://" not in path:
         with os.scandir(path) as entries:
             for entry in entries:
-                yield entry.name, entry.is_dir()
+                try:
+                    is_dir = entry.is_dir()
+                except OSError:  # a symlink loop: classify_entry says so
+                    is_dir = False
+                yield entry.name, is_dir
         return
     import tensorflow as tf  # only for remote filesystems
 
@@ -92,6 +104,36 @@ def iter_directory(path: str) -> Iterator[tuple[str, bool]]:
             yield name.rstrip("/"), True
         else:
             yield name, tf.io.gfile.isdir(join(path, name))
+
+
+def _file_kind(mode: int) -> str:
+    for test, kind in ((stat.S_ISFIFO, "FIFO (named pipe)"), (stat.S_ISSOCK, "socket"),
+                       (stat.S_ISCHR, "character device"), (stat.S_ISBLK, "block device")):
+        if test(mode):
+            return kind
+    return "special file"
+
+
+def odd_file_problem(path: str) -> tuple[str, str] | None:
+    """(reason, detail) when a local path named like an image is not a regular file and must not
+    be opened: a dangling symlink, a symlink loop, a FIFO, socket or device. None otherwise, and
+    for a missing or unreadable path or a URL: the reader reports those."""
+    if "://" in path:
+        return None
+    try:
+        mode = os.stat(path).st_mode  # follows symlinks: a link to a FIFO is a FIFO
+    except FileNotFoundError:
+        try:
+            return DANGLING_SYMLINK, f"symlink to {os.readlink(path)!r}, which does not exist"
+        except OSError:  # not a symlink: simply missing
+            return None
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            return SYMLINK_LOOP, "symlink loop: it resolves back to itself"
+        return None
+    if stat.S_ISREG(mode):
+        return None
+    return NOT_A_REGULAR_FILE, f"a {_file_kind(mode)}, not a regular file: never opened"
 
 
 def classify_entry(name: str, is_dir: bool, directory: str, input_base: str,
@@ -106,6 +148,9 @@ def classify_entry(name: str, is_dir: bool, directory: str, input_base: str,
     if not has_image_extension(name, extensions):
         return Rejected(rel, "not_an_image",
                         f"extension not in data.extensions ({','.join(sorted(extensions))})", label)
+    odd = odd_file_problem(full)
+    if odd:
+        return Rejected(rel, *odd, label)
     return Candidate(full, rel, label)
 
 
@@ -146,6 +191,9 @@ def parse_manifest_row(line: str, manifest_path: str, input_base: str,
     if not has_image_extension(full, extensions):
         return Rejected(rel, "not_an_image",
                         f"extension not in data.extensions ({','.join(sorted(extensions))})", label)
+    odd = odd_file_problem(full)
+    if odd:
+        return Rejected(rel, *odd, label)
     return Candidate(full, rel, label, split)
 
 

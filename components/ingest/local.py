@@ -16,7 +16,6 @@ from tfx.components.example_gen.driver import update_output_artifact
 from tfx.dsl.components.base import base_beam_executor
 from tfx.orchestration import data_types
 from tfx.utils import proto_utils
-
 from tlpipe.components.config import PipelineConfig
 from tlpipe.components.ingest.component import make_ingest
 from tlpipe.components.ingest.driver import SpanWindowDriver

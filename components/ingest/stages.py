@@ -15,7 +15,6 @@ import tensorflow as tf
 from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.timestamp import MIN_TIMESTAMP
 from apache_beam.utils.windowed_value import WindowedValue
-
 from tlpipe.components import features
 from tlpipe.components.ingest import images
 from tlpipe.components.ingest.listing import (
@@ -31,12 +30,6 @@ from tlpipe.components.ingest.splits import ClassSplitSummary, SplitRatios, unit
 from tlpipe.components.ingest.tally import Tally
 
 _METRICS = "tlpipe_ingest"
-
-
-class Described(NamedTuple):
-    candidate: Candidate
-    info: images.ImageInfo
-    data: bytes
 
 
 class Meta(NamedTuple):
@@ -139,9 +132,16 @@ def _read_bytes(path: str) -> bytes:
 
 
 class Inspect(beam.DoFn):
-    def __init__(self, max_pixels: int):
-        self._max_pixels = max_pixels
+    """Reads and checks each file once and writes its example at once into its bundle's
+    provisional shard of its natural (or given) split, with no label id yet: example bytes never
+    wait in memory for the decisions over the whole input, which travel as small `Meta`s."""
+
+    def __init__(self, max_pixels: int, ratios: SplitRatios, provisional_dir: str):
+        self._max_pixels, self._ratios, self._dir = max_pixels, ratios, provisional_dir
         self._read = beam.metrics.Metrics.counter(_METRICS, "files_read")
+
+    def start_bundle(self):
+        self._writer = BundleWriter(self._dir, gzip=False)
 
     def process(self, c: Candidate):
         self._read.inc()
@@ -160,10 +160,16 @@ class Inspect(beam.DoFn):
         if isinstance(outcome, images.Problem):
             yield beam.pvalue.TaggedOutput("rejected", Rejected(
                 c.relative_path, outcome.reason, outcome.detail, c.label_name))
-        else:
-            yield Described(c, outcome, data)
-            yield beam.pvalue.TaggedOutput("meta", (outcome.sha256, Meta(
-                outcome.sha256, c.relative_path, c.label_name, c.given_split)))
+            return
+        split = c.given_split or self._ratios.natural(unit_hash(c.relative_path))
+        self._writer.write(split, make_example(c, outcome, data, PROVISIONAL_LABEL,
+                                               notes=outcome.notes))
+        yield beam.pvalue.TaggedOutput("meta", (outcome.sha256, Meta(
+            outcome.sha256, c.relative_path, c.label_name, c.given_split)))
+
+    def finish_bundle(self):
+        for shard in self._writer.close():
+            yield windowed(shard)
 
 
 def deduplicate(item: tuple[str, Iterable[Meta]]):
@@ -232,9 +238,15 @@ def _int(v: int) -> tf.train.Feature:
     return tf.train.Feature(int64_list=tf.train.Int64List(value=[v]))
 
 
-def make_example(c: Candidate, info: images.ImageInfo, data: bytes, label_id: int) -> bytes:
-    """The serialized tf.Example of one accepted image: the bytes exactly as stored."""
-    return tf.train.Example(features=tf.train.Features(feature={
+PROVISIONAL_LABEL = -1  # in a provisional example: the class id is set by Finalize
+NOTES_KEY = "_ingest_notes"  # only in provisional examples: what Finalize counts as accepted notes
+
+
+def make_example(c: Candidate, info: images.ImageInfo, data: bytes, label_id: int,
+                 notes: tuple[str, ...] = ()) -> bytes:
+    """The serialized tf.Example of one accepted image: the bytes exactly as stored (`notes`, for
+    a provisional example only, travel in a feature Finalize removes)."""
+    example = tf.train.Example(features=tf.train.Features(feature={
         features.IMAGE_KEY: _bytes(data),
         features.LABEL_KEY: _int(label_id),
         features.LABEL_NAME_KEY: _bytes(c.label_name.encode("utf-8")),
@@ -245,17 +257,20 @@ def make_example(c: Candidate, info: images.ImageInfo, data: bytes, label_id: in
         features.FORMAT_KEY: _bytes(info.format.encode()),
         features.SHA256_KEY: _bytes(info.sha256.encode()),
         features.EXIF_ORIENTATION_KEY: _int(info.orientation),
-    })).SerializeToString()
+    }))
+    if notes:
+        example.features.feature[NOTES_KEY].bytes_list.value.extend(n.encode() for n in notes)
+    return example.SerializeToString()
 
 
-class WriteExamples(beam.DoFn):
-    """Decides each image (kept or lost, its split) and writes its tf.Example straight into its
-    bundle's shard of that split (shards.py; TensorFlow's writer, as TFX's readers expect), so
-    example bytes never cross a stage boundary again. The bundle emits its shards and its tally
+class Finalize(beam.DoFn):
+    """Streams one provisional shard into its bundle's final gzipped shards: drops the losers
+    (duplicates, label conflicts) to the quarantine, moves the few files the stratification
+    corrects, sets the class id. One record in memory at a time; emits its shards and its tally
     once it has closed them."""
 
-    def __init__(self, ratios: SplitRatios, staging_dir: str):
-        self._ratios, self._staging = ratios, staging_dir
+    def __init__(self, staging_dir: str):
+        self._staging = staging_dir
         self._seen = beam.metrics.Metrics.counter(_METRICS, "images_decided")
 
     def start_bundle(self):
@@ -263,20 +278,27 @@ class WriteExamples(beam.DoFn):
         self._tally = Tally()
         self._plan, self._ids = None, {}
 
-    def process(self, d: Described, losers: dict, plan: tuple):
-        self._seen.inc()
-        c = d.candidate
-        lost = losers.get(c.relative_path)
-        if lost is not None:
-            yield beam.pvalue.TaggedOutput("rejected", Rejected(
-                c.relative_path, lost[0], lost[1], c.label_name))
-            return
+    def process(self, shard: Shard, losers: dict, plan: tuple):
         if plan is not self._plan:
             self._plan, self._ids = plan, {name: i for i, name in enumerate(plan[0])}
-        split = (c.given_split or plan[1].get(c.relative_path)
-                 or self._ratios.natural(unit_hash(c.relative_path)))
-        self._writer.write(split, make_example(c, d.info, d.data, self._ids[c.label_name]))
-        self._tally.count_written(c.label_name, split, d.info.notes)
+        for record in tf.compat.v1.io.tf_record_iterator(shard.path):
+            self._seen.inc()
+            example = tf.train.Example.FromString(record)
+            feature = example.features.feature
+            path = feature[features.PATH_KEY].bytes_list.value[0].decode("utf-8")
+            label = feature[features.LABEL_NAME_KEY].bytes_list.value[0].decode("utf-8")
+            lost = losers.get(path)
+            if lost is not None:
+                yield beam.pvalue.TaggedOutput("rejected", Rejected(path, lost[0], lost[1], label))
+                continue
+            notes = []
+            if NOTES_KEY in feature:
+                notes = [n.decode() for n in feature[NOTES_KEY].bytes_list.value]
+                del feature[NOTES_KEY]
+            feature[features.LABEL_KEY].int64_list.value[:] = [self._ids[label]]
+            split = plan[1].get(path) or shard.split  # given splits are never corrected
+            self._writer.write(split, example.SerializeToString())
+            self._tally.count_written(label, split, notes)
 
     def finish_bundle(self):
         for shard in self._writer.close():

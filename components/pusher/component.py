@@ -5,16 +5,13 @@ through serving.layout (integer versions, temp dir then rename), adds TF Serving
 built from real eval images, a metadata.json and the gate's verdict, recognises a model it
 already pushed (a cached re-run publishes no duplicate), and retires old versions.
 """
-import glob
-import json
 import os
 
 from absl import logging
 from tfx import v1 as tfx
 from tfx.v1.dsl.components import InputArtifact, OutputArtifact, Parameter
 from tfx.v1.types.standard_artifacts import Examples, Model, ModelBlessing, ModelEvaluation, PushedModel
-
-from tlpipe.components import features
+from tlpipe.components import features, storage
 from tlpipe.components.evaluator import verdict as verdict_lib
 from tlpipe.components.pusher.warmup import warmup_records
 from tlpipe.serving import layout
@@ -23,12 +20,11 @@ SERVING_SUBDIR = "Format-Serving"  # where the Trainer writes the serving SavedM
 
 
 def _model_info(saved_model_dir: str) -> dict:
-    with open(os.path.join(saved_model_dir, features.MODEL_INFO_FILE)) as fh:
-        return json.load(fh)
+    return storage.read_json(os.path.join(saved_model_dir, features.MODEL_INFO_FILE))
 
 
 def _eval_image_files(examples: Examples) -> list[str]:
-    return sorted(glob.glob(os.path.join(examples.uri, f"Split-{features.EVAL_SPLIT}", "*")))
+    return storage.glob(os.path.join(examples.uri, f"Split-{features.EVAL_SPLIT}", "*"))
 
 
 @tfx.dsl.components.component
@@ -61,8 +57,8 @@ def ServingPusher(model: InputArtifact[Model], model_blessing: InputArtifact[Mod
             "training": {k: info[k] for k in ("phase1_epochs", "phase2_epochs",
                                               "phase2_learning_rate", "training_seconds")},
         }
-        with open(os.path.join(pushed_model.uri, verdict_lib.VERDICT_HTML), "rb") as fh:
-            extra = {verdict_lib.VERDICT_HTML: fh.read()}
+        extra = {verdict_lib.VERDICT_HTML: storage.read_bytes(
+            os.path.join(pushed_model.uri, verdict_lib.VERDICT_HTML))}
         if warmup_requests > 0:
             extra[features.WARMUP_FILE] = warmup_records(
                 _eval_image_files(examples), model_name, warmup_requests)

@@ -10,7 +10,6 @@ import tempfile
 
 import tensorflow as tf
 from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
-
 from tlpipe.components import features
 
 

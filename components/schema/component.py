@@ -27,7 +27,6 @@ from tfx.dsl.component.experimental.annotations import InputArtifact, OutputArti
 from tfx.dsl.component.experimental.decorators import component
 from tfx.types import standard_artifacts
 from tfx.types.experimental.simple_artifacts import File
-
 from tlpipe.components.ingest.component import LabelVocabulary, QuarantineReport
 from tlpipe.components.schema import domain as label_domain_lib
 from tlpipe.components.schema.report import LABEL_DOMAIN_FILE, read_label_domain
@@ -73,7 +72,6 @@ def LabelDomainGate(
     LabelDomain record, or fails (on_class_change=fail) naming the changed classes."""
     from google.protobuf import text_format
     from tensorflow_metadata.proto.v0 import schema_pb2
-
     from tlpipe.components.ingest.report import LABEL_VOCABULARY_FILE, SUMMARY_FILE
 
     current = json.loads(_read_text(os.path.join(label_vocabulary.uri, LABEL_VOCABULARY_FILE)))

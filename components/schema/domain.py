@@ -24,7 +24,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tensorflow_metadata.proto.v0 import schema_pb2
-
 from tlpipe.components import features
 
 ON_CHANGE = ("fail", "warn", "accept")

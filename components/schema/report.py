@@ -1,9 +1,10 @@
-"""Reading a LabelDomain artifact back (run summary, people). No TensorFlow unless remote."""
+"""Reading a LabelDomain artifact back (run summary, people), from any storage tlpipe writes to."""
 from __future__ import annotations
 
-import json
 import os
 from typing import Any
+
+from tlpipe.components import storage
 
 LABEL_DOMAIN_FILE = "label_domain.json"
 
@@ -12,14 +13,7 @@ def read_label_domain(artifact_uri: str) -> dict[str, Any]:
     """label_domain.json: classes (the pinned domain after this run), status, pinned_at,
     previous (the domain this run was compared with, or null), current (this run's classes),
     unknown, dropped, examples_by_class, on_class_change, message."""
-    path = os.path.join(artifact_uri, LABEL_DOMAIN_FILE)
-    if "://" in path:
-        import tensorflow as tf
-
-        with tf.io.gfile.GFile(path) as fh:
-            return json.loads(fh.read())
-    with open(path, encoding="utf-8") as fh:
-        return json.load(fh)
+    return storage.read_json(os.path.join(artifact_uri, LABEL_DOMAIN_FILE))
 
 
 def label_domain_lines(artifact_uri: str) -> list[str]:

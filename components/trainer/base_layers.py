@@ -14,12 +14,13 @@ import json
 import sys
 from pathlib import Path
 
+from tlpipe.components.errors import TlpipeError
 from tlpipe.components.trainer.backbones import BACKBONES, build_base
 
 TABLE = Path(__file__).with_name("base_layers.json")
 
 
-class CutLayerError(ValueError):
+class CutLayerError(TlpipeError, ValueError):
     """`base.cut_at` or `trainer.fine_tune_from` names no layer of the base, or the cut lies below
     the fine-tune boundary."""
 

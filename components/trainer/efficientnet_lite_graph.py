@@ -17,7 +17,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-
 from tlpipe.components.trainer.backbones import BACKBONES
 from tlpipe.components.trainer.efficientnet_lite import LITE0, EfficientNetLiteError, Variant
 

@@ -8,7 +8,6 @@ from typing import Any
 
 import tensorflow as tf
 import tensorflow_transform as tft
-
 from tlpipe.components import features
 from tlpipe.components.trainer.inputs import is_bgr, model_input
 from tlpipe.components.trainer.network import classifier_of

@@ -19,7 +19,6 @@ import keras
 import numpy as np
 import tensorflow as tf
 from absl import logging
-
 from tlpipe.components import features
 from tlpipe.components.config import ModelSettings
 from tlpipe.components.trainer.inputs import make_dataset

@@ -15,7 +15,6 @@ import keras
 import keras_tuner
 import numpy as np
 from absl import logging
-
 from tlpipe.components import features
 from tlpipe.components.config import ModelSettings
 from tlpipe.components.features import HP_INPUT_SIZE, HP_LEARNING_RATE

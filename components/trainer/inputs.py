@@ -7,7 +7,6 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 from tfx_bsl.public import tfxio
-
 from tlpipe.components import features
 from tlpipe.components.config import ModelSettings
 from tlpipe.components.trainer.backbones import CONVENTIONS, Backbone

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import keras
 import keras_tuner
-
 from tlpipe.components.config import ModelSettings
 from tlpipe.components.features import HP_INPUT_SIZE, HP_LEARNING_RATE
 from tlpipe.components.trainer import base_layers

@@ -5,14 +5,14 @@ Each default is what the trainer uses untuned, so a run without the tuner trains
 from __future__ import annotations
 
 import keras_tuner
-
 from tlpipe.components.config import ModelSettings
+from tlpipe.components.errors import TlpipeError
 from tlpipe.components.features import HP_DROPOUT, HP_INPUT_SIZE, HP_LEARNING_RATE, HP_PHASE2_LEARNING_RATE
 from tlpipe.components.trainer.backbones import BACKBONES, Backbone
 from tlpipe.components.trainer.backbones import min_input_size as base_min_input_size
 
 
-class InputSizeError(ValueError):
+class InputSizeError(TlpipeError, ValueError):
     """An input size the base plus head cannot take, caught before anything is built."""
 
 

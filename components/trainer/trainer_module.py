@@ -17,14 +17,14 @@ import tensorflow as tf
 import tensorflow_transform as tft
 from absl import logging
 from tfx import v1 as tfx
-
-from tlpipe.components import features
+from tlpipe.components import features, storage
 from tlpipe.components.config import ModelSettings
 from tlpipe.components.features import HP_INPUT_SIZE, HP_LEARNING_RATE
 from tlpipe.components.trainer import distribution
 from tlpipe.components.trainer.curves import plot_training_curves
 from tlpipe.components.trainer.export import class_names, export, write_json
 from tlpipe.components.trainer.feature_cache import feature_cache
+from tlpipe.components.trainer.finite import FailOnNonFinite
 from tlpipe.components.trainer.fit import TransferHyperModel
 from tlpipe.components.trainer.inputs import class_weights, label_counts, make_dataset
 from tlpipe.components.trainer.network import classifier_of
@@ -64,7 +64,8 @@ def _warm_start(model: keras.Model, base_model_dir: str | None, info: dict[str, 
     weights = keras_weights_path(base_model_dir)
     if not tf.io.gfile.exists(weights):
         return f"no Keras weights at {weights}"
-    classifier_of(model).load_weights(weights)
+    with storage.local_copy(weights) as local:  # h5py opens local files only
+        classifier_of(model).load_weights(local)
     return f"from {weights}"
 
 
@@ -116,7 +117,7 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
         hypermodel.fit(hp, model, dataset(fn_args.train_files, True),
                        validation_data=dataset(fn_args.eval_files, False),
                        epochs=trainer.phase1_epochs, phase2_epochs=trainer.phase2_epochs,
-                       callbacks=[tensorboard])
+                       callbacks=[tensorboard, FailOnNonFinite()])  # a diverged model fails the run
     record = _with_images_per_second(hypermodel.record, int(counts.sum()))
     history = record.pop("history")
     model_info = {
@@ -135,8 +136,7 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     }
     export(model, tf_transform_output, names, settings, fn_args.serving_model_dir, model_info)
     weights_path = keras_weights_path(fn_args.serving_model_dir)
-    tf.io.gfile.makedirs(os.path.dirname(weights_path))
-    classifier_of(model).save_weights(weights_path)
+    storage.save_through_local(weights_path, classifier_of(model).save_weights)
     summary = {**model_info, "phases": record, "train_examples": int(counts.sum()),
                "feature_cache": cache.stats if cache else None,
                "history": {k: [float(x) for x in v] for k, v in history.items()}}

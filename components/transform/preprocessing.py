@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import tensorflow as tf
 import tensorflow_transform as tft
-
 from tlpipe.components import features
 from tlpipe.components.config import TransformSettings
 from tlpipe.components.trainer.backbones import BACKBONES, CONVENTIONS

@@ -23,7 +23,6 @@ import tensorflow as tf
 import tensorflow_transform as tft
 from absl import logging
 from tfx import v1 as tfx
-
 from tlpipe.components import features
 from tlpipe.components.config import ModelSettings
 from tlpipe.components.features import HP_INPUT_SIZE
@@ -171,10 +170,10 @@ def tuner_results_dir(working_dir: str) -> str | None:
     """The `tuner_results` artifact folder of this execution, found from the executor's temp dir
     (`<node root>/.system/executor_execution/<execution id>/...`): TFX gives `tuner_fn` no
     output paths, and the trials report belongs with the tuner's other results."""
-    parts = os.path.normpath(working_dir).split(os.sep)
+    parts = working_dir.rstrip("/").split("/")  # not os.path.normpath: it turns gs:// into gs:/
     if ".system" not in parts or "executor_execution" not in parts:
         return None
-    node_root = os.sep.join(parts[:parts.index(".system")])
+    node_root = "/".join(parts[:parts.index(".system")])
     execution_id = parts[parts.index("executor_execution") + 1]
     folder = os.path.join(node_root, "tuner_results", execution_id)
     return folder if tf.io.gfile.isdir(folder) else None

@@ -23,8 +23,8 @@ from tfx.components.transform.executor import Executor
 from tfx.dsl.components.base import base_beam_executor
 from tfx.types import standard_artifacts
 from tfx.types import standard_component_specs as specs
-
 from tlpipe.components import features
+from tlpipe.components.beam_args import with_runner
 
 MODULE_FILE = str(Path(__file__).resolve().parents[1] / "preprocessing.py")
 # The raw features preprocessing_fn reads, shaped as SchemaGen infers them (one value each).
@@ -82,8 +82,8 @@ def run_transform(examples_uri: str, splits: list[str], schema_uri: str, output_
     for key, artifact in outputs.items():
         artifact.uri = os.path.join(output_dir, key)
         os.makedirs(artifact.uri, exist_ok=True)
-    args = beam_pipeline_args if beam_pipeline_args is not None else [
-        "--direct_running_mode=in_memory", "--direct_num_workers=1"]
+    args = beam_pipeline_args if beam_pipeline_args is not None else with_runner([
+        "--direct_running_mode=in_memory", "--direct_num_workers=1"])
     # A pipeline factory skips TFX's packaging of itself for remote workers (local runs only).
     executor = Executor(base_beam_executor.BaseBeamExecutor.Context(
         tmp_dir=os.path.join(output_dir, ".tmp"),

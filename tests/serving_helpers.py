@@ -9,15 +9,14 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 from tensorflow_serving.apis import prediction_log_pb2
-
 from tlpipe.serving.client import predict_request  # noqa: F401  (the tests' request builder)
 from tlpipe.serving.config import ModelConfig, VersionPolicy
 from tlpipe.serving.server import ModelServer, ServerOptions
 
 
 def copy_model(pushed: Path, dst: Path) -> Path:
-    """A private model directory whose version 1 is the pipeline's newest push (the fixture's
-    directory stays untouched, however many versions the pipeline pushed)."""
+    """A private model directory whose version 1 is the newest pushed version (the fixture's
+    directory stays untouched, however many versions it holds)."""
     newest = max((p for p in pushed.iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
     dst.mkdir(parents=True)
     shutil.copytree(newest, dst / "1")
@@ -91,3 +90,30 @@ def start_server(models: list[ModelConfig], **options) -> ModelServer:
 def model(base: Path, name: str = "flowers", policy: VersionPolicy | None = None,
           labels: dict[str, int] | None = None) -> ModelConfig:
     return ModelConfig(name, str(base), policy or VersionPolicy(), labels or {})
+
+
+def self_signed_certificate() -> tuple[bytes, bytes]:
+    """A self-signed localhost certificate and key (PEM), usable as server cert, CA and client cert."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .add_extension(x509.SubjectAlternativeName(
+                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                critical=False)
+            .sign(key, hashes.SHA256()))
+    return (cert.public_bytes(serialization.Encoding.PEM),
+            key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                              serialization.NoEncryption()))

@@ -1,0 +1,134 @@
+"""Layering: every product module imports on its own, the module import graph has no circle, and
+the bottom floor (components/) imports nothing from the top (pipeline/)."""
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import REPO
+
+PACKAGES = ("components", "data", "pipeline", "serving")
+# Modules that do work when imported, by design: the Airflow DAG file loads TLPIPE_CONFIG.
+NOT_IMPORTABLE_ALONE = {"tlpipe.pipeline.airflow_dag"}
+
+
+def product_modules() -> dict[str, Path]:
+    modules = {}
+    for package in PACKAGES:
+        for path in sorted((REPO / package).rglob("*.py")):
+            parts = path.relative_to(REPO).with_suffix("").parts
+            modules["tlpipe." + ".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    return modules
+
+
+def imports_of(name: str, path: Path, modules: dict[str, Path]) -> set[str]:
+    """Product modules `name` imports anywhere in its body (lazy imports inside functions too:
+    a circle through them is still a circle a reader has to untangle)."""
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            targets = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join(anchor + ([base] if base else []))
+            targets = [f"{base}.{alias.name}" if f"{base}.{alias.name}" in modules else base
+                       for alias in node.names]
+        else:
+            continue
+        for target in targets:
+            while target and target not in modules:
+                target = target.rpartition(".")[0]
+            if target and target != name:
+                found.add(target)
+    return found
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components with more than one module (Tarjan)."""
+    index, low, stack, on_stack, result, counter = {}, {}, [], set(), [], [0]
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = counter[0]
+        counter[0] += 1
+        stack.append(node)
+        on_stack.add(node)
+        for nxt in sorted(graph[node]):
+            if nxt not in index:
+                visit(nxt)
+                low[node] = min(low[node], low[nxt])
+            elif nxt in on_stack:
+                low[node] = min(low[node], index[nxt])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                component.append(member)
+                if member == node:
+                    break
+            if len(component) > 1:
+                result.append(sorted(component))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return result
+
+
+def _graph() -> dict[str, set[str]]:
+    modules = product_modules()
+    return {name: imports_of(name, path, modules) for name, path in modules.items()}
+
+
+@pytest.mark.parametrize("package", PACKAGES)
+def test_no_import_circle(package):
+    circles = [c for c in cycles(_graph()) if c[0].split(".")[1] == package]
+    assert not circles, circles
+
+
+def test_components_import_nothing_from_pipeline():
+    upward = {f"{name} -> {target}" for name, targets in _graph().items() if name.startswith("tlpipe.components.")
+              for target in targets if target.startswith("tlpipe.pipeline.")}
+    assert not upward, sorted(upward)
+
+
+def test_every_module_imports_on_its_own():
+    """Each module imported with every product module forgotten first (third-party ones stay
+    loaded, which keeps this to seconds): a module that works only after another was imported,
+    or inside a circle, fails here."""
+    names = sorted(set(product_modules()) - NOT_IMPORTABLE_ALONE)
+    program = f"""
+import importlib, sys, traceback
+failed = []
+for name in {names!r}:
+    for loaded in [m for m in sys.modules if m.startswith("tlpipe.")]:
+        del sys.modules[loaded]
+    try:
+        importlib.import_module(name)
+    except Exception as err:
+        failed.append(f"{{name}}: {{type(err).__name__}}: {{err}}")
+print("FAILED:" + repr(failed))
+"""
+    proc = subprocess.run([sys.executable, "-c", program], cwd=REPO, capture_output=True, text=True,
+                          timeout=900, env={"TF_CPP_MIN_LOG_LEVEL": "3",
+                                            "PATH": "/usr/bin:/bin", "HOME": str(Path.home())})
+    result = [line for line in proc.stdout.splitlines() if line.startswith("FAILED:")]
+    assert result, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert result[0] == "FAILED:[]", result[0]
+
+
+def test_installed_under_one_namespace(tmp_path):
+    """The design's folders install as tlpipe.pipeline, tlpipe.components...: outside the
+    checkout, no generic top-level `pipeline`, `components`, `data` or `serving` is importable."""
+    program = ("import importlib.util as u; print(sorted(n for n in ('pipeline', 'components', 'data', "
+               "'serving') if u.find_spec(n)), all(u.find_spec(f'tlpipe.{n}') for n in ('pipeline', "
+               "'components', 'data', 'serving')))")
+    proc = subprocess.run([sys.executable, "-c", program], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=120, env={"PATH": "/usr/bin:/bin", "HOME": str(Path.home())})
+    assert proc.stdout.split() == ["[]", "True"], proc.stdout + proc.stderr
