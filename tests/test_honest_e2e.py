@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import E2E_SETTINGS, tlpipe, tlpipe_env
+from conftest import E2E_SETTINGS, settings_args, tlpipe
 from tlpipe.components import features
 from tlpipe.components.config import DataConfig
 from tlpipe.components.ingest.component import split_buckets
@@ -36,12 +36,10 @@ def _manifest(images: Path, poison: bool) -> Path:
     return images / name
 
 
-def _run(images: Path, manifest: Path, work: Path, keras_home):
-    weights = [] if keras_home else ["--set", "base.weights=none"]
-    args = ["run", "--data", str(images), "--work-dir", str(work), *weights,
-            "--set", f"data.manifest={manifest.name}",
-            *[a for s in E2E_SETTINGS for a in ("--set", s)]]
-    return tlpipe(*args, env=tlpipe_env(keras_home), timeout=900)
+def _run(images: Path, manifest: Path, work: Path):
+    args = ["run", "--data", str(images), "--work-dir", str(work),
+            "--set", f"data.manifest={manifest.name}", *settings_args(E2E_SETTINGS)]
+    return tlpipe(*args, timeout=900)
 
 
 def _only(pattern: str, work: Path) -> Path:
@@ -50,11 +48,11 @@ def _only(pattern: str, work: Path) -> Path:
     return found[0]
 
 
-def test_poisoned_test_labels_change_nothing_but_the_gate(tmp_path, tiny_images, keras_home):
-    clean = _run(tiny_images, _manifest(tiny_images, False), tmp_path / "clean", keras_home)
+def test_poisoned_test_labels_change_nothing_but_the_gate(tmp_path, tiny_images):
+    clean = _run(tiny_images, _manifest(tiny_images, False), tmp_path / "clean")
     assert clean.returncode == 0, clean.stdout + clean.stderr
     assert "blessed       : yes" in clean.stdout
-    poisoned = _run(tiny_images, _manifest(tiny_images, True), tmp_path / "poisoned", keras_home)
+    poisoned = _run(tiny_images, _manifest(tiny_images, True), tmp_path / "poisoned")
     assert "blessed       : NO" in poisoned.stdout, poisoned.stdout + poisoned.stderr
 
     trials = [json.loads(_only(f"pipeline/tuner/tuner_results/*/{features.TRIALS_JSON}",
