@@ -43,7 +43,7 @@ import tensorflow as tf  # noqa: E402
 import trainer_bench as tb  # noqa: E402  (sets sys.path, KERAS_HOME, TF log level)
 from absl import logging as absl_logging  # noqa: E402
 from tlpipe.components import features  # noqa: E402
-from tlpipe.components.trainer import model as model_lib  # noqa: E402
+from tlpipe.components.trainer import feature_cache, fit  # noqa: E402
 from tlpipe.components.trainer.backbones import BACKBONES  # noqa: E402
 from tlpipe.components.tuner import tuner_module  # noqa: E402
 
@@ -67,23 +67,28 @@ def run_mode(args, mode: str, arrays, num_classes: int, work: str) -> dict:
     if mode == "cached":
         identity = {"data": os.path.abspath(args.data), "limit": args.limit, "split": "every-5th",
                     "resize": "antialias-bilinear"}
-        cache = model_lib.FeatureCache(os.path.join(work, "feature_cache"), identity,
+        cache = feature_cache.FeatureCache(os.path.join(work, "feature_cache"), identity,
                                        {features.TRAIN_SPLIT: lambda: train(False),
                                         features.EVAL_SPLIT: heldout}, settings)
     out: dict = {"mode": mode, "load_begin": tb.load_avg()}
 
     # 1. the learning-rate search
-    hypermodel = model_lib.TransferHyperModel(settings, num_classes, "phase1", feature_cache=cache)
+    # cached: head-only trials, as tuner_fn runs them (no base built per trial)
+    hypermodel = fit.TransferHyperModel(settings, num_classes, "phase1", feature_cache=cache,
+                                        head_only=cache is not None)
     tuner = tuner_module.make_tuner(hypermodel, settings, os.path.join(work, f"search_{mode}"))
     started = time.perf_counter()
-    tuner.search(x=train(True), validation_data=heldout(), epochs=args.trial_epochs,
-                 label="tuner", verbose=0)
+    if cache is not None:
+        tuner.search(x=None, epochs=args.trial_epochs, label="tuner", verbose=0)
+    else:
+        tuner.search(x=train(True), validation_data=heldout(), epochs=args.trial_epochs,
+                     label="tuner", verbose=0)
     out["tuning_seconds"] = time.perf_counter() - started
-    out["trials"] = [{"lr": r["hyperparameters"][model_lib.HP_LEARNING_RATE],
+    out["trials"] = [{"lr": r["hyperparameters"][features.HP_LEARNING_RATE],
                       "val_accuracy": r["score"], "seconds": r["seconds"], "status": r["status"]}
                      for r in tuner.trial_rows]
     best = tuner.get_best_hyperparameters()[0]
-    out["best_learning_rate"] = float(best.get(model_lib.HP_LEARNING_RATE))
+    out["best_learning_rate"] = float(best.get(features.HP_LEARNING_RATE))
     out["load_after_tuning"] = tb.load_avg()
     if cache is not None:
         out["feature_cache"] = dict(cache.stats)
@@ -91,7 +96,7 @@ def run_mode(args, mode: str, arrays, num_classes: int, work: str) -> dict:
     keras.backend.clear_session()
 
     # 2. phase 1 + phase 2 at the best rate
-    hypermodel = model_lib.TransferHyperModel(settings, num_classes, "both", feature_cache=cache)
+    hypermodel = fit.TransferHyperModel(settings, num_classes, "both", feature_cache=cache)
     probe = tb.PhaseProbe(heldout())
     started = time.perf_counter()
     model = hypermodel.build(best)

@@ -45,7 +45,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from absl import logging as absl_logging  # noqa: E402
 from tlpipe.components.config import ModelSettings, PipelineConfig  # noqa: E402
-from tlpipe.components.trainer import model as model_lib  # noqa: E402
+from tlpipe.components.trainer import fit, search_space  # noqa: E402
 from tlpipe.components.trainer.backbones import BACKBONES, CONVENTIONS, build_base  # noqa: E402
 
 SEED = 42
@@ -165,8 +165,8 @@ def settings_for(base: str, size: int, batch: int, weights: str = "imagenet") ->
 # ------------------------------------------------------------------ the two sides
 def run_ours(args, arrays, num_classes: int) -> dict:
     settings = settings_for(args.base, args.size, args.batch, args.weights)
-    hypermodel = model_lib.TransferHyperModel(settings, num_classes, "both")
-    hp = model_lib.search_space(settings)  # defaults: the size, lr 1e-3
+    hypermodel = fit.TransferHyperModel(settings, num_classes, "both")
+    hp = search_space.search_space(settings)  # defaults: the size, lr 1e-3
     started = time.perf_counter()
     model = hypermodel.build(hp)
     build_seconds = time.perf_counter() - started

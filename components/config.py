@@ -34,6 +34,7 @@ from tlpipe.components.config_types import (  # noqa: F401 (ConfigError: importe
 from tlpipe.components.features import RESIZE_POLICIES  # plain constants, no TensorFlow
 
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "gif", "bmp", "webp")
+MIN_IMAGES_PER_CLASS = 3  # one image each for train, eval (selection) and test (the gate)
 
 
 class DataConfig(Section):
@@ -46,14 +47,16 @@ class DataConfig(Section):
     extensions: Annotated[list[Text], BeforeValidator(_list_from_text)] = list(IMAGE_EXTENSIONS)
     """Image file extensions (case-insensitive)."""
     manifest: OptionalText = None
-    """CSV `path,label[,split]` under the root (or absolute) instead of class folders; paths relative
-    to the CSV; may hold `{SPAN}`."""
-    train_ratio: Annotated[Float, Field(gt=0, lt=1)] = 0.8
-    """Train share per class (by hash of the relative path); the rest is eval (and test)."""
-    test_ratio: Annotated[Float, Field(ge=0, lt=1)] = 0.0
-    """Held-out test share per class; 0 means no test split."""
-    min_images_per_class: Annotated[int, Field(ge=1)] = 2
-    """Fewer images in a class fail validation."""
+    """CSV manifest `path,label[,split]` under root (or absolute) instead of class folders; paths in
+    it are relative to the CSV. May hold '{SPAN}'. None: the folder tree (pattern)."""
+    train_ratio: Annotated[Float, Field(gt=0, lt=1)] = 0.7
+    """Train share per class (deterministic split by hash of the relative path): what fits."""
+    test_ratio: Annotated[Float, Field(gt=0, lt=1)] = 0.15
+    """Test share per class: touched only by the Evaluator, which gates on it and reports its
+    accuracy as the run's. Eval (1 - train_ratio - test_ratio) selects: tuner trials, early
+    stopping."""
+    min_images_per_class: Annotated[int, Field(ge=MIN_IMAGES_PER_CLASS)] = MIN_IMAGES_PER_CLASS
+    """A class with fewer images fails the run (at least 3: one each for train, eval and test)."""
     num_spans: Annotated[int, Field(ge=1)] = 1
     """With `{SPAN}`: ingest the last N spans on disk (1: the latest)."""
     max_pixels: Annotated[int, Field(ge=1)] = 50_000_000
@@ -93,19 +96,20 @@ class TunerConfig(Section):
     learning_rate_min: PositiveFloat = 1e-4
     """Phase-1 learning rate search range (log-uniform)..."""
     learning_rate_max: PositiveFloat = 1e-2
-    """...and its upper end."""
-    max_trials: Annotated[int, Field(ge=1)] = 3
-    """KerasTuner trials."""
-    epochs_per_trial: Annotated[int, Field(ge=1)] = 2
-    """Epochs of each trial (phase 1 only)."""
+    """Upper end of the searched phase-1 learning rate."""
+    max_trials: Annotated[int, Field(ge=1)] = 24
+    """Trials of the search; the first ones cover every input size."""
+    epochs_per_trial: Annotated[int, Field(ge=1)] = 10
+    """Epochs each trial trains (early stopping on the eval split may end it sooner)."""
     max_failed_trials: Annotated[int, Field(ge=0)] = 0
     """Failed trials tolerated; a search with no successful trial always fails the run."""
     seed: int = 42
     """Seed of the search."""
-    algorithm: Literal["random", "bayesian", "hyperband"] = "random"
-    """`random`, `bayesian` or `hyperband`."""
+    algorithm: Literal["random", "bayesian", "hyperband"] = "bayesian"
+    """random, bayesian or hyperband."""
     tune_phases: Literal["phase1", "both"] = "phase1"
-    """`phase1`: trials train the head on the frozen base; `both`: frozen then fine-tune in each trial."""
+    """phase1: each trial trains the head on frozen-base features cached once per input size (an
+    epoch takes well under a second); both: frozen then live fine-tuning inside each trial."""
     tune_phase2_learning_rate: bool = False
     """Also search the fine-tune learning rate."""
     tune_dropout: bool = False
@@ -124,17 +128,21 @@ class TunerConfig(Section):
 class TrainerConfig(Section):
     batch_size: Annotated[int, Field(ge=1)] = 32
     """Examples per training step."""
-    phase1_epochs: Annotated[int, Field(ge=1)] = 6
-    """Epochs with the base frozen."""
-    phase2_epochs: Annotated[int, Field(ge=0)] = 4
-    """Fine-tuning epochs; 0 skips phase 2."""
+    phase1_epochs: Annotated[int, Field(ge=1)] = 20
+    """Epochs of phase 1 (new head on the frozen base; early stopping usually ends it sooner)."""
+    phase2_epochs: Annotated[int, Field(ge=0)] = 5
+    """Epochs of phase 2 (fine-tuning the top of the base, live, with augmentation); 0: none."""
+    phase2_schedule: Literal["constant", "cosine"] = "cosine"
+    """Phase-2 learning rate: constant, or cosine decay from the phase-2 rate to 0."""
+    label_smoothing: Strength = 0.1
+    """Targets (1 - s) * one-hot + s / classes in both phases (0: plain cross-entropy)."""
     phase1_learning_rate: PositiveFloat = 1e-3
     """Used when not tuned (clipped into the tuner's range)."""
     phase2_learning_rate: Annotated[PositiveFloat | None, BeforeValidator(_none_from_text)] = None
-    """Fine-tuning learning rate; null: the phase-1 (tuned) rate / 10."""
-    phase1_features: Literal["live", "cached"] = "live"
-    """`live`: the frozen base runs every epoch, with augmentation; `cached`: base features computed
-    once and the head trained on them (no augmentation in phase 1)."""
+    """None: the phase-1 (tuned) rate / 10."""
+    phase1_features: Literal["live", "cached"] = "cached"
+    """live: phase 1 runs the frozen base every epoch (augmentation on); cached: base features
+    computed once per (base, input size, cut layer) and the head trained on them."""
     head: Literal["gap", "dense128"] = "gap"
     """`gap` (GlobalAveragePooling, any input size) or `dense128` (the tutorials' AveragePooling2D(4) +
     Dense(128, relu) + Dropout(0.5))."""
@@ -163,12 +171,15 @@ class TrainerConfig(Section):
     """Random contrast factor."""
     seed: int = 42
     """Seed of weights, augmentation and shuffling."""
+    distribution: Literal["none", "mirrored"] = "none"
+    """none: the default device; mirrored: tf.distribute.MirroredStrategy over every local GPU
+    (or logical CPU device), batch_size per replica (the global batch scales with replicas)."""
 
 
 class EvaluatorConfig(Section):
     min_accuracy: Share = 0.7
-    """Gate: overall eval accuracy at least this. The flowers demo with the defaults measured 0.88;
-    0.7 leaves room for run-to-run noise while still refusing a broken model (chance is 0.2)."""
+    """Gate: overall test-split accuracy at least this. The flowers demo with the defaults measured
+    0.88-0.96; 0.7 leaves room for run-to-run noise while still refusing a broken model (chance is 0.2)."""
     max_accuracy_drop: Annotated[Float, Field(ge=0)] = 0.0
     """Gate: at most this below the last blessed model."""
     min_class_recall: Share = 0.0

@@ -26,7 +26,7 @@ LABEL_VOCABULARY = "label_names"
 # Splits.
 TRAIN_SPLIT = "train"
 EVAL_SPLIT = "eval"
-TEST_SPLIT = "test"             # optional (data.test_ratio > 0): held out from tuning and training
+TEST_SPLIT = "test"             # held out from tuning and training: only the Evaluator reads it
 
 # Model outputs and signatures.
 PROBABILITIES_KEY = "probabilities"

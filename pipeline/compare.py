@@ -7,9 +7,11 @@ pushed version whose model is not in this ML Metadata still gets a row from its 
 Metrics are read from TFMA's own output (the ModelEvaluation artifact) through the verdict
 module, so compare shows what the gate saw.
 
-Head to head, the accuracy difference is tested with McNemar's exact test on the same eval
-examples: both SavedModels' `serving_examples` signature is re-run on the eval split of the
-second version's run (TFMA keeps no per-example predictions).
+Head to head, the accuracy difference is tested with McNemar's exact test on the same test
+examples (the split the Evaluator gates on, which no tuning or early stopping saw): both
+SavedModels' `serving_examples` signature is re-run on the test split of the second version's run
+(TFMA keeps no per-example predictions). Runs from before the test split existed fall back to
+their eval split, and the report says which split it used.
 """
 from __future__ import annotations
 
@@ -60,7 +62,7 @@ class VersionRow:
     model_uri: str | None = None
     saved_model_dir: str | None = None
     evaluation_uri: str | None = None
-    eval_examples_uri: str | None = None
+    examples_uri: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -151,7 +153,7 @@ def _mlmd_rows(config: PipelineConfig) -> list[VersionRow]:
         if latest is not None:
             examples = first(latest[0], INPUT, "examples")
             if examples is not None:
-                row.eval_examples_uri = examples.uri
+                row.examples_uri = examples.uri
                 row.data_span = custom_property(examples, "span")
             _fill_evaluation(row, latest[1].uri)
         rows.append(row)
@@ -210,14 +212,15 @@ def mcnemar_exact(only_a: int, only_b: int) -> float:
     return min(1.0, 2 * tail)
 
 
-def _eval_examples(examples_uri: str) -> list[bytes]:
+def _held_out_examples(examples_uri: str) -> tuple[str, list[bytes]]:
+    """The split the gate used (test), or eval for runs older than the test split."""
     import tensorflow as tf
 
-    pattern = os.path.join(examples_uri, f"Split-{features.EVAL_SPLIT}", "*")
-    files = sorted(tf.io.gfile.glob(pattern))
-    if not files:
-        raise CompareError(f"no eval examples under {pattern}")
-    return [r.numpy() for r in tf.data.TFRecordDataset(files, compression_type="GZIP")]
+    for split in (features.TEST_SPLIT, features.EVAL_SPLIT):
+        files = sorted(tf.io.gfile.glob(os.path.join(examples_uri, f"Split-{split}", "*")))
+        if files:
+            return split, [r.numpy() for r in tf.data.TFRecordDataset(files, compression_type="GZIP")]
+    raise CompareError(f"no test or eval examples under {examples_uri}")
 
 
 def predict_classes(saved_model_dir: str, records: list[bytes], batch: int = 64) -> list[str]:
@@ -237,13 +240,13 @@ def predict_classes(saved_model_dir: str, records: list[bytes], batch: int = 64)
 
 
 def paired_test(a: VersionRow, b: VersionRow) -> dict[str, Any]:
-    """McNemar's exact test of a vs b on the eval examples of b's run (else a's)."""
+    """McNemar's exact test of a vs b on the test examples of b's run (else a's)."""
     import tensorflow as tf
 
-    examples_uri = b.eval_examples_uri or a.eval_examples_uri
+    examples_uri = b.examples_uri or a.examples_uri
     if not examples_uri:
-        return {"skipped": "no eval examples in ML Metadata for either version"}
-    records = _eval_examples(examples_uri)
+        return {"skipped": "no examples in ML Metadata for either version"}
+    split, records = _held_out_examples(examples_uri)
     truth = [tf.train.Example.FromString(r).features.feature[features.LABEL_NAME_KEY]
              .bytes_list.value[0].decode() for r in records]
     right_a = [p == t for p, t in zip(predict_classes(a.saved_model_dir, records), truth)]
@@ -252,7 +255,7 @@ def paired_test(a: VersionRow, b: VersionRow) -> dict[str, Any]:
     only_b = sum(y and not x for x, y in zip(right_a, right_b))
     p_value = mcnemar_exact(only_a, only_b)
     return {"test": "McNemar exact (two-sided binomial on discordant pairs)",
-            "examples": len(records), "examples_uri": examples_uri,
+            "examples": len(records), "examples_uri": examples_uri, "split": split,
             "accuracy_a": sum(right_a) / len(records), "accuracy_b": sum(right_b) / len(records),
             "both_right": sum(x and y for x, y in zip(right_a, right_b)),
             "both_wrong": sum(not x and not y for x, y in zip(right_a, right_b)),

@@ -66,7 +66,7 @@ def head_to_head_lines(h2h: dict[str, Any]) -> list[str]:
     else:
         verdict = "significant" if test["significant"] else "not significant"
         lines.append(
-            f"  McNemar exact test on the {test['examples']} eval examples of {b}'s run: "
+            f"  McNemar exact test on the {test['examples']} {test['split']} examples of {b}'s run: "
             f"only {a} right {test['only_a_right']}, only {b} right {test['only_b_right']}, "
             f"p = {test['p_value']:.4g}: {verdict} at {test['alpha']}")
     return lines
@@ -206,7 +206,7 @@ td,th{{border:1px solid #d0d7de;padding:4px 8px;text-align:right;white-space:now
 td:first-child{{font-weight:600}}img{{max-width:100%;display:block;margin:0.5em 0}}.test{{font-weight:600}}</style>
 </head><body><h1>Model versions compared</h1>
 <p>{len(rows)} version(s), generated {esc(time.strftime('%Y-%m-%d %H:%M:%S'))}. m&lt;id&gt;: trained,
-not pushed (ML Metadata model id). Metrics from TFMA on each version's eval split.</p>
+not pushed (ML Metadata model id). Metrics from TFMA on each version's test split (the gate's).</p>
 <div class=wide><table><tr>{''.join(f'<th>{esc(h)}</th>' for h in header)}</tr>{cells}</table></div>
 {_head_to_head_html(h2h) if h2h else ''}{images}</body></html>"""
 

@@ -138,7 +138,9 @@ def create_pipeline(config: PipelineConfig, data_root: str, to_node: str | None 
         module_file=str(COMPONENTS_DIR / "evaluator" / "metrics.py"),
         model=trainer.outputs["model"],
         baseline_model=latest_blessed_model.outputs["model"],
-        example_splits=[features.EVAL_SPLIT],
+        # The gate and the run's reported accuracy: the test split, which neither the tuner nor
+        # the trainer reads (they get train to fit and eval to select).
+        example_splits=[features.TEST_SPLIT],
         eval_config=make_eval_config(config.evaluator)).with_id("evaluator")
     pusher = ServingPusher(
         model=trainer.outputs["model"],

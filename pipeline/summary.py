@@ -46,7 +46,7 @@ class RunSummary:
         if self.accuracy is not None:
             base = (f" (baseline {self.baseline_accuracy:.4f})"
                     if self.baseline_accuracy is not None else "")
-            out.append(f"  eval accuracy : {self.accuracy:.4f}{base}")
+            out.append(f"  test accuracy : {self.accuracy:.4f}{base}")
         if self.hyperparameters:
             source = f" ({self.hyperparameters_source})" if self.hyperparameters_source else ""
             out.append("  hyperparameters: " + ", ".join(
@@ -188,13 +188,17 @@ def _fill_training(summary: RunSummary, artifacts) -> None:
                 continue
             speed = (f", {phase['images_per_second']:.0f} images/s"
                      if phase.get("images_per_second") else "")
-            best = (f", best val accuracy {phase['best_val_accuracy']:.4f}"
+            best = (f", best selection (eval) accuracy {phase['best_val_accuracy']:.4f}"
                     if "best_val_accuracy" in phase else "")
             summary.training_lines.append(
                 f"trainer {name}: {phase['epochs']} epochs in {phase['seconds']:.0f}s{speed}{best}")
         if training.get("phase1_features") == "cached":
             summary.training_lines.append(
                 "trainer phase1 trained on cached base features: no augmentation in phase 1")
+        if training.get("devices"):
+            summary.training_lines.append(
+                f"trainer devices: {', '.join(training['devices'])} (global batch "
+                f"{training.get('global_batch_size')})")
         if training.get("warm_start") not in (None, "off"):
             summary.training_lines.append(f"trainer warm start: {training['warm_start']}")
         summary.training_lines.append(

@@ -125,7 +125,7 @@ def test_json_head_to_head_gives_the_deltas_of_every_metric_and_class(versions, 
     assert h2h["per_class"]["class_a"]["recall"] == pytest.approx(
         two["per_class"]["class_a"]["recall"] - one["per_class"]["class_a"]["recall"])
     # The toy's runs left no ML Metadata: the paired test is the e2e test's.
-    assert h2h["paired_test"] == {"skipped": "no eval examples in ML Metadata for either version"}
+    assert h2h["paired_test"] == {"skipped": "no examples in ML Metadata for either version"}
 
 
 def test_html_report_opens_in_headless_chromium(versions, tmp_path, capsys):
@@ -181,7 +181,7 @@ def test_ml_metadata_rows_and_mcnemar_on_the_same_examples(forced_release, capsy
     a, b = rows["1"], rows["2"]
     assert a.blessed and not b.blessed and b.forced and not a.forced
     for row in (a, b):
-        assert row.model_id is not None and row.pushed and row.eval_examples_uri
+        assert row.model_id is not None and row.pushed and row.examples_uri
         assert len(row.history["val_loss"]) == row.phase1_epochs + row.phase2_epochs
         overall, _ = _tfma_own(row.evaluation_uri)
         assert row.metrics["accuracy"] == pytest.approx(overall["accuracy"])

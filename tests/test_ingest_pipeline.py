@@ -70,7 +70,7 @@ def test_ingest_node_in_a_local_dag_run(tmp_path: Path):
     outputs = _ingest_outputs(store, first.id)
     assert set(outputs) == {"examples", "label_vocabulary", "quarantine_report"}
     examples = outputs["examples"]
-    assert json.loads(examples.properties["split_names"].string_value) == ["train", "eval"]
+    assert json.loads(examples.properties["split_names"].string_value) == ["train", "eval", "test"]
     assert os.listdir(os.path.join(examples.uri, "Split-train"))
     assert json.loads(Path(outputs["label_vocabulary"].uri, "label_vocabulary.json")
                       .read_text()) == ["ant", "bee"]

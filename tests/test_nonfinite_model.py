@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from conftest import image_batches, model_settings, normalized_images
 from tlpipe.components.evaluator import metrics as custom_metrics
-from tlpipe.components.trainer import model as model_lib
+from tlpipe.components.trainer import feature_cache, fit, network, search_space
 from tlpipe.components.trainer.finite import FailOnNonFinite, NonFiniteModelError, non_finite_weights
 
 CLASSES = ["a", "b", "c"]
@@ -16,7 +16,12 @@ CLASSES = ["a", "b", "c"]
 
 def _poison(model: keras.Model) -> None:
     """NaN in the head's kernel: what a warm start from a corrupted blessed model would load."""
-    dense = [layer for layer in model_lib.head_of(model).layers if layer.weights][-1]
+    def dense_layers(layer):
+        if isinstance(layer, keras.layers.Dense):
+            return [layer]
+        return [d for inner in getattr(layer, "layers", []) for d in dense_layers(inner)]
+
+    dense = dense_layers(network.head_of(model))[-1]
     kernel = keras.ops.convert_to_numpy(dense.kernel).copy()
     kernel[0, 0] = np.nan
     dense.kernel.assign(kernel)
@@ -24,8 +29,8 @@ def _poison(model: keras.Model) -> None:
 
 def _hypermodel(phases, **kwargs):
     settings = model_settings()
-    hypermodel = model_lib.TransferHyperModel(settings, len(CLASSES), phases, **kwargs)
-    hp = model_lib.search_space(settings)
+    hypermodel = fit.TransferHyperModel(settings, len(CLASSES), phases, **kwargs)
+    hp = search_space.search_space(settings)
     return settings, hypermodel, hp, hypermodel.build(hp)
 
 
@@ -42,7 +47,7 @@ def test_poisoned_weights_fail_phase1_on_cached_features(tmp_path):
     settings = model_settings()
     images, labels = normalized_images()
     datasets = {"train": lambda: image_batches(images, labels), "eval": lambda: image_batches(images, labels)}
-    cache = model_lib.FeatureCache(str(tmp_path), {"data": "nan-test"}, datasets, settings)
+    cache = feature_cache.FeatureCache(str(tmp_path), {"data": "nan-test"}, datasets, settings)
     _, hypermodel, hp, model = _hypermodel("phase1", feature_cache=cache)
     _poison(model)
     with pytest.raises(NonFiniteModelError, match="phase 1 epoch 1"):

@@ -19,7 +19,7 @@ def test_first_run_trains_gates_and_pushes(pipeline_runs):
         assert re.search(rf"^\s+{node}\s+COMPLETE", first.stdout, re.M), first.stdout
     assert "blessed       : yes" in first.stdout
     assert f"pushed: version 1 at {work}/serving/flowers/1" in first.stdout
-    accuracy = float(re.search(r"eval accuracy : ([0-9.]+)", first.stdout).group(1))
+    accuracy = float(re.search(r"test accuracy : ([0-9.]+)", first.stdout).group(1))
     assert accuracy >= 0.6
     assert (work / "metadata.sqlite").is_file()
 

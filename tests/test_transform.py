@@ -21,7 +21,7 @@ from tfx.components.util import tfxio_utils
 from tfx.types import standard_component_specs as specs
 from tlpipe.components import features
 from tlpipe.components.config import PipelineConfig, TransformConfig, TransformSettings
-from tlpipe.components.trainer import model as model_lib
+from tlpipe.components.trainer import inputs
 from tlpipe.components.trainer.backbones import BACKBONES, CONVENTIONS
 from tlpipe.components.transform import preprocessing
 from tlpipe.components.transform.local import run_transform, write_raw_schema
@@ -165,7 +165,7 @@ def test_imagenet_convention_equals_keras_preprocess_input(monkeypatch, base):
     assert {"vgg16", "resnet50", "mobilenet_v2", "efficientnet_b0"} <= set(KERAS_BASES)
     backbone = BACKBONES[base]
     transformed = _eager_transform(monkeypatch, _sample_photos(3), base, 96)
-    x = model_lib.model_input(transformed, 96, model_lib.is_bgr(backbone)).numpy()
+    x = inputs.model_input(transformed, 96, inputs.is_bgr(backbone)).numpy()
     pixels = np.stack([tf.io.parse_tensor(s, tf.uint8).numpy()
                        for s in transformed[features.PIXELS_KEY].numpy()])
     expected = _keras_preprocess_input(backbone.constructor)(pixels.astype(np.float32))
@@ -223,7 +223,7 @@ def _training_path(run, tf_output, settings) -> np.ndarray:
     accessor = DataAccessor(
         tf_dataset_factory=tfxio_utils.get_tf_dataset_factory_from_artifact([examples], []),
         record_batch_factory=None, data_view_decode_fn=None)
-    dataset = model_lib.make_dataset([run.split_pattern("train"), run.split_pattern("eval")],
+    dataset = inputs.make_dataset([run.split_pattern("train"), run.split_pattern("eval")],
                                      accessor, tf_output, settings, shuffle=False)
     return np.concatenate([x.numpy() for x, _ in dataset])
 
@@ -234,7 +234,7 @@ def _serving_path(tf_output, images: list[bytes], bgr: bool) -> np.ndarray:
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
     def serve(image_bytes):
-        return model_lib.model_input(layer({features.IMAGE_KEY: tf.reshape(image_bytes, [-1, 1])}),
+        return inputs.model_input(layer({features.IMAGE_KEY: tf.reshape(image_bytes, [-1, 1])}),
                                      SIZE, bgr)
 
     return serve(tf.constant(images)).numpy()
@@ -254,7 +254,7 @@ def test_serving_and_training_see_the_same_tensor(raw_examples, tmp_path, mean_s
     run = run_transform(str(root / "examples"), ["train", "eval"], schema, str(tmp_path),
                         custom_config)
     tf_output = tft.TFTransformOutput(run.transform_graph_uri)
-    bgr = model_lib.is_bgr(BACKBONES[base])
+    bgr = inputs.is_bgr(BACKBONES[base])
     trained = _training_path(run, tf_output, _settings(base))
     served = _serving_path(tf_output, images, bgr)
     assert trained.shape == served.shape == (len(images), SIZE, SIZE, 3)

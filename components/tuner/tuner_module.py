@@ -1,7 +1,11 @@
 """TFX Tuner module: `tuner_fn`, KerasTuner over input size x learning rate.
 
-It searches the same space (`model.search_space`) with the same two-phase fit
-(`model.TransferHyperModel`) the Trainer's `run_fn` uses. Failures are loud: KerasTuner records
+It searches the same space (`search_space.search_space`) with the same fit
+(`fit.TransferHyperModel`) the Trainer's `run_fn` uses. With tuner.tune_phases=phase1 (the
+default) each trial trains only the head on frozen-base features cached once per input size, so
+two dozen trials cost less than one pass of the base per size; the first trials cover every input
+size (`SizeCoverage`). Trials fit on the train split and are scored on the eval split; the test
+split never reaches the tuner. Failures are loud: KerasTuner records
 a crashed trial and moves on, and TFX would then hand on whatever hyperparameters are left;
 here a search with no successful trial (or more failures than `tuner.max_failed_trials`) fails
 the component with the first trial's error. Every trial is written to a trials report (JSON and
@@ -21,7 +25,12 @@ from absl import logging
 from tfx import v1 as tfx
 from tlpipe.components import features
 from tlpipe.components.config import ModelSettings
-from tlpipe.components.trainer import model as model_lib
+from tlpipe.components.features import HP_INPUT_SIZE
+from tlpipe.components.trainer.export import class_names
+from tlpipe.components.trainer.feature_cache import feature_cache
+from tlpipe.components.trainer.fit import TransferHyperModel
+from tlpipe.components.trainer.inputs import class_weights, label_counts, make_dataset
+from tlpipe.components.trainer.search_space import input_sizes, search_space
 from tlpipe.components.tuner.report import plot_trials, trial_lines
 
 
@@ -101,20 +110,60 @@ def _last_line(message: str | None) -> str:
     return lines[-1] if lines else "no message"
 
 
-class GatedRandomSearch(GatedSearchMixin, keras_tuner.RandomSearch):
+class GatedTuner(GatedSearchMixin, keras_tuner.Tuner):
+    """One tuner class for every oracle; Hyperband's oracle says how many epochs a trial runs
+    (each trial trains from scratch: on cached features that is cheaper than a checkpoint)."""
+
+    def _populate_initial_space(self):
+        """KerasTuner builds the model once in its constructor to discover the space. Ours is
+        declared whole up front (`search_space`), and a head-only build computes the first
+        size's features: that belongs inside a trial, where a failure is counted and reported."""
+        if not getattr(self.hypermodel, "head_only", False):
+            super()._populate_initial_space()
+
+    def run_trial(self, trial, *fit_args, **fit_kwargs):
+        values = trial.hyperparameters.values
+        if "tuner/epochs" in values:
+            fit_kwargs["epochs"] = values["tuner/epochs"]
+            fit_kwargs["initial_epoch"] = values["tuner/initial_epoch"]
+        return super().run_trial(trial, *fit_args, **fit_kwargs)
+
+
+class SizeCoverage:
+    """Oracle mixin: while some input size has not been tried, a new trial takes the smallest
+    such size (its other values as the algorithm proposed them), so the search covers every size
+    before it concentrates; a Hyperband continuation keeps its trial's size."""
+
+    def __init__(self, *args, sizes: list[int], **kwargs):
+        super().__init__(*args, **kwargs)
+        self.sizes = sorted(sizes)
+
+    def populate_space(self, trial_id):
+        proposal = super().populate_space(trial_id)
+        values = proposal.get("values")
+        if proposal.get("status") != "RUNNING" or not values or "tuner/trial_id" in values:
+            return proposal
+        tried = {t.hyperparameters.values.get(HP_INPUT_SIZE) for t in self.trials.values()}
+        untried = [size for size in self.sizes if size not in tried]
+        if untried:
+            values[HP_INPUT_SIZE] = untried[0]
+        return proposal
+
+
+class CoveringRandomOracle(SizeCoverage, keras_tuner.oracles.RandomSearchOracle):
     pass
 
 
-class GatedBayesianOptimization(GatedSearchMixin, keras_tuner.BayesianOptimization):
+class CoveringBayesianOracle(SizeCoverage, keras_tuner.oracles.BayesianOptimizationOracle):
     pass
 
 
-class GatedHyperband(GatedSearchMixin, keras_tuner.Hyperband):
+class CoveringHyperbandOracle(SizeCoverage, keras_tuner.oracles.HyperbandOracle):
     pass
 
 
-ALGORITHMS = {"random": GatedRandomSearch, "bayesian": GatedBayesianOptimization,
-              "hyperband": GatedHyperband}
+ORACLES = {"random": CoveringRandomOracle, "bayesian": CoveringBayesianOracle,
+           "hyperband": CoveringHyperbandOracle}
 
 
 def tuner_results_dir(working_dir: str) -> str | None:
@@ -130,39 +179,38 @@ def tuner_results_dir(working_dir: str) -> str | None:
     return folder if tf.io.gfile.isdir(folder) else None
 
 
-def make_tuner(hypermodel: model_lib.TransferHyperModel, settings: ModelSettings,
-               directory: str, report_dir: str | None = None):
+def make_tuner(hypermodel: TransferHyperModel, settings: ModelSettings, directory: str,
+               report_dir: str | None = None) -> GatedTuner:
     tuner = settings.tuner
-    common = dict(hypermodel=hypermodel, hyperparameters=model_lib.search_space(settings),
-                  objective=keras_tuner.Objective("val_accuracy", "max"), seed=tuner.seed,
-                  directory=directory, project_name="search", overwrite=True,
-                  max_failed_trials=tuner.max_failed_trials, max_seconds=tuner.max_seconds,
-                  report_dir=report_dir,
-                  max_consecutive_failed_trials=tuner.max_failed_trials + 1)
+    oracle_args = dict(objective=keras_tuner.Objective("val_accuracy", "max"), seed=tuner.seed,
+                       hyperparameters=search_space(settings), sizes=input_sizes(settings),
+                       max_consecutive_failed_trials=tuner.max_failed_trials + 1)
     if tuner.algorithm == "hyperband":
         # Hyperband needs at least two epochs to make brackets.
-        search = GatedHyperband(max_epochs=max(tuner.epochs_per_trial, 2), factor=3, **common)
-        search.oracle.max_trials = tuner.max_trials
-        return search
-    return ALGORITHMS[tuner.algorithm](max_trials=tuner.max_trials, **common)
+        oracle = CoveringHyperbandOracle(max_epochs=max(tuner.epochs_per_trial, 2), factor=3,
+                                         **oracle_args)
+        oracle.max_trials = tuner.max_trials
+    else:
+        oracle = ORACLES[tuner.algorithm](max_trials=tuner.max_trials, **oracle_args)
+    return GatedTuner(oracle=oracle, hypermodel=hypermodel, directory=directory,
+                      project_name="search", overwrite=True,
+                      max_failed_trials=tuner.max_failed_trials, max_seconds=tuner.max_seconds,
+                      report_dir=report_dir)
 
 
 def tuner_fn(fn_args: tfx.components.FnArgs) -> tfx.components.TunerFnResult:
     settings = ModelSettings.from_dict(fn_args.custom_config["settings"])
     tf_transform_output = tft.TFTransformOutput(fn_args.transform_graph_path)
-    names = model_lib.class_names(tf_transform_output)
+    names = class_names(tf_transform_output)
     weights = None
     if settings.trainer.class_weights:
-        weights = model_lib.class_weights(model_lib.label_counts(
-            fn_args.train_files, fn_args.data_accessor, tf_transform_output, settings,
-            len(names)))
-    cache = None
-    if settings.trainer.phase1_features == "cached":
-        # Trials at one input size share one pass of the base over the data.
-        cache = model_lib.feature_cache(fn_args, tf_transform_output, settings)
-    hypermodel = model_lib.TransferHyperModel(settings, len(names),
-                                              settings.tuner.tune_phases,
-                                              feature_cache=cache, class_weight=weights)
+        weights = class_weights(label_counts(fn_args.train_files, fn_args.data_accessor,
+                                             tf_transform_output, len(names)))
+    head_only = settings.tuner.tune_phases == "phase1"
+    # Head-only trials share one pass of the base per input size over train and eval.
+    cache = feature_cache(fn_args, tf_transform_output, settings) if head_only else None
+    hypermodel = TransferHyperModel(settings, len(names), settings.tuner.tune_phases,
+                                    feature_cache=cache, class_weight=weights, head_only=head_only)
     report_dir = tuner_results_dir(fn_args.working_dir)
     if report_dir is None:
         logging.warning("tuner: no tuner_results folder found from %s; trials report only in "
@@ -170,12 +218,12 @@ def tuner_fn(fn_args: tfx.components.FnArgs) -> tfx.components.TunerFnResult:
     tuner = make_tuner(hypermodel, settings, fn_args.working_dir, report_dir)
 
     def dataset(files, shuffle):
-        return model_lib.make_dataset(files, fn_args.data_accessor, tf_transform_output,
-                                      settings, shuffle)
+        return make_dataset(files, fn_args.data_accessor, tf_transform_output, settings, shuffle)
 
-    return tfx.components.TunerFnResult(tuner=tuner, fit_kwargs={
-        "x": dataset(fn_args.train_files, True),
-        "validation_data": dataset(fn_args.eval_files, False),
-        "epochs": settings.tuner.epochs_per_trial,
-        "label": "tuner",
-    })
+    fit_kwargs = {"epochs": settings.tuner.epochs_per_trial, "label": "tuner"}
+    if head_only:  # trials read the cache; no image is decoded per trial
+        fit_kwargs["x"] = None
+    else:
+        fit_kwargs.update(x=dataset(fn_args.train_files, True),
+                          validation_data=dataset(fn_args.eval_files, False))
+    return tfx.components.TunerFnResult(tuner=tuner, fit_kwargs=fit_kwargs)
