@@ -24,6 +24,7 @@ from typing import Any
 
 from tlpipe.components import storage
 from tlpipe.components.config import PipelineConfig
+from tlpipe.components.errors import UsageError
 from tlpipe.pipeline.summary import RunSummary
 
 FAILED = "failed"
@@ -59,7 +60,7 @@ def payload(config: PipelineConfig, event: str, message: str,
     }
 
 
-class WebhookURLError(ValueError):
+class WebhookURLError(UsageError):
     """A webhook URL that is not http(s) with a host; the message shows the URL redacted."""
 
 

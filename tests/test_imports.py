@@ -132,3 +132,30 @@ def test_installed_under_one_namespace(tmp_path):
     proc = subprocess.run([sys.executable, "-c", program], cwd=tmp_path, capture_output=True, text=True,
                           timeout=120, env={"PATH": "/usr/bin:/bin", "HOME": str(Path.home())})
     assert proc.stdout.split() == ["[]", "True"], proc.stdout + proc.stderr
+
+
+def test_every_error_of_components_pipeline_and_data_is_a_tlpipe_error():
+    """One base (components/errors.py), so `tlpipe` reports any of them as one line from one place.
+    serving/ keeps TF Serving's own status errors: it is a standalone server. Read from the
+    source (class name -> base names), so no module is imported."""
+    import builtins
+
+    bases: dict[str, list[str]] = {}
+    for name, path in product_modules().items():
+        if not name.startswith("tlpipe.serving"):
+            for node in ast.parse(path.read_text()).body:
+                if isinstance(node, ast.ClassDef):
+                    bases[node.name] = [ast.unparse(b).rpartition(".")[2] for b in node.bases]
+
+    def is_exception(cls: str) -> bool:
+        builtin = getattr(builtins, cls, None)
+        if isinstance(builtin, type):
+            return issubclass(builtin, BaseException)
+        return any(is_exception(b) for b in bases.get(cls, []))
+
+    def is_tlpipe_error(cls: str) -> bool:
+        return cls == "TlpipeError" or any(is_tlpipe_error(b) for b in bases.get(cls, []))
+
+    strays = sorted(c for c in bases if is_exception(c) and not is_tlpipe_error(c))
+    assert "DatasetError" not in strays and "ConfigError" in bases  # the walk sees real classes
+    assert not strays, f"exceptions outside the TlpipeError family: {strays}"

@@ -21,6 +21,7 @@ from tfx.dsl.components.base import base_beam_executor
 from tfx.proto import example_gen_pb2
 from tfx.types import artifact_utils, standard_component_specs
 from tlpipe.components.config import DataConfig, PipelineConfig
+from tlpipe.components.errors import TlpipeError
 from tlpipe.components.ingest.graph import build_ingest, write_outputs
 from tlpipe.components.ingest.listing import join
 from tlpipe.components.ingest.report import LABEL_VOCABULARY_FILE, QUARANTINE_FILE, SUMMARY_FILE
@@ -37,7 +38,7 @@ DATA_SETTINGS_KEY = "data"  # in the CustomConfig struct: the DataConfig fields 
 DATA_FIELDS = ("manifest", "extensions", "max_pixels", "max_rejected_share", "min_images_per_class")
 
 
-class IngestError(RuntimeError):
+class IngestError(TlpipeError, RuntimeError):
     """The input cannot make a trustworthy dataset; the message says why and where to look."""
 
 

@@ -16,6 +16,8 @@ import stat
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
+from tlpipe.components.errors import TlpipeError
+
 SPAN_SPEC = re.compile(r"\{SPAN(:\d+)?\}")
 
 # Quarantine reasons of inputs that are not regular files (the others are in images.py). They
@@ -25,7 +27,7 @@ SYMLINK_LOOP = "symlink_loop"
 NOT_A_REGULAR_FILE = "not_a_regular_file"
 
 
-class DatasetError(ValueError):
+class DatasetError(TlpipeError, ValueError):
     """The input cannot make a classification dataset."""
 
 

@@ -25,6 +25,7 @@ from typing import Any
 
 from tensorflow_metadata.proto.v0 import schema_pb2
 from tlpipe.components import features
+from tlpipe.components.errors import TlpipeError
 
 ON_CHANGE = ("fail", "warn", "accept")
 
@@ -35,7 +36,7 @@ WARNED = "changed_warned"     # changed, reported, domain kept (on_class_change=
 ACCEPTED = "changed_accepted"  # changed, this run's classes pinned (on_class_change=accept)
 
 
-class LabelDomainError(RuntimeError):
+class LabelDomainError(TlpipeError, RuntimeError):
     """The data's classes differ from the pinned domain and data.on_class_change is fail."""
 
 

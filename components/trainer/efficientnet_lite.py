@@ -13,6 +13,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from tlpipe.components.errors import TlpipeError
+
 
 @dataclass(frozen=True)
 class Variant:
@@ -45,7 +47,7 @@ VARIANTS = {v.name: v for v in (
 LITE0 = VARIANTS["efficientnet_lite0"]
 NAME, CACHE_FILE = LITE0.name, LITE0.cache_file
 
-class EfficientNetLiteError(ValueError):
+class EfficientNetLiteError(TlpipeError, ValueError):
     """A problem with an EfficientNet-Lite's input size or weights, named in the message."""
 
 

@@ -10,9 +10,10 @@ import math
 
 import keras
 import numpy as np
+from tlpipe.components.errors import TlpipeError
 
 
-class NonFiniteModelError(RuntimeError):
+class NonFiniteModelError(TlpipeError, RuntimeError):
     """Training diverged: the message names the phase, the epoch or the weights, and what to try."""
 
 

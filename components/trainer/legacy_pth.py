@@ -17,6 +17,7 @@ import pickle
 import struct
 
 import numpy as np
+from tlpipe.components.errors import TlpipeError
 
 _LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 _LEGACY_PROTOCOL = 1001
@@ -27,7 +28,7 @@ _STORAGE_DTYPES = {
 }
 
 
-class LegacyPthError(ValueError):
+class LegacyPthError(TlpipeError, ValueError):
     """A legacy .pth file that is unreadable, not a plain state dict, or hostile; names the file."""
 
 
