@@ -25,14 +25,14 @@ from dataclasses import dataclass, field
 from ml_metadata.proto import metadata_store_pb2 as mlmd
 from tlpipe.components import storage
 from tlpipe.components.config import PipelineConfig
-from tlpipe.pipeline.lineage import ABANDONED, OUTPUT, RUN_CONTEXT, RUN_OWNER, Lineage, custom_property
+from tlpipe.pipeline.lineage import ABANDONED, OUTPUT, RUN_CONTEXT, RUN_OWNER, Lineage
 
 # TFX's layout of a node's folder (tfx/orchestration/portable/outputs_utils.py): each output at
-# `<node>/<key>/<execution id>`, the executor's output and temp files under `.system`.
+# `<node>/<key>/<execution id>`, the executor's output and temp files under `.system`. (Its
+# `.system/stateful_working_dir/<uuid>` is left: TFX 1.21 does not record which execution's it is,
+# and it stays empty for tlpipe's components.)
 _SYSTEM = ".system"
 _EXECUTOR_DIR = "executor_execution"
-_STATEFUL_DIR = "stateful_working_dir"
-_STATEFUL_INDEX = "__stateful_working_dir_index__"
 
 
 def _process_identity(pid: int) -> str:
@@ -113,16 +113,13 @@ class AbandonedExecution:
 def _partial_outputs(lineage: Lineage, node: str, execution, pipeline_root: str | None) -> list[str]:
     """What the execution was writing: its PENDING output artifacts' URIs and, under TFX's node
     folder layout, its `<key>/<id>` outputs (TFX 1.21 registers outputs only when an execution
-    succeeds) and `.system` folders. A path a LIVE artifact points at is never included."""
+    succeeds) and its `.system` folder. A path a LIVE artifact points at is never included."""
     paths = [a.uri for a in lineage.artifacts(execution.id, OUTPUT) if a.state == mlmd.Artifact.PENDING and a.uri]
     if pipeline_root:
         node_dir = storage.join(pipeline_root, node)
         outputs = storage.glob(storage.join(node_dir, "*", str(execution.id)))
         paths += [p for p in outputs if p.rstrip("/").rsplit("/", 2)[-2] != _SYSTEM]
         paths.append(storage.join(node_dir, _SYSTEM, _EXECUTOR_DIR, str(execution.id)))
-        index = custom_property(execution, _STATEFUL_INDEX)
-        if index:
-            paths.append(storage.join(node_dir, _SYSTEM, _STATEFUL_DIR, str(index)))
     live = {a.uri for p in paths for a in lineage.store.get_artifacts_by_uri(p)
             if a.state == mlmd.Artifact.LIVE}
     return [p for p in dict.fromkeys(paths) if p not in live and storage.exists(p)]

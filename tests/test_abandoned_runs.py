@@ -27,10 +27,8 @@ from ml_metadata.proto import metadata_store_pb2 as pb
 from tlpipe.components.config_loading import load_config
 from tlpipe.pipeline.abandoned import _process_identity, abandon_dead_runs, this_process, why_gone
 from tlpipe.pipeline.lineage import ABANDONED, RUN_OWNER, Lineage, connection_config
-from tlpipe.pipeline.runs import run_history
+from tlpipe.pipeline.runs import history_lines, run_history
 from tlpipe.pipeline.work_dir_lock import WorkDirLock, lock_path
-
-STATEFUL_INDEX = "__stateful_working_dir_index__"
 
 
 def _killed_process() -> dict:
@@ -66,7 +64,7 @@ class _Store:
         [context.id] = self.store.put_contexts([context])
         return context
 
-    def execute(self, run, node: str, state: str, outputs=(), **strings) -> int:
+    def execute(self, run, node: str, state: str, outputs=()) -> int:
         node_ctx = self.store.get_context_by_type_and_name("node", f"{self.config.pipeline_name}.{node}")
         if node_ctx is None:
             [ctx_id] = self.store.put_contexts([pb.Context(type_id=self.node_type,
@@ -74,8 +72,6 @@ class _Store:
             [node_ctx] = self.store.get_contexts_by_id([ctx_id])
         execution = pb.Execution(type_id=self.store.put_execution_type(pb.ExecutionType(name=node)),
                                  last_known_state=pb.Execution.State.Value(state))
-        for key, value in strings.items():
-            execution.custom_properties[key].string_value = value
         events = []
         for key, artifact in outputs:
             event = pb.Event(type=pb.Event.OUTPUT)
@@ -93,7 +89,7 @@ class _Store:
 
 def _killed_transform(work: Path, owner: dict | None, run_name: str = "killed"):
     """A complete ingest, then a transform left RUNNING by `owner` with the folders TFX 1.21
-    leaves (outputs at `<node>/<key>/<id>`, `.system` dirs) and one PENDING output artifact.
+    leaves (outputs at `<node>/<key>/<id>`, its `.system` folder) and one PENDING output artifact.
     Returns (config, store, transform execution id, its partial paths, the live paths)."""
     config = load_config(work_dir=str(work))
     root = Path(config.pipeline_root)
@@ -102,11 +98,9 @@ def _killed_transform(work: Path, owner: dict | None, run_name: str = "killed"):
     live = root / "ingest" / "examples" / "1"
     store.execute(run, "ingest", "COMPLETE", [("examples", store.artifact(live))])
     pending = store.artifact(root / "transform" / "pending_output" / "x", pb.Artifact.PENDING)
-    execution_id = store.execute(run, "transform", "RUNNING", [("pending_output", pending)],
-                                 **{STATEFUL_INDEX: "uuid-1"})
+    execution_id = store.execute(run, "transform", "RUNNING", [("pending_output", pending)])
     partial = [root / "transform" / "transformed_examples" / str(execution_id),
                root / "transform" / ".system" / "executor_execution" / str(execution_id),
-               root / "transform" / ".system" / "stateful_working_dir" / "uuid-1",
                Path(pending.uri)]
     for path in partial:
         path.mkdir(parents=True, exist_ok=True)
@@ -142,6 +136,7 @@ def test_a_killed_runs_execution_is_marked_abandoned_and_its_partial_outputs_rem
     assert pending.state == pb.Artifact.ABANDONED
     [record] = _runs_json(work)
     assert record["status"] == "abandoned" and "is no longer running" in record["abandoned_reason"]
+    assert history_lines(run_history(config))[2].split()[:1] == ["abandoned:"]  # the table says why
     assert abandon_dead_runs(config, lock) == []  # healed once
 
 
@@ -216,7 +211,7 @@ def test_tlpipe_run_heals_before_its_dag_starts(tmp_path, tiny_images):
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[0].startswith(f"tlpipe: marked transform (execution {execution_id}) of run older abandoned: ")
-    assert "removed 4 partial output(s)" in lines[0] and "no new data" in lines[1]
+    assert "removed 3 partial output(s)" in lines[0] and "no new data" in lines[1]
     assert not any(p.exists() for p in partial)
     assert [r["status"] for r in _runs_json(work)] == ["abandoned", "complete"]
 
