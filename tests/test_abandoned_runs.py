@@ -87,21 +87,23 @@ class _Store:
         return pb.Artifact(type_id=self.examples, uri=str(uri), state=state)
 
 
-def _killed_transform(work: Path, owner: dict | None, run_name: str = "killed"):
+def _killed_transform(work: Path, owner: dict | None, run_name: str = "killed", pending: bool = True):
     """A complete ingest, then a transform left RUNNING by `owner` with the folders TFX 1.21
-    leaves (outputs at `<node>/<key>/<id>`, its `.system` folder) and one PENDING output artifact.
-    Returns (config, store, transform execution id, its partial paths, the live paths)."""
+    leaves (outputs at `<node>/<key>/<id>`, its `.system` folder) and, with `pending`, one PENDING
+    output artifact as a TFX that registers outputs up front leaves. Returns (config, store,
+    transform execution id, its partial paths, the live paths)."""
     config = load_config(work_dir=str(work))
     root = Path(config.pipeline_root)
     store = _Store(config)
     run = store.run(run_name, None if owner is None else {**owner, "pipeline_root": str(root)})
     live = root / "ingest" / "examples" / "1"
     store.execute(run, "ingest", "COMPLETE", [("examples", store.artifact(live))])
-    pending = store.artifact(root / "transform" / "pending_output" / "x", pb.Artifact.PENDING)
-    execution_id = store.execute(run, "transform", "RUNNING", [("pending_output", pending)])
+    outputs = [("pending_output", store.artifact(root / "transform" / "pending_output" / "x",
+                                                 pb.Artifact.PENDING))] if pending else []
+    execution_id = store.execute(run, "transform", "RUNNING", outputs)
     partial = [root / "transform" / "transformed_examples" / str(execution_id),
                root / "transform" / ".system" / "executor_execution" / str(execution_id),
-               Path(pending.uri)]
+               *(Path(a.uri) for _, a in outputs)]
     for path in partial:
         path.mkdir(parents=True, exist_ok=True)
         (path / "partial.tfrecord").write_bytes(b"half")
@@ -180,7 +182,9 @@ def test_tfx_cache_never_reuses_an_abandoned_execution(tmp_path):
 
     work = tmp_path / "work"
     lock = str(lock_path(str(work)))
-    config, store, execution_id, _, _ = _killed_transform(work, {**_killed_process(), "lock": lock})
+    # As TFX 1.21 leaves it: no output registered, so only the execution's state keeps the cache off.
+    config, store, execution_id, _, _ = _killed_transform(work, {**_killed_process(), "lock": lock},
+                                                          pending=False)
     cache_type = store.store.put_context_type(pb.ContextType(name="execution_cache"))
     [cache_id] = store.store.put_contexts([pb.Context(type_id=cache_type, name="transform-inputs")])
     [cache] = store.store.get_contexts_by_id([cache_id])
@@ -189,6 +193,10 @@ def test_tfx_cache_never_reuses_an_abandoned_execution(tmp_path):
     abandon_dead_runs(config, lock)
     with metadata.Metadata(connection_config(config)) as handle:
         assert cache_utils.get_cached_outputs(handle, cache) is None
+        [execution] = handle.store.get_executions_by_id([execution_id])
+        execution.last_known_state = pb.Execution.COMPLETE  # had it been marked so, TFX would reuse it
+        handle.store.put_executions([execution])
+        assert cache_utils.get_cached_outputs(handle, cache) is not None
 
 
 def test_tlpipe_run_heals_before_its_dag_starts(tmp_path, tiny_images):
