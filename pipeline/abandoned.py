@@ -19,6 +19,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import re
 import socket
 from dataclasses import dataclass, field
 
@@ -32,6 +33,7 @@ from tlpipe.pipeline.lineage import ABANDONED, OUTPUT, RUN_CONTEXT, RUN_OWNER, L
 # `.system/stateful_working_dir/<uuid>` is left: TFX 1.21 does not record which execution's it is,
 # and it stays empty for tlpipe's components.)
 _SYSTEM = ".system"
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9_.-]+")  # a TFX node id
 _EXECUTOR_DIR = "executor_execution"
 
 
@@ -115,7 +117,7 @@ def _partial_outputs(lineage: Lineage, node: str, execution, pipeline_root: str 
     folder layout, its `<key>/<id>` outputs (TFX 1.21 registers outputs only when an execution
     succeeds) and its `.system` folder. A path a LIVE artifact points at is never included."""
     paths = [a.uri for a in lineage.artifacts(execution.id, OUTPUT) if a.state == mlmd.Artifact.PENDING and a.uri]
-    if pipeline_root:
+    if pipeline_root and _PLAIN_NAME.fullmatch(node) and node not in (".", ".."):  # never a path out of the root
         node_dir = storage.join(pipeline_root, node)
         outputs = storage.glob(storage.join(node_dir, "*", str(execution.id)))
         paths += [p for p in outputs if p.rstrip("/").rsplit("/", 2)[-2] != _SYSTEM]
