@@ -50,6 +50,15 @@ def glob(pattern: str) -> list[str]:
     return sorted(_gfile().glob(pattern))
 
 
+def remove_tree(path: str) -> None:
+    """Deletes a file, or a folder with everything under it; nothing when it is absent."""
+    gfile = _gfile()
+    if gfile.isdir(path):
+        gfile.rmtree(path)
+    elif gfile.exists(path):
+        gfile.remove(path)
+
+
 def read_bytes(path: str) -> bytes:
     with _gfile().GFile(path, "rb") as fh:
         return fh.read()

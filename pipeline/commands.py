@@ -41,7 +41,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     config = config_from(args)
     data_root = resolve_data_root(config, args.mirror)
     check_data_tree(config, data_root)
-    with WorkDirLock(config.local_dir, "run", wait_seconds=args.wait):  # one run per work dir
+    with WorkDirLock(config.local_dir, "run", wait_seconds=args.wait) as lock:  # one run per work dir
+        from tlpipe.pipeline.abandoned import abandon_dead_runs
+
+        for abandoned in abandon_dead_runs(config, str(lock.path)):  # before the DAG starts
+            print(abandoned.line(), flush=True)
         return _run(args, config, data_root)
 
 

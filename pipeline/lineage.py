@@ -4,13 +4,15 @@ and the models an evaluation blessed. The run summary, `tlpipe runs`, the re-tun
 
 TFX records one `pipeline_run` context per run and one `node` context per node, named
 `<pipeline name>.<node id>`; events carry the output key in their path (`model`, `blessing`...).
-A SQLite store is opened read-only: nothing here can change the pipeline's record.
+A SQLite store is opened read-only unless the caller asks to write: only the clean-up of
+abandoned executions does (pipeline/abandoned.py).
 
 `connection_config` is the one place the config's `metadata` section becomes ML Metadata's
 ConnectionConfig (SQLite file or MySQL/MariaDB server); the pipeline and every reader use it.
 """
 from __future__ import annotations
 
+import json
 import os
 from typing import Any
 
@@ -20,6 +22,10 @@ from tlpipe.components.config import PipelineConfig
 from tlpipe.pipeline.events import CACHED, COMPLETE
 
 OK_STATES = (COMPLETE, CACHED)  # an execution that produced (or reused) its outputs
+UNFINISHED = (mlmd.Execution.NEW, mlmd.Execution.RUNNING)  # running, or left so by a dead process
+RUN_CONTEXT = "pipeline_run"  # TFX's context type of one run
+RUN_OWNER = "tlpipe_owner"  # on a run's context: the process running it (JSON, pipeline/abandoned.py)
+ABANDONED = "tlpipe_abandoned"  # on an execution a dead process left unfinished: why it was marked
 INPUT, OUTPUT = mlmd.Event.INPUT, mlmd.Event.OUTPUT
 _STATE_NAMES = {v: k for k, v in mlmd.Execution.State.items()}
 
@@ -72,18 +78,19 @@ class Lineage:
         self.store, self.pipeline_name = store, pipeline_name
 
     @classmethod
-    def open(cls, config: PipelineConfig) -> Lineage | None:
-        """The config's store (a SQLite one read-only); None when no run has written one yet."""
+    def open(cls, config: PipelineConfig, writable: bool = False) -> Lineage | None:
+        """The config's store (a SQLite one read-only unless `writable`); None when no run has
+        written one yet."""
         if config.metadata_path is not None and not os.path.exists(config.metadata_path):
             return None
-        return cls(metadata_store.MetadataStore(connection_config(config, read_only=True)),
+        return cls(metadata_store.MetadataStore(connection_config(config, read_only=not writable)),
                    config.pipeline_name)
 
     # Runs and nodes
 
     def runs(self) -> list:
         """Every pipeline run's context, oldest first."""
-        return sorted(self.store.get_contexts_by_type("pipeline_run"),
+        return sorted(self.store.get_contexts_by_type(RUN_CONTEXT),
                       key=lambda c: (c.create_time_since_epoch, c.id))
 
     def run_executions(self, run) -> list[tuple[str, Any]]:
@@ -96,6 +103,37 @@ class Lineage:
                 execution.id) if c.name.startswith(prefix)), "?")
             out.append((node, execution))
         return out
+
+    def unfinished_executions(self) -> list[tuple[Any, str, Any]]:
+        """(run context, node id, execution) of each of this pipeline's executions still NEW or
+        RUNNING, oldest first: running now, or left so by a process that died."""
+        unfinished = [e for e in self.store.get_executions() if e.last_known_state in UNFINISHED]
+        if not unfinished:
+            return []
+        runs = {c.id: c for c in self.runs()}
+        prefix = self.pipeline_name + "."
+        out = []
+        for execution in sorted(unfinished, key=lambda e: e.id):
+            contexts = self.store.get_contexts_by_execution(execution.id)
+            run = next((runs[c.id] for c in contexts if c.id in runs), None)
+            node = next((c.name[len(prefix):] for c in contexts if c.name.startswith(prefix)), None)
+            if run is not None and node is not None:
+                out.append((run, node, execution))
+        return out
+
+    @staticmethod
+    def run_owner(run) -> dict | None:
+        """The process that ran a run, as the runner recorded it; None for runs it did not."""
+        try:
+            owner = json.loads(custom_property(run, RUN_OWNER) or "null")
+        except ValueError:
+            return None
+        return owner if isinstance(owner, dict) else None
+
+    @staticmethod
+    def abandoned_reason(execution) -> str | None:
+        """Why an execution was marked abandoned (None: it was not)."""
+        return custom_property(execution, ABANDONED)
 
     def node_executions(self, node: str) -> list:
         """Every execution of one node across runs, oldest first."""

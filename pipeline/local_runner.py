@@ -18,6 +18,7 @@ from pathlib import Path
 
 from tlpipe.components.config import PipelineConfig
 from tlpipe.pipeline.events import CACHED, EMPTY, FAILED, SKIPPED, STARTED, Event, EventWriter
+from tlpipe.pipeline.work_dir_lock import lock_path
 
 # Component code logs "progress: ..." for long work (epochs, trials); shown under its node.
 _PROGRESS = "progress: "
@@ -69,17 +70,34 @@ def progress_line(event: Event, log_path: str) -> str:
     return f"  {event.node:<22} {event.state:<9} {event.seconds:7.1f}s" + note.get(event.state, "")
 
 
-def _observing(launcher_class, emit: Callable[[Event], None]):
-    """TFX's Launcher, reporting each launch: started, then the state ML Metadata recorded."""
+def _observing(launcher_class, emit: Callable[[Event], None], lock: str):
+    """TFX's Launcher, reporting each launch: started, then the state ML Metadata recorded. Before
+    a run's first node starts it records this process as the run's owner (pipeline/abandoned.py);
+    `lock` is the run lock it runs under."""
+    owned_runs: set[str] = set()
 
     class ObservedLauncher(launcher_class):
         def __init__(self, pipeline_node, mlmd_connection, **kwargs):
             super().__init__(pipeline_node=pipeline_node, mlmd_connection=mlmd_connection,
                              **kwargs)
             self._observed_node, self._observed_mlmd = pipeline_node, mlmd_connection
+            self._observed_runtime = kwargs["pipeline_runtime_spec"]
+
+        def _record_owner(self) -> None:
+            from tlpipe.pipeline.abandoned import record_run_owner, this_process
+
+            runtime = self._observed_runtime
+            run_id = runtime.pipeline_run_id.field_value.string_value
+            if run_id in owned_runs:
+                return
+            owner = this_process(lock, runtime.pipeline_root.field_value.string_value)
+            with self._observed_mlmd as m:
+                record_run_owner(m, self._observed_node, run_id, owner)
+            owned_runs.add(run_id)
 
         def launch(self):
             node = self._observed_node.node_info.id
+            self._record_owner()
             emit(Event(STARTED, node))
             started = time.monotonic()
             try:
@@ -108,12 +126,13 @@ def _observing(launcher_class, emit: Callable[[Event], None]):
 
 
 @contextmanager
-def observed_nodes(emit: Callable[[Event], None]) -> Iterator[None]:
-    """Within the block, every node TFX's LocalDagRunner launches reports to `emit`."""
+def observed_nodes(emit: Callable[[Event], None], lock: str) -> Iterator[None]:
+    """Within the block, every node TFX's LocalDagRunner launches reports to `emit`, and each run
+    records its owner (this process, under the run lock `lock`)."""
     from tfx.orchestration.portable import launcher
 
     original = launcher.Launcher
-    launcher.Launcher = _observing(original, emit)
+    launcher.Launcher = _observing(original, emit, lock)
     try:
         yield
     finally:
@@ -172,7 +191,7 @@ def run_pipeline(config: PipelineConfig, data_root: str, to_node: str | None = N
     os.dup2(log_fd, 2)
     os.close(log_fd)
     try:
-        with observed_nodes(events.emit):
+        with observed_nodes(events.emit, str(lock_path(config.local_dir))):
             tfx.orchestration.LocalDagRunner().run(pipeline)
     finally:
         sys.stdout.flush()

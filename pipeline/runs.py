@@ -28,8 +28,9 @@ class RunRecord:
     run_id: str
     start: float  # seconds since the epoch
     duration: float
-    status: str  # complete, partial (a --to run), failed, incomplete (running or interrupted)
+    status: str  # complete, partial (a --to run), failed, abandoned (its process died), incomplete (running)
     span: int | None = None
+    abandoned_reason: str | None = None  # why its unfinished executions were marked abandoned
     hyperparameters_source: str | None = None  # tuned (by this run) or reused
     summary: RunSummary | None = None
 
@@ -37,7 +38,8 @@ class RunRecord:
         s = self.summary or RunSummary(self.run_id)
         return {"run_id": self.run_id,
                 "start": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(self.start)),
-                "duration_s": round(self.duration, 1), "status": self.status, "span": self.span,
+                "duration_s": round(self.duration, 1), "status": self.status,
+                "abandoned_reason": self.abandoned_reason, "span": self.span,
                 "hyperparameters_source": self.hyperparameters_source,
                 "hyperparameters": s.hyperparameters, "accuracy": s.accuracy,
                 "blessed": s.blessed, "pushed_version": s.pushed_version if s.pushed else None,
@@ -62,15 +64,21 @@ def _records(config: PipelineConfig, with_summary: bool) -> Iterator[RunRecord]:
             continue
         states = {node: execution_state(e) for node, e in executions
                   if node not in RESOLVER_NODES}
-        if FAILED in states.values():
+        abandoned = next((reason for _, e in executions if (reason := lineage.abandoned_reason(e))), None)
+        if abandoned:
+            status = "abandoned"
+        elif FAILED in states.values():
             status = "failed"
         elif any(s not in OK_STATES for s in states.values()):
             status = "incomplete"
         else:
             status = "complete" if "pusher" in states else "partial"
         started = min(e.create_time_since_epoch for _, e in executions)  # milliseconds
-        ended = max(e.last_update_time_since_epoch for _, e in executions)
-        record = RunRecord(run.name, started / 1000, (ended - started) / 1000, status)
+        # an abandoned execution was last updated when it was found, long after its process died
+        ended = max(e.create_time_since_epoch if lineage.abandoned_reason(e) else e.last_update_time_since_epoch
+                    for _, e in executions)
+        record = RunRecord(run.name, started / 1000, (ended - started) / 1000, status,
+                           abandoned_reason=abandoned)
         own = {e.id for _, e in executions if execution_state(e) == COMPLETE}
         for node, execution in executions:
             if node == "ingest":
@@ -173,4 +181,6 @@ def history_lines(records: list[RunRecord]) -> list[str]:
             f"{'-' if s.accuracy is None else format(s.accuracy, '.4f'):>8}  "
             f"{'-' if s.blessed is None else 'yes' if s.blessed else 'NO':<7}  {pushed:<14}  "
             f"{(r.hyperparameters_source + ': ' + hp) if r.hyperparameters_source else '-'}")
+        if r.abandoned_reason:
+            lines.append(f"{'':<19}  abandoned: {r.abandoned_reason}")
     return lines

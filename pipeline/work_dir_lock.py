@@ -45,6 +45,11 @@ def wait_seconds(text: str) -> float:
     return value
 
 
+def lock_path(work_dir: str, file_name: str = RUN_LOCK_FILE) -> Path:
+    """Where a work dir's lock file is (runs record it: pipeline/abandoned.py)."""
+    return Path(work_dir).resolve() / file_name
+
+
 def describe(holder: dict) -> str:
     text = (f"pid {holder.get('pid', '?')} on host {holder.get('host', '?')}, "
             f"started {holder.get('started', '?')}")
@@ -60,7 +65,7 @@ class WorkDirLock:
 
     def __init__(self, work_dir: str, command: str, file_name: str = RUN_LOCK_FILE,
                  refusal: str = _RUN_REFUSAL, wait_seconds: float = 0.0):
-        self.path = Path(work_dir).resolve() / file_name
+        self.path = lock_path(work_dir, file_name)
         if not wait_seconds >= 0:
             raise ValueError(f"wait_seconds must be >= 0, got {wait_seconds!r}")
         self.command, self.refusal, self.wait_seconds = command, refusal, wait_seconds

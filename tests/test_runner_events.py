@@ -40,7 +40,7 @@ def _run(tmp_path, fail: int = 0) -> list[Event]:
         enable_cache=True, metadata_connection_config=tfx.orchestration.metadata
         .sqlite_metadata_connection_config(str(tmp_path / "metadata.sqlite")))
     events: list[Event] = []
-    with observed_nodes(events.append):
+    with observed_nodes(events.append, str(tmp_path / "run.lock")):
         tfx.orchestration.LocalDagRunner().run(pipeline)
     return events
 
@@ -69,7 +69,7 @@ def test_a_failed_node_is_reported_before_the_run_raises(tmp_path):
         pipeline_name="events", pipeline_root=str(tmp_path / "root"), components=[produce],
         metadata_connection_config=tfx.orchestration.metadata
         .sqlite_metadata_connection_config(str(tmp_path / "metadata.sqlite")))
-    with pytest.raises(Exception, match="asked to fail"), observed_nodes(seen.append):
+    with pytest.raises(Exception, match="asked to fail"), observed_nodes(seen.append, str(tmp_path / "run.lock")):
         tfx.orchestration.LocalDagRunner().run(pipeline)
     assert [(e.node, e.state) for e in seen] == [("produce", STARTED), ("produce", FAILED)]
     assert "asked to fail" in seen[1].detail and not seen[1].ok

@@ -42,6 +42,7 @@ LOCAL_ONLY = {
     ("pipeline/compare_report.py", None): "the report folder on this machine (--out)",
     ("pipeline/orchestrators.py", None): "the compiled spec written on this machine",
     ("pipeline/lineage.py", None): "the SQLite ML Metadata file (local by the config's rule)",
+    ("pipeline/abandoned.py", "_process_identity"): "/proc: a process's start time and the boot id",
     ("pipeline/runs.py", "latest_span_on_disk"): "the data root's local branch: URL roots take tf.io.gfile",
 }
 
