@@ -6,6 +6,7 @@ Nothing here reads ../shared: pretrained weights are EfficientNet-Lite0's from P
 """
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import subprocess
@@ -34,8 +35,9 @@ SHARED_DAG_MODULES = {"test_pipeline_e2e.py", "test_compare.py", "test_honest_e2
 
 def pytest_collection_modifyitems(items):
     """A test that asks for the real DAG's fixtures must be marked e2e, and live in one of
-    SHARED_DAG_MODULES (so that the session's DAG runs happen once under xdist). The e2e tests
-    go first: they are the longest units, so no worker is left alone with one at the end."""
+    SHARED_DAG_MODULES (so that the session's DAG runs happen once under xdist). Modules with
+    e2e tests go first: they are the longest units, so no worker is left alone with one at the
+    end; each module keeps its own order (module fixtures such as a MariaDB server are shared)."""
     unmarked = [f"{item.nodeid} ({', '.join(sorted(DAG_FIXTURES & set(item.fixturenames)))})"
                 for item in items
                 if DAG_FIXTURES & set(item.fixturenames) and not item.get_closest_marker("e2e")]
@@ -47,7 +49,8 @@ def pytest_collection_modifyitems(items):
     if elsewhere:
         raise pytest.UsageError("tests using the real DAG's fixtures must be in one of "
                                 f"{sorted(SHARED_DAG_MODULES)} (conftest.py): " + "; ".join(elsewhere))
-    items.sort(key=lambda item: not item.get_closest_marker("e2e"))  # stable: file order stays
+    with_e2e = {item.path for item in items if item.get_closest_marker("e2e")}
+    items.sort(key=lambda item: item.path not in with_e2e)  # stable: each module keeps its order
 
 
 def pytest_xdist_make_scheduler(config, log):
@@ -109,9 +112,19 @@ def toy_run(tmp_path_factory, tiny_images):
 
 
 @pytest.fixture(scope="session")
-def toy_model_dir(toy_run) -> Path:
-    """A toy model as the pusher writes it: `<dir>/1/` is its SavedModel (labels class_a..c)."""
-    return toy_run.model_dir
+def toy_model_dir(request, tmp_path_factory) -> Path:
+    """A toy model as the pusher writes it: `<dir>/1/` is its SavedModel (labels class_a..c).
+    Read-only, so under xdist one worker trains it and the others read its folder (the first
+    to ask trains it under a file lock in the workers' shared temp dir: xdist's own recipe)."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return request.getfixturevalue("toy_run").model_dir
+    shared = tmp_path_factory.getbasetemp().parent
+    with open(shared / "toy_model.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        record = shared / "toy_model_dir.txt"
+        if not record.is_file():
+            record.write_text(str(request.getfixturevalue("toy_run").model_dir))
+        return Path(record.read_text())
 
 
 @pytest.fixture(scope="session")
@@ -135,6 +148,11 @@ E2E_SETTINGS = [
     "tuner.learning_rate_max=0.01", "trainer.phase1_epochs=4", "trainer.phase2_epochs=1",
     "trainer.batch_size=8", "evaluator.min_accuracy=0.6",
 ]
+
+# For e2e tests about the store or the storage, not the model: one tuner trial, at one size, and
+# a gate any model meets (later settings win).
+PLUMBING_SETTINGS = [*E2E_SETTINGS, "tuner.input_sizes=[48]", "tuner.max_trials=1",
+                     "evaluator.min_accuracy=0"]
 
 
 def settings_args(settings: list[str]) -> list[str]:
