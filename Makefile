@@ -10,6 +10,10 @@ SHARED_KERAS_HOME := $(if $(wildcard $(SHARED)/keras_home/models),$(SHARED)/kera
 RUN_ENV := $(if $(FLOWERS_MIRROR),TLPIPE_FLOWERS_MIRROR=$(FLOWERS_MIRROR)) \
            $(if $(SHARED_KERAS_HOME),KERAS_HOME=$${KERAS_HOME:-$(SHARED_KERAS_HOME)})
 ARGS ?=
+# pytest-xdist: one worker per core (CI has 2); each test module runs whole on one worker, and the
+# e2e tests sharing the session's DAG runs go together (tests/conftest.py groups them).
+TEST_WORKERS ?= 2
+PYTEST_PARALLEL := -n $(TEST_WORKERS) --dist loadfile
 # Beam's Flink job server (make flink): one of the Flink versions the installed Beam publishes.
 FLINK_VERSION ?= 1.20
 FLINK_JAR_DIR ?= $(HOME)/.m2/repository/org/apache/beam
@@ -42,10 +46,10 @@ lint: setup
 
 # Tests read nothing from ../shared (no RUN_ENV): a fresh clone and CI run the same suite.
 test: lint
-	$(PY) -m pytest -q $(ARGS)
+	$(PY) -m pytest -q $(PYTEST_PARALLEL) $(ARGS)
 
 test-fast: lint
-	$(PY) -m pytest -q -m "not e2e" $(ARGS)
+	$(PY) -m pytest -q -m "not e2e" $(PYTEST_PARALLEL) $(ARGS)
 
 flink: setup
 	@beam=$$($(PY) -c 'import apache_beam; print(apache_beam.__version__)'); \

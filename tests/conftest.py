@@ -6,6 +6,7 @@ Nothing here reads ../shared: pretrained weights are EfficientNet-Lite0's from P
 """
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import subprocess
@@ -28,14 +29,44 @@ dag_guard.install()
 DAG_FIXTURES = {"pipeline_runs", "pushed_model_dir", "forced_release"}
 
 
+# The modules whose e2e tests read the session's DAG runs: under xdist they form one unit of work.
+SHARED_DAG_MODULES = {"test_pipeline_e2e.py", "test_compare.py", "test_honest_e2e.py"}
+
+
 def pytest_collection_modifyitems(items):
-    """A test that asks for the real DAG's fixtures must be marked e2e."""
+    """A test that asks for the real DAG's fixtures must be marked e2e, and live in one of
+    SHARED_DAG_MODULES (so that the session's DAG runs happen once under xdist). Modules with
+    e2e tests go first: they are the longest units, so no worker is left alone with one at the
+    end; each module keeps its own order (module fixtures such as a MariaDB server are shared)."""
     unmarked = [f"{item.nodeid} ({', '.join(sorted(DAG_FIXTURES & set(item.fixturenames)))})"
                 for item in items
                 if DAG_FIXTURES & set(item.fixturenames) and not item.get_closest_marker("e2e")]
     if unmarked:
         raise pytest.UsageError("tests using the real DAG's fixtures must be marked e2e: "
                                 + "; ".join(unmarked))
+    elsewhere = [item.nodeid for item in items
+                 if DAG_FIXTURES & set(item.fixturenames) and item.path.name not in SHARED_DAG_MODULES]
+    if elsewhere:
+        raise pytest.UsageError("tests using the real DAG's fixtures must be in one of "
+                                f"{sorted(SHARED_DAG_MODULES)} (conftest.py): " + "; ".join(elsewhere))
+    with_e2e = {item.path for item in items if item.get_closest_marker("e2e")}
+    items.sort(key=lambda item: item.path not in with_e2e)  # stable: each module keeps its order
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """`--dist loadfile` (the Makefile's), with SHARED_DAG_MODULES as one unit: each module runs
+    whole on one worker (its module fixtures are built once), and the tests that read the
+    session's DAG runs share a worker, so those runs are made once, not once per worker."""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class SharedDagRunsTogether(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            return "shared DAG runs" if Path(path).name in SHARED_DAG_MODULES else path
+
+    return SharedDagRunsTogether(config, log)
 
 
 @pytest.fixture(autouse=True)
@@ -81,9 +112,19 @@ def toy_run(tmp_path_factory, tiny_images):
 
 
 @pytest.fixture(scope="session")
-def toy_model_dir(toy_run) -> Path:
-    """A toy model as the pusher writes it: `<dir>/1/` is its SavedModel (labels class_a..c)."""
-    return toy_run.model_dir
+def toy_model_dir(request, tmp_path_factory) -> Path:
+    """A toy model as the pusher writes it: `<dir>/1/` is its SavedModel (labels class_a..c).
+    Read-only, so under xdist one worker trains it and the others read its folder (the first
+    to ask trains it under a file lock in the workers' shared temp dir: xdist's own recipe)."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return request.getfixturevalue("toy_run").model_dir
+    shared = tmp_path_factory.getbasetemp().parent
+    with open(shared / "toy_model.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        record = shared / "toy_model_dir.txt"
+        if not record.is_file():
+            record.write_text(str(request.getfixturevalue("toy_run").model_dir))
+        return Path(record.read_text())
 
 
 @pytest.fixture(scope="session")
@@ -108,6 +149,11 @@ E2E_SETTINGS = [
     "trainer.batch_size=8", "evaluator.min_accuracy=0.6",
 ]
 
+# For e2e tests about the store or the storage, not the model: one tuner trial, at one size, and
+# a gate any model meets (later settings win).
+PLUMBING_SETTINGS = [*E2E_SETTINGS, "tuner.input_sizes=[48]", "tuner.max_trials=1",
+                     "evaluator.min_accuracy=0"]
+
 
 def settings_args(settings: list[str]) -> list[str]:
     return [arg for setting in settings for arg in ("--set", setting)]
@@ -125,12 +171,31 @@ class PipelineRuns:
         return self.work_dir / "serving" / "flowers"
 
 
+# tiny_images' classes, and the manifest the shared runs read them through (data.manifest): the
+# honest-splits test reruns them with the test split's labels poisoned, same paths, same order.
+CLASSES = ("class_a", "class_b", "class_c")
+SHARED_RUN_SETTINGS = [*E2E_SETTINGS, "data.manifest=clean.csv"]  # honest-e2e: the same, poisoned.csv
+
+
+def image_labels(images: Path) -> list[tuple[str, str]]:
+    """(path relative to `images`, label) of every tiny image, in a fixed order."""
+    return [(f"{c}/{p.name}", c) for c in CLASSES for p in sorted((images / c).iterdir())]
+
+
+def write_manifest(images: Path, name: str, rows: list[tuple[str, str]]) -> Path:
+    (images / name).write_text("path,label\n" + "\n".join(f"{p},{label}" for p, label in rows) + "\n")
+    return images / name
+
+
 @pytest.fixture(scope="session")
 def pipeline_runs(tmp_path_factory, tiny_images) -> PipelineRuns:
-    """The real DAG run twice on tiny images: once to push, once to show caching. One pair for
-    every e2e test (they read it, or work on copies of it)."""
+    """The real DAG run twice on tiny images (through a manifest of them; the folder listing has
+    its DAG runs in the MariaDB, ram:// and scheduler tests): once to push, once to show caching.
+    One pair for every e2e test (they read it, or work on copies of it)."""
     work = tmp_path_factory.mktemp("work")
-    args = ["run", "--data", str(tiny_images), "--work-dir", str(work), *settings_args(E2E_SETTINGS)]
+    write_manifest(tiny_images, "clean.csv", image_labels(tiny_images))
+    args = ["run", "--data", str(tiny_images), "--work-dir", str(work),
+            *settings_args(SHARED_RUN_SETTINGS)]
     first = tlpipe(*args, timeout=900)
     second = tlpipe(*args, timeout=600)
     return PipelineRuns(work, first, second)
@@ -144,7 +209,7 @@ def pushed_model_dir(pipeline_runs) -> Path:
 
 
 # A worse model after the blessed one: random-init base, one epoch at a tiny learning rate.
-WORSE_SETTINGS = [*E2E_SETTINGS, "base.weights=none", "trainer.phase1_epochs=1",
+WORSE_SETTINGS = [*SHARED_RUN_SETTINGS, "base.weights=none", "trainer.phase1_epochs=1",
                   "trainer.phase2_epochs=0", "tuner.max_trials=1",
                   "tuner.learning_rate_min=0.00001", "tuner.learning_rate_max=0.00001"]
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import E2E_SETTINGS, settings_args, tlpipe
+from conftest import SHARED_RUN_SETTINGS, settings_args, tlpipe
 from PIL import Image
 
 pytestmark = pytest.mark.e2e
@@ -172,7 +172,7 @@ def test_tuner_with_no_successful_trial_fails_the_run_and_says_why(pipeline_runs
 
     shutil.copy(pipeline_runs.work_dir / "metadata.sqlite", tmp_path / "metadata.sqlite")
     (tmp_path / "cache").write_text("not a folder")
-    settings = [*E2E_SETTINGS, "trainer.phase1_features=cached"]
+    settings = [*SHARED_RUN_SETTINGS, "trainer.phase1_features=cached"]
     result = tlpipe("run", "--data", str(tiny_images), "--work-dir", str(tmp_path), "--to",
                     "tuner", *settings_args(settings), timeout=600)
     assert result.returncode == 1, result.stdout + result.stderr
@@ -189,7 +189,7 @@ def test_retune_every_reuses_tuned_values_of_the_same_settings(pipeline_runs, ti
     from tlpipe.pipeline.retune import decide
 
     def config(*extra):
-        return load_config(None, [*E2E_SETTINGS, *extra],
+        return load_config(None, [*SHARED_RUN_SETTINGS, *extra],
                            work_dir=str(pipeline_runs.work_dir))
 
     rarely = config("tuner.retune_every=10")
