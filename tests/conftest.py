@@ -53,6 +53,7 @@ def pytest_collection_modifyitems(items):
     items.sort(key=lambda item: item.path not in with_e2e)  # stable: each module keeps its order
 
 
+@pytest.hookimpl(optionalhook=True)  # a plain `pytest` without pytest-xdist still runs
 def pytest_xdist_make_scheduler(config, log):
     """`--dist loadfile` (the Makefile's), with SHARED_DAG_MODULES as one unit: each module runs
     whole on one worker (its module fixtures are built once), and the tests that read the
