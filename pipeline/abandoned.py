@@ -27,6 +27,7 @@ from ml_metadata.proto import metadata_store_pb2 as mlmd
 from tlpipe.components import storage
 from tlpipe.components.config import PipelineConfig
 from tlpipe.pipeline.lineage import ABANDONED, OUTPUT, RUN_CONTEXT, RUN_OWNER, Lineage
+from tlpipe.pipeline.work_dir_lock import describe
 
 # TFX's layout of a node's folder (tfx/orchestration/portable/outputs_utils.py): each output at
 # `<node>/<key>/<execution id>`, the executor's output and temp files under `.system`. (Its
@@ -87,7 +88,7 @@ def why_gone(owner: dict | None, held_lock: str) -> str | None:
     alive or nothing says which process it was."""
     if not owner or not isinstance(owner.get("pid"), int):
         return None
-    who = f"pid {owner['pid']} on host {owner.get('host', '?')}, started {owner.get('started', '?')}"
+    who = describe(owner)
     if owner.get("host") == socket.gethostname():
         pid, identity = owner["pid"], owner.get("process") or ""
         if _pid_alive(pid) and (not identity or _process_identity(pid) in ("", identity)):

@@ -159,21 +159,23 @@ class _Handler(BaseHTTPRequestHandler):
     def _serve(self, api: str, spec, action: str) -> None:
         owner = self.server.owner
         started = time.perf_counter()
-        version, code, payload = "", 200, None
+        version, error = "", None
         try:
             body = self._body() if action != "/metadata" else {}
             with owner.manager.serving(spec) as model:
                 version = str(model.version)
                 payload = rest_actions.ACTIONS[action](model, spec, body, owner.limits)
-            reply, status = json.dumps(payload).encode(), "OK"
+            reply = json.dumps(payload).encode()
         except Exception as err:
             error = from_exception(err)
-            code, status = http_status(error.code), error.code.name
-            reply = json.dumps({"error": error.message}).encode()
         # Counted before the reply leaves: a client that reads the metrics right after its reply
         # sees its own request (as with TF Serving, whose handler records before it responds).
-        owner.metrics.observe(spec.name, version, api, ENTRYPOINT, status, time.perf_counter() - started)
-        self._send(code, reply)
+        owner.metrics.observe(spec.name, version, api, ENTRYPOINT, error.code.name if error else "OK",
+                              time.perf_counter() - started)
+        if error is None:
+            self._send(200, reply)
+        else:
+            self._error(error)
 
 
 class _HttpServer(ThreadingHTTPServer):
