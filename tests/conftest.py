@@ -104,28 +104,32 @@ def tlpipe(*args, env=None, timeout=120) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="session")
 def toy_run(tmp_path_factory, tiny_images):
-    """Ingest and Transform of tiny_images, and a toy model pushed as version 1."""
-    from toy_pipeline import start_toy_run
+    """Ingest and Transform of tiny_images, and a toy model pushed as version 1. Read-only:
+    under xdist the first worker to ask builds it and the others load its record (a file lock
+    in the workers' shared temp dir: xdist's own recipe), so it is built once per session."""
+    from toy_pipeline import ToyRun, start_toy_run
 
-    run = start_toy_run(tmp_path_factory.mktemp("toy") / "work", tiny_images)
-    assert run.train_and_push() == 1
-    return run
+    def build() -> ToyRun:
+        run = start_toy_run(tmp_path_factory.mktemp("toy") / "work", tiny_images)
+        assert run.train_and_push() == 1
+        return run
+
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return build()
+    shared = tmp_path_factory.getbasetemp().parent
+    with open(shared / "toy_run.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        record = shared / "toy_run.json"
+        if not record.is_file():
+            build().save(record)
+        return ToyRun.load(record)
 
 
 @pytest.fixture(scope="session")
-def toy_model_dir(request, tmp_path_factory) -> Path:
+def toy_model_dir(toy_run) -> Path:
     """A toy model as the pusher writes it: `<dir>/1/` is its SavedModel (labels class_a..c).
-    Read-only, so under xdist one worker trains it and the others read its folder (the first
-    to ask trains it under a file lock in the workers' shared temp dir: xdist's own recipe)."""
-    if not os.environ.get("PYTEST_XDIST_WORKER"):
-        return request.getfixturevalue("toy_run").model_dir
-    shared = tmp_path_factory.getbasetemp().parent
-    with open(shared / "toy_model.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
-        record = shared / "toy_model_dir.txt"
-        if not record.is_file():
-            record.write_text(str(request.getfixturevalue("toy_run").model_dir))
-        return Path(record.read_text())
+    Read-only (tests copy it)."""
+    return toy_run.model_dir
 
 
 @pytest.fixture(scope="session")

@@ -79,6 +79,22 @@ class ToyRun:
         [node] = [n for n in create_pipeline(config, str(self.data)).components if n.id == node_id]
         return run_node(node, inputs, out_dir, config.beam_pipeline_args())
 
+    def save(self, path: Path) -> None:
+        """Writes this run (its folders and artifacts) to `path`, for another process to load."""
+        from tfx.utils import json_utils
+
+        path.write_text(json_utils.dumps({
+            "work_dir": str(self.work_dir), "data": str(self.data), "examples": self.examples,
+            "transform": self.transform, "trained": self.trained}))
+
+    @classmethod
+    def load(cls, path: Path) -> ToyRun:
+        from tfx.utils import json_utils
+
+        record = json_utils.loads(path.read_text())
+        return cls(Path(record["work_dir"]), Path(record["data"]), record["examples"],
+                   record["transform"], record["trained"])
+
     def train_and_push(self, *extra: str) -> int:
         """Trainer, Evaluator (no baseline: a first run's gate) and pusher; the pushed version."""
         self.trained += 1
