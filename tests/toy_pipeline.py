@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import apache_beam as beam
+from conftest import TOY_BASE
 from tfx.dsl.components.base.base_beam_executor import BaseBeamExecutor
 from tfx.dsl.components.base.base_executor import BaseExecutor
 from tlpipe.components.config import PipelineConfig
@@ -23,7 +24,6 @@ from tlpipe.components.ingest.local import run_ingest
 from tlpipe.components.transform.local import write_raw_schema
 from tlpipe.pipeline.pipeline import create_pipeline
 
-TOY_BASE = "mobilenet_v1_025"
 TOY_SIZE = 32
 # The test's own config: a random toy passes this gate (product defaults stay as they are).
 TOY_SETTINGS = [

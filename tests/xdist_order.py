@@ -1,0 +1,57 @@
+"""How the suite is spread over pytest-xdist workers (`make test`: `-n 2 --dist loadfile`).
+
+Each module runs whole on one worker (its module fixtures are built once), and the modules that
+read the session's DAG runs (SHARED_DAG_MODULES) form one unit, so those runs are made once.
+Units are handed out longest first (a worker asks for the next one when it is nearly idle), so
+no worker is left alone with a long unit at the end: xdist's own order (most tests first) sent
+single-test DAG modules last. The lengths are measured CPU seconds per module; a stale or
+missing entry only makes the schedule worse, never a test wrong.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+# The modules whose e2e tests read the session's DAG runs: under xdist they form one unit of work.
+SHARED_DAG_MODULES = {"test_pipeline_e2e.py", "test_compare.py", "test_honest_e2e.py"}
+SHARED_UNIT = "shared DAG runs"
+
+# CPU seconds per module (self + children), from a profiled `make test` on the 2-core machine
+# (2026-11-28); modules under ~4 s are left out (they go last, in file order).
+MODULE_CPU_SECONDS = {
+    "test_compare.py": 326, "test_schedule.py": 262, "test_metadata_mysql.py": 152,
+    "test_storage_e2e.py": 96, "test_honest_e2e.py": 90, "test_pipeline_e2e.py": 87,
+    "test_tuner.py": 75, "test_serving_grpc.py": 40, "test_kubeflow_compile.py": 35,
+    "test_abandoned_runs.py": 32, "test_trainer.py": 27, "test_ingest_label_domain.py": 26,
+    "test_nonfinite_model.py": 24, "test_transform.py": 23, "test_distribution.py": 22,
+    "test_run_lock.py": 21, "test_serving_reload.py": 20, "test_serving_hostile.py": 18,
+    "test_efficientnet_lite.py": 17, "test_imports.py": 17, "test_serving_cli.py": 17,
+    "test_cli.py": 15, "test_base_layers.py": 13, "test_dag_guard.py": 12, "test_tuner_gate.py": 12,
+    "test_beam_args.py": 9, "test_ingest_executor.py": 9, "test_serving_server.py": 7,
+    "test_runs.py": 6, "test_serving_rest.py": 6, "test_ingest_pipeline.py": 4,
+}
+
+
+def unit_of(path: Path) -> str:
+    return SHARED_UNIT if path.name in SHARED_DAG_MODULES else str(path)
+
+
+def longest_units_first(items: list) -> None:
+    """Sorts `items` (in place) by their unit's measured length, longest first; each module
+    keeps its own order (module fixtures such as a MariaDB server are shared in it)."""
+    length: dict[str, float] = {}
+    for path in {item.path for item in items}:
+        unit = unit_of(path)
+        length[unit] = length.get(unit, 0) + MODULE_CPU_SECONDS.get(path.name, 0)
+    items.sort(key=lambda item: -length[unit_of(item.path)])  # stable
+
+
+def make_scheduler(config, log):
+    """`--dist loadfile` with SHARED_DAG_MODULES as one unit, units sent in collection order."""
+    from xdist.scheduler import LoadFileScheduling
+
+    class LongestUnitsFirst(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return unit_of(Path(nodeid.split("::", 1)[0]))
+
+    config.option.loadscopereorder = False  # keep longest_units_first's order
+    return LongestUnitsFirst(config, log)
