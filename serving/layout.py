@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import tensorflow as tf
-from tfx.v1.dsl.io import fileio
+from tfx.dsl.io import fileio
 from tlpipe.components import storage
 
 METADATA_FILE = "metadata.json"

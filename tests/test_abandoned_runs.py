@@ -110,13 +110,24 @@ def _killed_transform(work: Path, owner: dict | None, run_name: str = "killed", 
     return config, store, execution_id, partial, [live]
 
 
-def _runs_json(work: Path) -> list[dict]:
-    result = tlpipe("runs", "--work-dir", str(work), "--format", "json")
-    assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout)
+@pytest.fixture
+def runs_json(capsys, monkeypatch):
+    """`tlpipe runs --format json`, through main() in this process (a child would spend ~8 s of
+    CPU importing TensorFlow; test_runs.py and test_cli.py run `tlpipe runs` as a real child)."""
+    from tlpipe.pipeline.cli import main
+
+    monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "3")  # main() sets it when unset; keep it local
+
+    def listing(work: Path) -> list[dict]:
+        code = main(["runs", "--work-dir", str(work), "--format", "json"])
+        printed = capsys.readouterr()
+        assert code == 0, printed.err
+        return json.loads(printed.out)
+
+    return listing
 
 
-def test_a_killed_runs_execution_is_marked_abandoned_and_its_partial_outputs_removed(tmp_path):
+def test_a_killed_runs_execution_is_marked_abandoned_and_its_partial_outputs_removed(tmp_path, runs_json):
     work = tmp_path / "work"
     lock = str(lock_path(str(work)))
     config, store, execution_id, partial, live = _killed_transform(work, {**_killed_process(), "lock": lock})
@@ -136,7 +147,7 @@ def test_a_killed_runs_execution_is_marked_abandoned_and_its_partial_outputs_rem
     assert "is no longer running" in reason and "pid " in reason
     [pending] = store.store.get_artifacts_by_uri(str(partial[-1]))
     assert pending.state == pb.Artifact.ABANDONED
-    [record] = _runs_json(work)
+    [record] = runs_json(work)
     assert record["status"] == "abandoned" and "is no longer running" in record["abandoned_reason"]
     assert history_lines(run_history(config))[2].split()[:1] == ["abandoned:"]  # the table says why
     assert abandon_dead_runs(config, lock) == []  # healed once
@@ -199,7 +210,7 @@ def test_tfx_cache_never_reuses_an_abandoned_execution(tmp_path):
         assert cache_utils.get_cached_outputs(handle, cache) is not None
 
 
-def test_tlpipe_run_heals_before_its_dag_starts(tmp_path, tiny_images):
+def test_tlpipe_run_heals_before_its_dag_starts(tmp_path, tiny_images, runs_json):
     """`tlpipe run` itself does the clean-up, first thing under its lock (here a run that then
     finds no new data, so no DAG runs)."""
     work = tmp_path / "work"
@@ -221,7 +232,7 @@ def test_tlpipe_run_heals_before_its_dag_starts(tmp_path, tiny_images):
     assert lines[0].startswith(f"tlpipe: marked transform (execution {execution_id}) of run older abandoned: ")
     assert "removed 3 partial output(s)" in lines[0] and "no new data" in lines[1]
     assert not any(p.exists() for p in partial)
-    assert [r["status"] for r in _runs_json(work)] == ["abandoned", "complete"]
+    assert [r["status"] for r in runs_json(work)] == ["abandoned", "complete"]
 
 
 # The real thing: a LocalDagRunner run, killed with kill -9 while its node writes.

@@ -1,17 +1,20 @@
 """The production orchestrators' entry points over the same `create_pipeline`: the Kubeflow V2
 pipeline spec (`tlpipe compile --kubeflow`), and the Airflow DAG file, built here against a
-stand-in `airflow` package (Airflow itself is not installed)."""
+stand-in `airflow` package (Airflow itself is not installed).
+
+Both build the DAG in this process (a child would spend ~15 s of CPU importing TFX first); the
+refusals below, and test_cli.py, run `tlpipe compile` as a real child."""
 from __future__ import annotations
 
 import datetime as dt
+import importlib
 import json
-import os
-import subprocess
 import sys
 import textwrap
 
+import pytest
 import yaml
-from conftest import REPO, tlpipe
+from conftest import tlpipe
 from tlpipe.components.config_loading import load_config
 from tlpipe.pipeline.nodes import NODE_ORDER
 from tlpipe.pipeline.timing import airflow_schedule_interval
@@ -22,15 +25,29 @@ def _has_every_node(task_ids) -> bool:
     return all(any(t == n or t.startswith(n + "-") for t in task_ids) for n in NODE_ORDER)
 
 
-def test_kubeflow_v2_spec_has_every_component(tmp_path, tiny_images):
-    # TensorFlow's in-process ram:// stands in for gs://: the wheels are built into it, as they
-    # would be uploaded to the bucket, and vanish with the compiling process.
+@pytest.fixture
+def ram_work_dir():
+    """TensorFlow's in-process ram:// stands in for gs://: the wheels are built into it, as they
+    would be uploaded to the bucket; removed afterwards, as they would vanish with a child."""
+    import tensorflow as tf
+
+    yield "ram://kf/work"
+    if tf.io.gfile.exists("ram://kf"):
+        tf.io.gfile.rmtree("ram://kf")
+
+
+def test_kubeflow_v2_spec_has_every_component(tmp_path, tiny_images, ram_work_dir, capsys,
+                                              monkeypatch):
+    from tlpipe.pipeline.cli import main
+
+    monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "3")  # main() sets it when unset; keep it local
     out = tmp_path / "spec" / "tlpipe.json"
-    result = tlpipe("compile", "--kubeflow", str(out), "--data", str(tiny_images),
-                    "--work-dir", "ram://kf/work", "--image", "registry.example/tlpipe:1",
-                    "--set", "beam.extra_args=[--temp_location=gs://bucket/tmp]", timeout=300)
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert f"wrote the Kubeflow V2 pipeline spec {out}" in result.stdout
+    code = main(["compile", "--kubeflow", str(out), "--data", str(tiny_images),
+                 "--work-dir", ram_work_dir, "--image", "registry.example/tlpipe:1",
+                 "--set", "beam.extra_args=[--temp_location=gs://bucket/tmp]"])
+    printed = capsys.readouterr()
+    assert code == 0, printed.out + printed.err
+    assert f"wrote the Kubeflow V2 pipeline spec {out}" in printed.out
     text = out.read_text()
     assert str(tmp_path / "spec") not in text and "/tmp/tlpipe" not in text  # nothing on this disk
     assert "ram://kf/work/pipeline/_wheels/tfx_user_code_trainer" in text  # module wheels
@@ -102,27 +119,40 @@ _FAKE_AIRFLOW = {
 }
 
 
-def test_airflow_dag_file_builds_every_component_with_the_schedule(tmp_path, tiny_images):
+# What importing the DAG file loads on top of the stand-in: forgotten afterwards, so no later
+# import in this process sees TFX's Airflow runner bound to the stand-in.
+_AIRFLOW_MODULES = ("airflow", "tfx.orchestration.airflow", "tlpipe.pipeline.airflow_dag")
+
+
+def _forget_airflow_modules() -> None:
+    for name in [m for m in sys.modules if m.startswith(_AIRFLOW_MODULES)]:
+        del sys.modules[name]
+
+
+@pytest.fixture
+def fake_airflow(tmp_path, monkeypatch):
+    """The stand-in `airflow` package, first on sys.path while the test runs."""
     for name, text in _FAKE_AIRFLOW.items():
         (tmp_path / "fake" / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / "fake" / name).write_text(textwrap.dedent(text))
+    _forget_airflow_modules()
+    monkeypatch.syspath_prepend(str(tmp_path / "fake"))
+    yield
+    _forget_airflow_modules()
+
+
+def test_airflow_dag_file_builds_every_component_with_the_schedule(tmp_path, tiny_images, fake_airflow,
+                                                                    monkeypatch):
     config = tmp_path / "tlpipe.yaml"
     config.write_text(yaml.safe_dump({"data": {"root": str(tiny_images)},
                                       "work_dir": str(tmp_path / "work"),
                                       "schedule": {"cron": "0 3 * * *"}}))
-    probe = textwrap.dedent("""
-        import json
-        from tlpipe.pipeline.airflow_dag import DAG
-        print(json.dumps({"dag_id": DAG.dag_id, "kwargs": {k: str(v) for k, v in
-                          DAG.kwargs.items()}, "tasks": {t.task_id: sorted(t.upstream)
-                                                         for t in DAG.tasks}}))
-    """)
-    result = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True,
-                            text=True, timeout=300,
-                            env={**os.environ, "TLPIPE_CONFIG": str(config),
-                                 "PYTHONPATH": f"{tmp_path / 'fake'}:{REPO}"})
-    assert result.returncode == 0, result.stderr[-3000:]
-    dag = json.loads(result.stdout.strip().splitlines()[-1])
+    monkeypatch.setenv("TLPIPE_CONFIG", str(config))
+    module = importlib.import_module("tlpipe.pipeline.airflow_dag")  # as Airflow loads a DAG file
+    stand_in = sys.modules["airflow.models"]
+    assert stand_in.__file__.startswith(str(tmp_path / "fake")) and isinstance(module.DAG, stand_in.DAG)
+    dag = {"dag_id": module.DAG.dag_id, "kwargs": {k: str(v) for k, v in module.DAG.kwargs.items()},
+           "tasks": {t.task_id: sorted(t.upstream) for t in module.DAG.tasks}}
     assert dag["dag_id"] == "tlpipe"
     assert dag["kwargs"]["schedule_interval"] == "0 3 * * *"
     assert dag["kwargs"]["catchup"] == "False" and dag["kwargs"]["max_active_runs"] == "1"
