@@ -46,6 +46,10 @@ CLASSIFY_SCORES = "scores"
 # What the trainer records inside the SavedModel (class names, base, hyperparameters), so the
 # pusher, the server and `compare` can describe a model without ML Metadata.
 MODEL_INFO_FILE = "assets.extra/model_info.json"
+# The Evaluator's verdict (gate, metrics, baseline) beside its evaluation, as data and as a page;
+# the pusher copies the page into the pushed version.
+VERDICT_JSON = "verdict.json"
+VERDICT_HTML = "verdict.html"
 # TF Serving replays these PredictionLog records before a version takes traffic.
 WARMUP_FILE = "assets.extra/tf_serving_warmup_requests"
 

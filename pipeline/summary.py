@@ -7,7 +7,14 @@ from typing import Any
 
 from tlpipe.components import storage
 from tlpipe.components.config import PipelineConfig
-from tlpipe.components.features import TRAINING_CURVES_FILE, TRAINING_SUMMARY_FILE, TRIALS_JSON, TRIALS_PNG
+from tlpipe.components.features import (
+    TRAINING_CURVES_FILE,
+    TRAINING_SUMMARY_FILE,
+    TRIALS_JSON,
+    TRIALS_PNG,
+    VERDICT_HTML,
+    VERDICT_JSON,
+)
 from tlpipe.pipeline.events import Event
 from tlpipe.pipeline.lineage import INPUT, OUTPUT, Lineage, custom_property, execution_state
 from tlpipe.pipeline.nodes import HYPERPARAMETERS_NODE
@@ -106,8 +113,6 @@ def _fill_evaluation(summary: RunSummary, artifacts) -> None:
 
 def _fill_push(summary: RunSummary, artifacts) -> None:
     for artifact in artifacts:
-        from tlpipe.components.evaluator.verdict import VERDICT_HTML, VERDICT_JSON
-
         verdict_path = os.path.join(artifact.uri, VERDICT_JSON)
         if storage.exists(verdict_path):
             summary.verdict = storage.read_json(verdict_path)

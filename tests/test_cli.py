@@ -105,6 +105,18 @@ def test_listings_take_format_json_and_the_json_alias(tmp_path):
         assert proc.returncode == 0 and proc.stdout.strip() == "[]", proc.stderr
 
 
+def test_listing_recorded_runs_imports_no_tensorflow(tmp_path):
+    """`tlpipe runs` reads the summaries beside each run's artifacts: local files, read without
+    TensorFlow (it used to import TF and TFMA for them: ~10 s of CPU before the table)."""
+    from test_runs import WHOLE, _history
+
+    _history(tmp_path / "work", [("run-1", 1, WHOLE), ("run-2", 2, WHOLE)])
+    proc, cost = tlpipe("runs", "--work-dir", str(tmp_path / "work"), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.count("complete") == 2, proc.stdout
+    cost.assert_quick()
+
+
 def test_a_failed_action_is_one_line_and_exit_1(tmp_path, capsys, monkeypatch):
     """In this process (a child would spend ~15 s of CPU importing TFX before failing; the same
     main() turns the error into one line either way)."""

@@ -19,6 +19,8 @@ OS = {"listdir", "makedirs", "mkdir", "remove", "rename", "replace", "walk", "sc
 
 LOCAL_ONLY = {
     ("components/storage.py", "absolute"): "a local path (URLs are returned as they are)",
+    ("components/storage.py", "exists"): "the local branch (URLs: tf.io.gfile), no TF to import",
+    ("components/storage.py", "read_bytes"): "the local branch (URLs: tf.io.gfile), no TF to import",
     ("components/trainer/feature_cache.py", "key"): "base.weights: a local weights file",
     ("components/trainer/backbones.py", "resolve_weights"): "the Keras cache (KERAS_HOME)",
     ("components/trainer/efficientnet_lite_build.py", None): "the Keras cache of converted weights",

@@ -31,6 +31,7 @@ from tlpipe.components.evaluator.metrics import (
     INVALID_OUTPUTS_METRIC,
     MACRO_AUC_METRIC,
 )
+from tlpipe.components.features import VERDICT_HTML, VERDICT_JSON
 
 # What each overall metric means, for the verdict page.
 METRIC_MEANINGS = {
@@ -43,8 +44,6 @@ METRIC_MEANINGS = {
     INVALID_OUTPUTS_METRIC: "eval examples whose outputs are not finite probabilities summing to 1",
 }
 COUNT_METRICS = (EXAMPLE_COUNT_NAME, INVALID_OUTPUTS_METRIC)
-VERDICT_JSON = "verdict.json"
-VERDICT_HTML = "verdict.html"
 OVERALL = "overall"
 
 

@@ -57,8 +57,8 @@ def ServingPusher(model: InputArtifact[Model], model_blessing: InputArtifact[Mod
             "training": {k: info[k] for k in ("phase1_epochs", "phase2_epochs",
                                               "phase2_learning_rate", "training_seconds")},
         }
-        extra = {verdict_lib.VERDICT_HTML: storage.read_bytes(
-            os.path.join(pushed_model.uri, verdict_lib.VERDICT_HTML))}
+        extra = {features.VERDICT_HTML: storage.read_bytes(
+            os.path.join(pushed_model.uri, features.VERDICT_HTML))}
         if warmup_requests > 0:
             extra[features.WARMUP_FILE] = warmup_records(
                 _eval_image_files(examples), model_name, warmup_requests)
