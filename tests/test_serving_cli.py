@@ -127,13 +127,9 @@ def _free_port() -> int:
 def test_serve_subcommand_runs_and_stops_gracefully_on_sigterm(toy_model_dir, tmp_path,
                                                                tiny_images):
     base = copy_model(toy_model_dir, tmp_path / "flowers")
-    program = ("import argparse, sys\nfrom serving.cli import register\n"
-               "p = argparse.ArgumentParser(prog='tlpipe')\n"
-               "register(p.add_subparsers(dest='command', required=True))\n"
-               "a = p.parse_args(sys.argv[1:])\nsys.exit(a.func(a))\n")
     rest_port = _free_port()
-    child = subprocess.Popen(
-        [sys.executable, "-c", program, "serve", "--port=0", f"--rest_api_port={rest_port}",
+    child = subprocess.Popen(  # the `tlpipe serve` a user starts
+        [sys.executable, "-m", "tlpipe.pipeline.cli", "serve", "--port=0", f"--rest_api_port={rest_port}",
          "--model_name=flowers", f"--model_base_path={base}"],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
