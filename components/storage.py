@@ -2,8 +2,9 @@
 decides how to tell them apart, make them absolute and join them.
 
 A URL is never resolved against the current directory (`Path("gs://b/w").resolve()` is
-`/cwd/gs:/b/w`), and files under either kind are read and written through `tf.io.gfile` or TFX's
-`fileio`, never `open()`/`glob`/`os.path` (tests/test_storage_rules.py enforces it).
+`/cwd/gs:/b/w`), and files under either kind are read and written through this module (over
+`tf.io.gfile`; local reads without it, to spare TensorFlow's import) or TFX's `fileio`, never
+`open()`/`glob`/`os.path` elsewhere (tests/test_storage_rules.py enforces it).
 """
 from __future__ import annotations
 
