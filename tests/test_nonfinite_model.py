@@ -27,8 +27,17 @@ def _poison(model: keras.Model) -> None:
     dense.kernel.assign(kernel)
 
 
-def _hypermodel(phases, **kwargs):
+SIZE = 32  # the toy base's smallest input: these tests are about the checks, not the model
+
+
+def _settings():
     settings = model_settings()
+    settings.tuner = settings.tuner.replace(input_sizes=[SIZE])
+    return settings
+
+
+def _hypermodel(phases, **kwargs):
+    settings = _settings()
     hypermodel = fit.TransferHyperModel(settings, len(CLASSES), phases, **kwargs)
     hp = search_space.search_space(settings)
     return settings, hypermodel, hp, hypermodel.build(hp)
@@ -37,17 +46,15 @@ def _hypermodel(phases, **kwargs):
 def test_poisoned_weights_fail_phase1_at_its_first_epoch():
     _, hypermodel, hp, model = _hypermodel("both")
     _poison(model)
-    images, labels = normalized_images()
-    batches = image_batches(images, labels)
+    images, labels = normalized_images(size=SIZE)
     with pytest.raises(NonFiniteModelError, match=r"phase 1 epoch 1 ended with loss=nan"):
-        hypermodel.fit(hp, model, batches, validation_data=batches, epochs=3, callbacks=[FailOnNonFinite()])
+        hypermodel.fit(hp, model, image_batches(images, labels), epochs=3, callbacks=[FailOnNonFinite()])
 
 
 def test_poisoned_weights_fail_phase1_on_cached_features(tmp_path):
-    settings = model_settings()
-    images, labels = normalized_images()
+    images, labels = normalized_images(size=SIZE)
     datasets = {"train": lambda: image_batches(images, labels), "eval": lambda: image_batches(images, labels)}
-    cache = feature_cache.FeatureCache(str(tmp_path), {"data": "nan-test"}, datasets, settings)
+    cache = feature_cache.FeatureCache(str(tmp_path), {"data": "nan-test"}, datasets, _settings())
     _, hypermodel, hp, model = _hypermodel("phase1", feature_cache=cache)
     _poison(model)
     with pytest.raises(NonFiniteModelError, match="phase 1 epoch 1"):
@@ -58,10 +65,9 @@ def test_a_phase2_that_diverges_fails_the_training():
     """Phase 1 trains fine; a finite but absurd phase-2 learning rate overflows the weights."""
     settings, hypermodel, hp, model = _hypermodel("both")
     settings.trainer.phase2_learning_rate = 1e38
-    images, labels = normalized_images()
-    batches = image_batches(images, labels)
+    images, labels = normalized_images(size=SIZE)
     with pytest.raises(NonFiniteModelError, match="phase 2 epoch [12] "):
-        hypermodel.fit(hp, model, batches, validation_data=batches, epochs=1, phase2_epochs=2,
+        hypermodel.fit(hp, model, image_batches(images, labels), epochs=1, phase2_epochs=2,
                        callbacks=[FailOnNonFinite()])
     assert hypermodel.record["phase1"]["epochs"] == 1  # phase 1 passed the check
 

@@ -13,6 +13,8 @@ from tlpipe.components.trainer.feature_cache import FeatureCache
 from tlpipe.components.trainer.fit import TransferHyperModel
 from tlpipe.components.tuner import tuner_module
 
+pytestmark = pytest.mark.usefixtures("frozen_heap")  # conftest.py: trials collect garbage cheaply
+
 
 def _search(settings, tmp_path, trials: int, epochs: int = 1):
     """A search as tuner_fn sets it up: head-only trials on a feature cache for phase1."""
@@ -52,13 +54,13 @@ def test_head_only_trials_cover_every_size_first_and_build_one_base_per_size(mon
     monkeypatch.setattr(network, "build_base",
                         lambda backbone, weights, size: built.append(size) or
                         real_build_base(backbone, weights, size))
-    tuner = _search(settings, tmp_path, trials=5)  # 3 covering trials, then 2 on built bases
+    tuner = _search(settings, tmp_path, trials=4)  # 3 covering trials, then 1 on a built base
     rows = tuner.trial_rows
     print(f"trial seconds: {[r['seconds'] for r in rows]}")
-    assert len(rows) == 5 and all(r["status"] == "COMPLETED" for r in rows)
+    assert len(rows) == 4 and all(r["status"] == "COMPLETED" for r in rows)
     sizes = [r["hyperparameters"][features.HP_INPUT_SIZE] for r in rows]
     assert sorted(sizes[:3]) == [32, 48, 64], "the first trials must cover every size"
-    assert len({r["hyperparameters"][features.HP_LEARNING_RATE] for r in rows}) == 5
+    assert len({r["hyperparameters"][features.HP_LEARNING_RATE] for r in rows}) == 4
     assert sorted(built) == [32, 48, 64], f"one base per input size, not per trial: {built}"
 
 
@@ -82,7 +84,7 @@ def test_each_algorithm_searches_size_and_learning_rate(algorithm, tmp_path):
 def test_both_phases_fine_tune_inside_each_trial(tmp_path):
     settings = model_settings()
     settings.tuner = settings.tuner.replace(tune_phases="both", tune_phase2_learning_rate=True,
-                                            tune_dropout=True)
+                                            tune_dropout=True, input_sizes=[32])
     tuner = _search(settings, tmp_path, trials=1)
     record = tuner.hypermodel.record
     assert record["phase1"]["epochs"] == 1 and record["phase2"]["epochs"] == 1
@@ -98,23 +100,30 @@ def test_head_only_trials_need_a_cache_and_phase1():
 
 def test_wall_clock_budget_stops_the_search(tmp_path):
     settings = model_settings()
-    settings.tuner.max_seconds = 0.001
+    settings.tuner = settings.tuner.replace(max_seconds=0.001, input_sizes=[32])
     tuner = _search(settings, tmp_path, trials=5)
     assert len(tuner.trial_rows) == 1
 
 
-def test_memory_stays_flat_across_six_trials(tmp_path):
+def test_memory_stays_flat_across_trials(tmp_path):
     """keras-team/keras-tuner#395/#873: memory growing trial after trial. KerasTuner clears the
-    Keras session before each build; the feature cache keeps one input size in memory."""
+    Keras session before each build; the feature cache keeps one input size in memory.
+
+    Four trials, the fewest that make this a check: the first two cover the two sizes (each
+    builds a base and its features), the last two only repeat that work (features from memory
+    or disk, a new head), so whatever they add is a leak. Measured over those two: -3 MB as
+    is, +8 MB without KerasTuner's session clearing (about 7 MB a trial, which the 10% bound
+    on the whole RSS alone would not see in any number of trials)."""
     settings = model_settings()
     settings.tuner = settings.tuner.replace(input_sizes=[32, 48], learning_rate_min=1e-3,
                                             learning_rate_max=1e-2, algorithm="random")
-    tuner = _search(settings, tmp_path, trials=6)
+    tuner = _search(settings, tmp_path, trials=4)
     rss = [r["rss_mb"] for r in tuner.trial_rows]
-    print(f"RSS after each of 6 trials (MB): {rss}")
-    assert len(rss) == 6
-    assert rss[-1] <= rss[0] * 1.10, f"RSS grew from {rss[0]} to {rss[-1]} MB over 6 trials"
-    assert {r["hyperparameters"][features.HP_INPUT_SIZE] for r in tuner.trial_rows} == {32, 48}
+    print(f"RSS after each of 4 trials (MB): {rss}")
+    assert len(rss) == 4
+    assert [r["hyperparameters"][features.HP_INPUT_SIZE] for r in tuner.trial_rows[:2]] == [32, 48]
+    assert rss[-1] <= rss[0] * 1.10, f"RSS grew from {rss[0]} to {rss[-1]} MB over 4 trials"
+    assert rss[-1] - rss[1] <= 4, f"RSS grew from {rss[1]} to {rss[-1]} MB over 2 repeated trials"
 
 
 def test_trials_table_lists_every_trial_with_its_error():
