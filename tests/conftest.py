@@ -156,6 +156,7 @@ def settings_args(settings: list[str]) -> list[str]:
 @dataclass
 class PipelineRuns:
     work_dir: Path
+    images: Path  # the runs' --data: tiny_images' files and their manifests (its own copy)
     first: subprocess.CompletedProcess
     second: subprocess.CompletedProcess
 
@@ -187,12 +188,15 @@ def pipeline_runs(tmp_path_factory, tiny_images) -> PipelineRuns:
     its DAG runs in the MariaDB, ram:// and scheduler tests): once to push, once to show caching.
     One pair for every e2e test (they read it, or work on copies of it)."""
     work = tmp_path_factory.mktemp("work")
-    write_manifest(tiny_images, "clean.csv", image_labels(tiny_images))
-    args = ["run", "--data", str(tiny_images), "--work-dir", str(work),
+    # A copy: the manifests written beside the images must not show up in other tests' folder.
+    images = tmp_path_factory.mktemp("shared_run") / "images"
+    shutil.copytree(tiny_images, images)
+    write_manifest(images, "clean.csv", image_labels(images))
+    args = ["run", "--data", str(images), "--work-dir", str(work),
             *settings_args(SHARED_RUN_SETTINGS)]
     first = tlpipe(*args, timeout=900)
     second = tlpipe(*args, timeout=600)
-    return PipelineRuns(work, first, second)
+    return PipelineRuns(work, images, first, second)
 
 
 @pytest.fixture(scope="session")
@@ -219,12 +223,12 @@ class ForcedRelease:
 
 
 @pytest.fixture(scope="session")
-def forced_release(pipeline_runs, tiny_images, tmp_path_factory) -> ForcedRelease:
+def forced_release(pipeline_runs, tmp_path_factory) -> ForcedRelease:
     """On a copy of the shared runs' work dir: a worse model the gate refuses, then its rare
     forced release as version 2. Two real versions, both in ML Metadata."""
     work = tmp_path_factory.mktemp("forced") / "work"
     shutil.copytree(pipeline_runs.work_dir, work)
-    worse = tlpipe("run", "--data", str(tiny_images), "--work-dir", str(work),
+    worse = tlpipe("run", "--data", str(pipeline_runs.images), "--work-dir", str(work),
                    *settings_args(WORSE_SETTINGS), timeout=600)
     after_worse = sorted(os.listdir(work / "serving" / "flowers"))
     promoted = tlpipe("promote", "--work-dir", str(work), "--reason", "hotfix for a demo",

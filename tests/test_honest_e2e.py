@@ -37,12 +37,13 @@ def _only(pattern: str, work: Path) -> Path:
     return found[0]
 
 
-def test_poisoned_test_labels_change_nothing_but_the_gate(pipeline_runs, tiny_images, tmp_path):
+def test_poisoned_test_labels_change_nothing_but_the_gate(pipeline_runs, tmp_path):
     clean = pipeline_runs.first
     assert clean.returncode == 0, clean.stdout + clean.stderr
     assert "blessed       : yes" in clean.stdout
-    settings = [*E2E_SETTINGS, f"data.manifest={_poisoned_manifest(tiny_images).name}"]
-    poisoned = tlpipe("run", "--data", str(tiny_images), "--work-dir", str(tmp_path / "poisoned"),
+    images = pipeline_runs.images
+    settings = [*E2E_SETTINGS, f"data.manifest={_poisoned_manifest(images).name}"]
+    poisoned = tlpipe("run", "--data", str(images), "--work-dir", str(tmp_path / "poisoned"),
                       *settings_args(settings), timeout=900)
     assert "blessed       : NO" in poisoned.stdout, poisoned.stdout + poisoned.stderr
 

@@ -162,8 +162,7 @@ def test_tuner_tried_both_sizes_and_the_trainer_exports_the_winner(pipeline_runs
     assert "transform channel mean (RGB): 127.00, 127.00, 127.00" in out  # EfficientNet-Lite's
 
 
-def test_tuner_with_no_successful_trial_fails_the_run_and_says_why(pipeline_runs, tiny_images,
-                                                                   tmp_path):
+def test_tuner_with_no_successful_trial_fails_the_run_and_says_why(pipeline_runs, tmp_path):
     """Every trial fails in fit (phase 1 on cached features, and the feature cache cannot be
     written: a file sits where its folder should be): the tuner node fails, with the first
     trial's error in the run's output. Ingest comes from the shared run's cache (a copy of its
@@ -173,7 +172,7 @@ def test_tuner_with_no_successful_trial_fails_the_run_and_says_why(pipeline_runs
     shutil.copy(pipeline_runs.work_dir / "metadata.sqlite", tmp_path / "metadata.sqlite")
     (tmp_path / "cache").write_text("not a folder")
     settings = [*SHARED_RUN_SETTINGS, "trainer.phase1_features=cached"]
-    result = tlpipe("run", "--data", str(tiny_images), "--work-dir", str(tmp_path), "--to",
+    result = tlpipe("run", "--data", str(pipeline_runs.images), "--work-dir", str(tmp_path), "--to",
                     "tuner", *settings_args(settings), timeout=600)
     assert result.returncode == 1, result.stdout + result.stderr
     assert re.search(r"^\s+ingest\s+CACHED", result.stdout, re.M), result.stdout
@@ -182,7 +181,7 @@ def test_tuner_with_no_successful_trial_fails_the_run_and_says_why(pipeline_runs
     assert "first error:" in result.stderr and "cache" in result.stderr, result.stderr
 
 
-def test_retune_every_reuses_tuned_values_of_the_same_settings(pipeline_runs, tiny_images):
+def test_retune_every_reuses_tuned_values_of_the_same_settings(pipeline_runs):
     """Read-only on the shared runs' ML Metadata: which tuning a later run would reuse."""
     from tlpipe.components.config_loading import load_config
     from tlpipe.pipeline.pipeline import create_pipeline, model_custom_config
@@ -196,7 +195,7 @@ def test_retune_every_reuses_tuned_values_of_the_same_settings(pipeline_runs, ti
     decision = decide(rarely, model_custom_config(rarely))
     assert not decision.tune and "reusing" in decision.reason, decision
     assert "/tuner/best_hyperparameters/" in decision.hyperparameters_uri
-    nodes = [n.id for n in create_pipeline(rarely, str(tiny_images), None,
+    nodes = [n.id for n in create_pipeline(rarely, str(pipeline_runs.images), None,
                                            decision.hyperparameters_uri).components]
     assert "tuner" not in nodes and "latest_hyperparameters" in nodes
     assert decide(rarely, model_custom_config(rarely), force=True).tune
