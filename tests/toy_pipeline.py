@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import apache_beam as beam
-from conftest import TOY_BASE
+from conftest import TOY_MODEL_SETTINGS
 from tfx.dsl.components.base.base_beam_executor import BaseBeamExecutor
 from tfx.dsl.components.base.base_executor import BaseExecutor
 from tlpipe.components.config import PipelineConfig
@@ -24,11 +24,9 @@ from tlpipe.components.ingest.local import run_ingest
 from tlpipe.components.transform.local import write_raw_schema
 from tlpipe.pipeline.pipeline import create_pipeline
 
-TOY_SIZE = 32
 # The test's own config: a random toy passes this gate (product defaults stay as they are).
 TOY_SETTINGS = [
-    f"base.name={TOY_BASE}", "base.weights=none", f"tuner.input_sizes=[{TOY_SIZE}]",
-    "trainer.phase1_epochs=1", "trainer.phase2_epochs=0", "trainer.batch_size=8",
+    *TOY_MODEL_SETTINGS, "trainer.batch_size=8",
     "trainer.early_stopping_patience=0", "trainer.augment=false",
     "evaluator.min_accuracy=0", "evaluator.max_accuracy_drop=1", "pusher.warmup_requests=2",
 ]
