@@ -1,5 +1,6 @@
-"""Beam pipeline arguments: how `beam.extra_args` is read, and the one Beam 2.77 defect that the
-DirectRunner's `multi_threading` mode needs worked around in the process that runs it.
+"""Beam pipeline arguments: how `beam.extra_args` is read, and what the process running the
+in-process runner needs: TFX's packaging for remote workers skipped (skip_tfx_packaging_in_process),
+and the one Beam 2.77 defect that the DirectRunner's `multi_threading` mode needs worked around.
 
 The defect (found reproducing ingest's lost elements, bench data 450 images of ~300 KB, 2
 workers: 1 to 7 lost per run, always between a stage's output and the next stage's input):
@@ -65,3 +66,24 @@ def guard_multi_threading() -> None:
         return
     stream._schedule_periodic_flush = lambda self: None
     stream._tlpipe_no_timer = True
+
+
+def skip_tfx_packaging_in_process() -> None:
+    """TFX's Beam executors, given no dependency flag, repackage the installed TFX for remote
+    Beam workers (tfx/utils/dependency_utils.py: a 51 MB copy and a `setup.py sdist`, ~2 s per
+    Beam node) and never delete the copy from the temp dir. The in-process runner has no remote
+    workers: for its arguments that step is skipped in this process (idempotent); any other
+    runner's arguments still get TFX's package."""
+    from tfx.utils import dependency_utils
+
+    tfx_flags = dependency_utils.make_beam_dependency_flags
+    if getattr(tfx_flags, "_tlpipe_in_process_aware", False):
+        return
+
+    def make_beam_dependency_flags(beam_pipeline_args: list[str]) -> list[str]:
+        if IN_PROCESS_RUNNER in beam_pipeline_args:
+            return list(beam_pipeline_args)
+        return tfx_flags(beam_pipeline_args)
+
+    make_beam_dependency_flags._tlpipe_in_process_aware = True
+    dependency_utils.make_beam_dependency_flags = make_beam_dependency_flags

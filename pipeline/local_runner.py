@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from tlpipe.components.beam_args import skip_tfx_packaging_in_process
 from tlpipe.components.config import PipelineConfig
 from tlpipe.pipeline.events import CACHED, EMPTY, FAILED, SKIPPED, STARTED, Event, EventWriter
 from tlpipe.pipeline.work_dir_lock import lock_path
@@ -190,6 +191,7 @@ def run_pipeline(config: PipelineConfig, data_root: str, to_node: str | None = N
     os.dup2(log_fd, 1)
     os.dup2(log_fd, 2)
     os.close(log_fd)
+    skip_tfx_packaging_in_process()  # the Beam nodes run here, in this process
     try:
         with observed_nodes(events.emit, str(lock_path(config.local_dir))):
             tfx.orchestration.LocalDagRunner().run(pipeline)

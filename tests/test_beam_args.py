@@ -1,11 +1,15 @@
 """beam.extra_args splitting, and the multi_threading element loss (components/beam_args.py)."""
 from __future__ import annotations
 
+import os
+import re
 import subprocess
 import sys
 import textwrap
 
 import pytest
+from conftest import tlpipe
+from tlpipe.components.beam_args import IN_PROCESS_RUNNER, skip_tfx_packaging_in_process
 from tlpipe.components.config import PipelineConfig
 from tlpipe.components.config_loading import load_config
 from tlpipe.components.errors import UsageError
@@ -107,3 +111,28 @@ def test_the_in_process_runner_is_named_unless_the_user_names_one():
     assert IN_PROCESS_RUNNER not in flink.beam_pipeline_args()
     spaced = PipelineConfig.from_dict({"beam": {"extra_args": ["--runner", "PortableRunner"]}})
     assert IN_PROCESS_RUNNER not in spaced.beam_pipeline_args()
+
+
+def test_tfx_packaging_is_skipped_only_for_the_in_process_runner(monkeypatch):
+    from tfx.utils import dependency_utils
+
+    monkeypatch.setattr(dependency_utils, "build_ephemeral_package", lambda: "/tmp/tfx_ephemeral.tar.gz")
+    skip_tfx_packaging_in_process()
+    skip_tfx_packaging_in_process()  # idempotent: one wrapper
+    in_process = [IN_PROCESS_RUNNER, "--direct_num_workers=1"]
+    assert dependency_utils.make_beam_dependency_flags(in_process) == in_process
+    flink = ["--runner=FlinkRunner", "--flink_master=localhost:8081"]
+    assert dependency_utils.make_beam_dependency_flags(flink) == [
+        *flink, "--extra_package=/tmp/tfx_ephemeral.tar.gz"]
+
+
+@pytest.mark.e2e
+def test_a_tlpipe_run_leaves_no_tfx_package_in_the_temp_dir(tmp_path, tiny_images):
+    """TFX would copy itself (51 MB) into a temp folder per Beam node and leave it there."""
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    result = tlpipe("run", "--to", "ingest", "--data", str(tiny_images), "--work-dir", str(tmp_path / "work"),
+                    env={**os.environ, "TMPDIR": str(temp)}, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert re.search(r"^\s+ingest\s+COMPLETE", result.stdout, re.M), result.stdout
+    assert not list(temp.glob("*/build/tfx")), sorted(p.name for p in temp.iterdir())
