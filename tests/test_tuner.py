@@ -13,8 +13,6 @@ from tlpipe.components.trainer.feature_cache import FeatureCache
 from tlpipe.components.trainer.fit import TransferHyperModel
 from tlpipe.components.tuner import tuner_module
 
-pytestmark = pytest.mark.usefixtures("frozen_heap")  # conftest.py: trials collect garbage cheaply
-
 
 def _search(settings, tmp_path, trials: int, epochs: int = 1):
     """A search as tuner_fn sets it up: head-only trials on a feature cache for phase1."""

@@ -5,8 +5,6 @@ import numpy as np
 import pytest
 from tlpipe.components.tuner.tuner_module import CoveringRandomOracle, GatedTuner
 
-pytestmark = pytest.mark.usefixtures("frozen_heap")  # conftest.py: trials collect garbage cheaply
-
 
 def _data():
     x = np.random.default_rng(0).normal(size=(16, 4)).astype("float32")
