@@ -6,6 +6,7 @@ TensorFlow, TFX, Beam or Keras (each costs seconds), and its own CPU time stays 
 time on a loaded CI machine measured the neighbours, not the CLI)."""
 from __future__ import annotations
 
+import json
 import os
 import resource
 import subprocess
@@ -59,14 +60,67 @@ def assert_one_line_usage_error(proc: subprocess.CompletedProcess, message: str)
     assert message in proc.stderr
 
 
+# The refusal cases, each run as `python -m tlpipe.pipeline.cli ...` again (runpy) inside one
+# child, in its own folder: its exit status, what it printed, its CPU time and the heavy modules
+# loaded by its end (cumulative, so the first case that imports one is the first to fail). One
+# interpreter start for all of them instead of ~36 (~0.3 CPU s each).
+BATCH = f"""
+import contextlib, io, json, os, resource, runpy, sys
+results = []
+for argv, cwd in json.loads(sys.stdin.read()):
+    os.chdir(cwd)
+    out, err = io.StringIO(), io.StringIO()
+    before = resource.getrusage(resource.RUSAGE_SELF)
+    sys.argv = ["tlpipe", *argv]
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            runpy.run_module("tlpipe.pipeline.cli", run_name="__main__", alter_sys=True)
+            code = 0
+        except SystemExit as exit:
+            code = exit.code if isinstance(exit.code, int) else 1
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    results.append({{"code": code, "stdout": out.getvalue(), "stderr": err.getvalue(),
+                    "cpu": after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime,
+                    "heavy": [m for m in {HEAVY_MODULES!r} if m in sys.modules]}})
+print(json.dumps(results))
+"""
+
+
+@dataclass
+class Refused:
+    proc: subprocess.CompletedProcess
+    cost: Cost
+    work: Path  # the --work-dir it was given
+
+
+@pytest.fixture(scope="module")
+def refusals(tmp_path_factory, tiny_images) -> dict[tuple[str, ...], Refused]:
+    """Every bad setting given to `tlpipe run`, and one to each subcommand, keyed by
+    ("run", *overrides) and (subcommand,)."""
+    cases = {("run", *overrides): ["run", "--data", str(tiny_images),
+                                   *[a for s in overrides for a in ("--set", s)]]
+             for overrides, _ in BAD_SETTINGS + BAD_COMBINATIONS}
+    cases.update({(command,): [command, *SUBCOMMANDS[command], "--set", "trainer.batch_size=0"]
+                  for command in SUBCOMMANDS})
+    folders = {key: tmp_path_factory.mktemp("refusal") for key in cases}
+    runs = [[[*argv, "--work-dir", str(folders[key] / "work")], str(folders[key])]
+            for key, argv in cases.items()]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    child = subprocess.run([sys.executable, "-c", BATCH], input=json.dumps(runs), env=env,
+                           capture_output=True, text=True, timeout=300)
+    assert child.returncode == 0, child.stderr[-3000:]
+    results = json.loads(child.stdout.strip().splitlines()[-1])
+    return {key: Refused(subprocess.CompletedProcess(argv, r["code"], r["stdout"], r["stderr"]),
+                         Cost(r["cpu"], r["heavy"]), folders[key] / "work")
+            for (key, argv), r in zip(cases.items(), results)}
+
+
 @pytest.mark.parametrize("overrides, message", BAD_SETTINGS + BAD_COMBINATIONS)
-def test_run_refuses_each_bad_setting_before_anything_runs(tmp_path, tiny_images, overrides, message):
-    work = tmp_path / "work"
-    sets = [a for s in overrides for a in ("--set", s)]
-    proc, cost = tlpipe("run", "--data", str(tiny_images), "--work-dir", str(work), *sets, cwd=tmp_path)
-    assert_one_line_usage_error(proc, message)
-    cost.assert_quick()
-    assert not work.exists() and proc.stdout == ""
+def test_run_refuses_each_bad_setting_before_anything_runs(refusals, overrides, message):
+    refused = refusals[("run", *overrides)]
+    assert_one_line_usage_error(refused.proc, message)
+    refused.cost.assert_quick()
+    assert not refused.work.exists() and refused.proc.stdout == ""
 
 
 def test_run_refuses_a_config_file_that_is_a_list(tmp_path, tiny_images):
@@ -89,12 +143,11 @@ SUBCOMMANDS = {  # each subcommand that reads the config, with its own required 
 
 
 @pytest.mark.parametrize("command", sorted(SUBCOMMANDS))
-def test_every_subcommand_shares_the_config_flags_and_their_errors(tmp_path, command):
-    proc, cost = tlpipe(command, *SUBCOMMANDS[command], "--work-dir", str(tmp_path / "work"),
-                        "--set", "trainer.batch_size=0", cwd=tmp_path)
-    assert_one_line_usage_error(proc, "'trainer.batch_size' must be greater than or equal to 1, got 0")
-    cost.assert_quick()
-    assert not (tmp_path / "work").exists()
+def test_every_subcommand_shares_the_config_flags_and_their_errors(refusals, command):
+    refused = refusals[(command,)]
+    assert_one_line_usage_error(refused.proc, "'trainer.batch_size' must be greater than or equal to 1, got 0")
+    refused.cost.assert_quick()
+    assert not refused.work.exists()
 
 
 def test_listings_take_format_json_and_the_json_alias(tmp_path):
