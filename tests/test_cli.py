@@ -77,7 +77,7 @@ for argv, cwd in json.loads(sys.stdin.read()):
             runpy.run_module("tlpipe.pipeline.cli", run_name="__main__", alter_sys=True)
             code = 0
         except SystemExit as exit:
-            code = exit.code if isinstance(exit.code, int) else 1
+            code = 0 if exit.code is None else exit.code if isinstance(exit.code, int) else 1
     after = resource.getrusage(resource.RUSAGE_SELF)
     results.append({{"code": code, "stdout": out.getvalue(), "stderr": err.getvalue(),
                     "cpu": after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime,
