@@ -105,6 +105,23 @@ def tlpipe(*args, env=None, timeout=120) -> subprocess.CompletedProcess:
                           text=True, cwd=REPO, env=env, timeout=timeout)
 
 
+@pytest.fixture
+def tlpipe_in_process(capsys, monkeypatch):
+    """`tlpipe(...)`'s result from the same main() run in this process, for commands whose
+    child would spend seconds importing TensorFlow or TFX first (no DAG guard needed: the
+    test process has it)."""
+    from tlpipe.pipeline.cli import main
+
+    monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "3")  # main() sets it when unset; keep it local
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        code = main(list(args))
+        printed = capsys.readouterr()
+        return subprocess.CompletedProcess(args, code, printed.out, printed.err)
+
+    return run
+
+
 # --- the toy model (fast tests) ----------------------------------------------------------
 
 @pytest.fixture(scope="session")

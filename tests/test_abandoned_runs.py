@@ -111,18 +111,13 @@ def _killed_transform(work: Path, owner: dict | None, run_name: str = "killed", 
 
 
 @pytest.fixture
-def runs_json(capsys, monkeypatch):
-    """`tlpipe runs --format json`, through main() in this process (a child would spend ~8 s of
-    CPU importing TensorFlow; test_runs.py and test_cli.py run `tlpipe runs` as a real child)."""
-    from tlpipe.pipeline.cli import main
-
-    monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "3")  # main() sets it when unset; keep it local
-
+def runs_json(tlpipe_in_process):
+    """`tlpipe runs --format json`, in this process (a child would spend ~8 s of CPU importing
+    TensorFlow; test_runs.py and test_cli.py run `tlpipe runs` as a real child)."""
     def listing(work: Path) -> list[dict]:
-        code = main(["runs", "--work-dir", str(work), "--format", "json"])
-        printed = capsys.readouterr()
-        assert code == 0, printed.err
-        return json.loads(printed.out)
+        result = tlpipe_in_process("runs", "--work-dir", str(work), "--format", "json")
+        assert result.returncode == 0, result.stderr
+        return json.loads(result.stdout)
 
     return listing
 

@@ -170,12 +170,10 @@ def test_listing_recorded_runs_imports_no_tensorflow(tmp_path):
     cost.assert_quick()
 
 
-def test_a_failed_action_is_one_line_and_exit_1(tmp_path, capsys, monkeypatch):
+def test_a_failed_action_is_one_line_and_exit_1(tmp_path, tlpipe_in_process):
     """In this process (a child would spend ~15 s of CPU importing TFX before failing; the same
     main() turns the error into one line either way)."""
-    from tlpipe.pipeline.cli import main
-
-    monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "3")  # main() sets it when unset; keep it local
-    assert main(["compare", "--work-dir", str(tmp_path)]) == 1
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and err.startswith("tlpipe: error: no trained version"), err
+    failed = tlpipe_in_process("compare", "--work-dir", str(tmp_path))
+    assert failed.returncode == 1
+    assert failed.stderr.count("\n") == 1 and failed.stderr.startswith(
+        "tlpipe: error: no trained version"), failed.stderr

@@ -36,18 +36,13 @@ def ram_work_dir():
         tf.io.gfile.rmtree("ram://kf")
 
 
-def test_kubeflow_v2_spec_has_every_component(tmp_path, tiny_images, ram_work_dir, capsys,
-                                              monkeypatch):
-    from tlpipe.pipeline.cli import main
-
-    monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "3")  # main() sets it when unset; keep it local
+def test_kubeflow_v2_spec_has_every_component(tmp_path, tiny_images, ram_work_dir, tlpipe_in_process):
     out = tmp_path / "spec" / "tlpipe.json"
-    code = main(["compile", "--kubeflow", str(out), "--data", str(tiny_images),
-                 "--work-dir", ram_work_dir, "--image", "registry.example/tlpipe:1",
-                 "--set", "beam.extra_args=[--temp_location=gs://bucket/tmp]"])
-    printed = capsys.readouterr()
-    assert code == 0, printed.out + printed.err
-    assert f"wrote the Kubeflow V2 pipeline spec {out}" in printed.out
+    result = tlpipe_in_process("compile", "--kubeflow", str(out), "--data", str(tiny_images),
+                               "--work-dir", ram_work_dir, "--image", "registry.example/tlpipe:1",
+                               "--set", "beam.extra_args=[--temp_location=gs://bucket/tmp]")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"wrote the Kubeflow V2 pipeline spec {out}" in result.stdout
     text = out.read_text()
     assert str(tmp_path / "spec") not in text and "/tmp/tlpipe" not in text  # nothing on this disk
     assert "ram://kf/work/pipeline/_wheels/tfx_user_code_trainer" in text  # module wheels

@@ -136,18 +136,14 @@ def test_run_if_new_data_exits_at_once_when_nothing_arrived(tmp_path, tiny_image
     assert time.time() - started < 30  # no TensorFlow import, no pipeline
 
 
-def test_runs_command(tmp_path, capsys, monkeypatch):
+def test_runs_command(tmp_path, tlpipe_in_process):
     """The empty listing in a real child (no store: no TensorFlow import, well under a second);
     the listing of a store in this process, through the same main() (its artifact checks go
     through tf.io.gfile: a child would spend ~8 s of CPU importing TensorFlow)."""
-    from tlpipe.pipeline.cli import main
-
     empty = tlpipe("runs", "--work-dir", str(tmp_path))
     assert empty.returncode == 0 and "no runs recorded" in empty.stdout
     _history(tmp_path, [("r1", 1, WHOLE)])
-    monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "3")  # main() sets it when unset; keep it local
-    code = main(["runs", "--work-dir", str(tmp_path), "--json"])
-    listed = capsys.readouterr()
-    assert code == 0, listed.err
-    [run] = json.loads(listed.out)
+    listed = tlpipe_in_process("runs", "--work-dir", str(tmp_path), "--json")
+    assert listed.returncode == 0, listed.stderr
+    [run] = json.loads(listed.stdout)
     assert (run["run_id"], run["status"], run["span"]) == ("r1", "complete", 1)

@@ -21,13 +21,13 @@ MODULE_CPU_SECONDS = {
     "test_compare.py": 242, "test_schedule.py": 224, "test_metadata_mysql.py": 123,
     "test_honest_e2e.py": 98, "test_pipeline_e2e.py": 83, "test_storage_e2e.py": 63,
     "test_tuner.py": 34, "test_trainer.py": 25, "test_distribution.py": 24,
-    "test_ingest_label_domain.py": 23, "test_nonfinite_model.py": 20, "test_imports.py": 5,
-    "test_run_lock.py": 18, "test_serving_reload.py": 18, "test_abandoned_runs.py": 17,
-    "test_dag_guard.py": 15, "test_cli.py": 4, "test_base_layers.py": 8,
-    "test_efficientnet_lite.py": 9, "test_serving_cli.py": 8, "test_serving_grpc.py": 7,
-    "test_ingest_executor.py": 7, "test_serving_hostile.py": 6, "test_serving_server.py": 6,
-    "test_ingest_pipeline.py": 5, "test_kubeflow_compile.py": 5, "test_serving_rest.py": 5,
-    "test_beam_args.py": 5, "test_evaluator_metrics.py": 4,
+    "test_ingest_label_domain.py": 23, "test_nonfinite_model.py": 20, "test_run_lock.py": 18,
+    "test_serving_reload.py": 18, "test_abandoned_runs.py": 17, "test_dag_guard.py": 15,
+    "test_efficientnet_lite.py": 9, "test_base_layers.py": 8, "test_serving_cli.py": 8,
+    "test_serving_grpc.py": 7, "test_ingest_executor.py": 7, "test_serving_hostile.py": 6,
+    "test_serving_server.py": 6, "test_imports.py": 5, "test_ingest_pipeline.py": 5,
+    "test_kubeflow_compile.py": 5, "test_serving_rest.py": 5, "test_beam_args.py": 5,
+    "test_cli.py": 4, "test_evaluator_metrics.py": 4,
 }
 
 
